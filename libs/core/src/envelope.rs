@@ -1,0 +1,667 @@
+//! The event envelope: the wire contract of every Tidewell event (see `docs/events.md`).
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::Error;
+
+/// A payload type that travels as a Tidewell event.
+///
+/// `TYPE` is the dotted event type (`<service>.<entity>.<what happened>`), `VERSION` the version of
+/// the payload schema this Rust type describes. An invalid `TYPE` fails the build when
+/// [`Envelope::new`] is used with it.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use tidewell_core::{Envelope, Event, serde_json};
+///
+/// /// Version 2 split `name` into `first` and `last`.
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct UserCreated { id: u64, first: String, last: String }
+///
+/// impl Event for UserCreated {
+///     const TYPE: &'static str = "auth.user.created";
+///     const VERSION: u16 = 2;
+///
+///     fn upcast(version: u16, payload: serde_json::Value) -> Option<Result<Self, serde_json::Error>> {
+///         #[derive(Deserialize)]
+///         struct V1 { id: u64, name: String }
+///         (version == 1).then(|| {
+///             let v1: V1 = serde_json::from_value(payload)?;
+///             let (first, last) = v1.name.split_once(' ').unwrap_or((&v1.name, ""));
+///             Ok(UserCreated { id: v1.id, first: first.into(), last: last.into() })
+///         })
+///     }
+/// }
+///
+/// let v1 = br#"{"id":"0190b3a4-7c4e-7d2a-9f1e-2b3c4d5e6f70","type":"auth.user.created","version":1,
+///   "source":"auth","occurred_at":"2026-11-26T10:00:00Z","correlation_id":"req-1",
+///   "payload":{"id":7,"name":"Ada Lovelace"}}"#;
+/// let event = Envelope::<UserCreated>::from_json(v1)?;
+/// assert_eq!(event.payload().last, "Lovelace");
+/// assert_eq!(event.version(), 2, "upcast envelopes carry the version they now hold");
+/// # Ok::<(), tidewell_core::Error>(())
+/// ```
+pub trait Event: Serialize + DeserializeOwned {
+    /// The dotted event type, e.g. `payments.payment.created`.
+    const TYPE: &'static str;
+    /// The payload schema version this type describes.
+    const VERSION: u16;
+
+    /// Turns the payload of an older `version` into this type.
+    ///
+    /// Return `None` for a version you do not accept (the decode then fails with
+    /// [`Error::UnsupportedVersion`]). The default accepts no older version.
+    fn upcast(version: u16, payload: serde_json::Value) -> Option<Result<Self, serde_json::Error>> {
+        let _ = (version, payload);
+        None
+    }
+}
+
+/// Whether `ty` is a valid event type: two or more dot-separated segments, each starting with a
+/// lowercase ASCII letter followed by lowercase letters, digits or `_`; at most 128 bytes.
+///
+/// ```
+/// use tidewell_core::is_valid_event_type;
+/// assert!(is_valid_event_type("payments.payment.created"));
+/// assert!(!is_valid_event_type("Payments.Created"));
+/// assert!(!is_valid_event_type("payments"));
+/// ```
+pub const fn is_valid_event_type(ty: &str) -> bool {
+    let bytes = ty.as_bytes();
+    if bytes.is_empty() || bytes.len() > 128 {
+        return false;
+    }
+    let mut segments = 1;
+    let mut at_segment_start = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if at_segment_start {
+            if !b.is_ascii_lowercase() {
+                return false;
+            }
+            at_segment_start = false;
+        } else if b == b'.' {
+            segments += 1;
+            at_segment_start = true;
+        } else if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return false;
+        }
+        i += 1;
+    }
+    !at_segment_start && segments >= 2
+}
+
+/// A correlation id: ties together everything done for one request or one chain of events.
+///
+/// 1 to 128 visible ASCII characters, without `"`, `,`, `;` or `\`, so it can travel in an HTTP
+/// header, an AMQP property and a log line unchanged. [`CorrelationId::new`] makes a UUID v7.
+///
+/// ```
+/// use tidewell_core::CorrelationId;
+/// let id: CorrelationId = "req-7f3a".parse()?;
+/// assert_eq!(id.as_str(), "req-7f3a");
+/// assert!("has space".parse::<CorrelationId>().is_err());
+/// # Ok::<(), tidewell_core::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CorrelationId(String);
+
+impl CorrelationId {
+    /// The longest accepted correlation id, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// A fresh correlation id (a UUID v7, so ids sort by creation time).
+    pub fn new() -> Self {
+        Self(Uuid::now_v7().to_string())
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn check(s: &str) -> Result<(), Error> {
+        let reason = if s.is_empty() {
+            "it is empty"
+        } else if s.len() > Self::MAX_LEN {
+            "it is longer than 128 bytes"
+        } else if !s
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';' | b'\\'))
+        {
+            "it holds a character that is not allowed"
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidCorrelationId { reason })
+    }
+}
+
+impl Default for CorrelationId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::str::FromStr for CorrelationId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::check(s)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for CorrelationId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        Self::check(&s)?;
+        Ok(Self(s))
+    }
+}
+
+impl From<CorrelationId> for String {
+    fn from(id: CorrelationId) -> String {
+        id.0
+    }
+}
+
+impl From<Uuid> for CorrelationId {
+    fn from(id: Uuid) -> Self {
+        Self(id.to_string())
+    }
+}
+
+impl fmt::Display for CorrelationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CorrelationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CorrelationId({:?})", self.0)
+    }
+}
+
+/// An event as it travels: identity, type and version, provenance, and the payload.
+///
+/// Build one with [`Envelope::new`], encode it with [`Envelope::to_json`], decode it with
+/// [`Envelope::from_json`] (or [`RawEnvelope::parse`] then [`RawEnvelope::decode`] when the type
+/// is known only at run time). The JSON form is documented in `docs/events.md`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    id: Uuid,
+    #[serde(rename = "type")]
+    event_type: String,
+    version: u16,
+    source: String,
+    #[serde(with = "utc_rfc3339")]
+    occurred_at: OffsetDateTime,
+    correlation_id: CorrelationId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    causation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    payload: T,
+}
+
+/// An envelope whose payload is still JSON: what a router reads before it knows the Rust type.
+pub type RawEnvelope = Envelope<serde_json::Value>;
+
+impl<T> Envelope<T> {
+    /// The envelope id, a UUID v7; also the AMQP `message_id` and the de-duplication key.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+    /// The dotted event type, e.g. `payments.payment.created`.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+    /// The payload schema version.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+    /// The service that emitted the event.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    /// When the event happened, in UTC.
+    pub fn occurred_at(&self) -> OffsetDateTime {
+        self.occurred_at
+    }
+    /// The correlation id of the request or chain this event belongs to.
+    pub fn correlation_id(&self) -> &CorrelationId {
+        &self.correlation_id
+    }
+    /// The id of the event that caused this one, if any.
+    pub fn causation_id(&self) -> Option<Uuid> {
+        self.causation_id
+    }
+    /// The W3C `traceparent` of the span that emitted the event, if any.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
+    }
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+    /// Takes the payload out of the envelope.
+    pub fn into_payload(self) -> T {
+        self.payload
+    }
+
+    /// Sets the correlation id (by default a fresh one).
+    #[must_use]
+    pub fn with_correlation_id(mut self, id: CorrelationId) -> Self {
+        self.correlation_id = id;
+        self
+    }
+
+    /// Sets the W3C `traceparent` header value of the emitting span.
+    #[must_use]
+    pub fn with_traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// Marks this event as caused by `cause`: takes its correlation id and records its id as the
+    /// causation id.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tidewell_core::{Envelope, Event};
+    /// # #[derive(Serialize, Deserialize)] struct Paid;
+    /// # impl Event for Paid { const TYPE: &'static str = "payments.payment.completed"; const VERSION: u16 = 1; }
+    /// # #[derive(Serialize, Deserialize)] struct Mailed;
+    /// # impl Event for Mailed { const TYPE: &'static str = "mail.receipt.sent"; const VERSION: u16 = 1; }
+    /// let paid = Envelope::new("payments", Paid);
+    /// let mailed = Envelope::new("mail", Mailed).caused_by(&paid);
+    /// assert_eq!(mailed.correlation_id(), paid.correlation_id());
+    /// assert_eq!(mailed.causation_id(), Some(paid.id()));
+    /// ```
+    #[must_use]
+    pub fn caused_by<U>(mut self, cause: &Envelope<U>) -> Self {
+        self.correlation_id = cause.correlation_id.clone();
+        self.causation_id = Some(cause.id);
+        self
+    }
+
+    /// Separates the header fields from the payload.
+    fn split(self) -> (Envelope<()>, T) {
+        let head = Envelope {
+            id: self.id,
+            event_type: self.event_type,
+            version: self.version,
+            source: self.source,
+            occurred_at: self.occurred_at,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            traceparent: self.traceparent,
+            payload: (),
+        };
+        (head, self.payload)
+    }
+}
+
+impl Envelope<()> {
+    fn with_payload<U>(self, payload: U, version: u16) -> Envelope<U> {
+        Envelope {
+            id: self.id,
+            event_type: self.event_type,
+            version,
+            source: self.source,
+            occurred_at: self.occurred_at,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            traceparent: self.traceparent,
+            payload,
+        }
+    }
+}
+
+impl<E: Event> Envelope<E> {
+    /// A new envelope for `payload`, emitted by `source` now, with a fresh id and correlation id.
+    pub fn new(source: impl Into<String>, payload: E) -> Self {
+        const {
+            assert!(
+                is_valid_event_type(E::TYPE),
+                "Event::TYPE must be two or more dot-separated lowercase segments"
+            );
+        }
+        Self {
+            id: Uuid::now_v7(),
+            event_type: E::TYPE.to_owned(),
+            version: E::VERSION,
+            source: source.into(),
+            occurred_at: OffsetDateTime::now_utc(),
+            correlation_id: CorrelationId::new(),
+            causation_id: None,
+            traceparent: None,
+            payload,
+        }
+    }
+
+    /// Encodes the envelope as JSON bytes.
+    pub fn to_json(&self) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(self).map_err(|source| Error::Encode {
+            event_type: self.event_type.clone(),
+            source,
+        })
+    }
+
+    /// Decodes JSON bytes into an envelope of `E`, upcasting an older version through
+    /// [`Event::upcast`].
+    ///
+    /// Fails with [`Error::UnexpectedEventType`] for another type, [`Error::UnsupportedVersion`]
+    /// for a version that cannot be read, and [`Error::MalformedEnvelope`] or
+    /// [`Error::MalformedPayload`] for bytes that do not fit.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, Error> {
+        RawEnvelope::parse(bytes)?.decode()
+    }
+}
+
+impl RawEnvelope {
+    /// Parses JSON bytes into an envelope whose payload is still JSON, checking the envelope
+    /// fields (id, type, version, source, time, correlation id) but not the payload.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
+        let raw: RawEnvelope =
+            serde_json::from_slice(bytes).map_err(|source| Error::MalformedEnvelope { source })?;
+        if !is_valid_event_type(&raw.event_type) {
+            return Err(Error::InvalidEventType {
+                found: raw.event_type.chars().take(128).collect(),
+            });
+        }
+        Ok(raw)
+    }
+
+    /// Decodes the payload as `E`, upcasting an older version through [`Event::upcast`].
+    ///
+    /// On success the envelope carries `E::VERSION`, the version its payload now holds.
+    pub fn decode<E: Event>(self) -> Result<Envelope<E>, Error> {
+        if self.event_type != E::TYPE {
+            return Err(Error::UnexpectedEventType {
+                expected: E::TYPE,
+                found: self.event_type,
+            });
+        }
+        let version = self.version;
+        let (head, payload) = self.split();
+        let decoded = match version.cmp(&E::VERSION) {
+            std::cmp::Ordering::Equal => Some(serde_json::from_value(payload)),
+            std::cmp::Ordering::Less => E::upcast(version, payload),
+            std::cmp::Ordering::Greater => None,
+        };
+        match decoded {
+            Some(Ok(payload)) => Ok(head.with_payload(payload, E::VERSION)),
+            Some(Err(source)) => Err(Error::MalformedPayload {
+                event_type: head.event_type,
+                version,
+                source,
+            }),
+            None => Err(Error::UnsupportedVersion {
+                event_type: head.event_type,
+                found: version,
+                supported: E::VERSION,
+            }),
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Envelope<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("id", &self.id)
+            .field("type", &self.event_type)
+            .field("version", &self.version)
+            .field("source", &self.source)
+            .field("occurred_at", &self.occurred_at)
+            .field("correlation_id", &self.correlation_id)
+            .field("causation_id", &self.causation_id)
+            .field("traceparent", &self.traceparent)
+            .field("payload", &self.payload)
+            .finish()
+    }
+}
+
+/// RFC 3339 on the wire; any offset accepted on read and normalised to UTC.
+mod utc_rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::{OffsetDateTime, UtcOffset};
+
+    pub(super) fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        let text = t
+            .to_offset(UtcOffset::UTC)
+            .format(&Rfc3339)
+            .map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        OffsetDateTime::parse(&text, &Rfc3339)
+            .map(|t| t.to_offset(UtcOffset::UTC))
+            .map_err(|e| serde::de::Error::custom(format_args!("occurred_at: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct PaymentCreated {
+        payment_id: u64,
+        amount_cents: i64,
+        currency: String,
+    }
+
+    impl Event for PaymentCreated {
+        const TYPE: &'static str = "payments.payment.created";
+        const VERSION: u16 = 2;
+
+        fn upcast(version: u16, payload: serde_json::Value) -> Option<Result<Self, serde_json::Error>> {
+            #[derive(Deserialize)]
+            struct V1 {
+                payment_id: u64,
+                amount_cents: i64,
+            }
+            (version == 1).then(|| {
+                serde_json::from_value::<V1>(payload).map(|v1| PaymentCreated {
+                    payment_id: v1.payment_id,
+                    amount_cents: v1.amount_cents,
+                    currency: "EUR".into(),
+                })
+            })
+        }
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct UserDeleted {
+        id: u64,
+    }
+    impl Event for UserDeleted {
+        const TYPE: &'static str = "auth.user.deleted";
+        const VERSION: u16 = 1;
+    }
+
+    fn sample() -> Envelope<PaymentCreated> {
+        Envelope::new(
+            "payments",
+            PaymentCreated {
+                payment_id: 42,
+                amount_cents: 1999,
+                currency: "USD".into(),
+            },
+        )
+    }
+
+    fn raw_json(ty: &str, version: u16, payload: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "id": "0190b3a4-7c4e-7d2a-9f1e-2b3c4d5e6f70",
+            "type": ty,
+            "version": version,
+            "source": "payments",
+            "occurred_at": "2026-11-26T11:00:00+01:00",
+            "correlation_id": "req-1",
+            "payload": payload,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field() {
+        let original = sample()
+            .with_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .with_correlation_id("req-9".parse().unwrap());
+        let decoded = Envelope::<PaymentCreated>::from_json(&original.to_json().unwrap()).unwrap();
+        assert_eq!(decoded, original);
+        assert_eq!(decoded.id().get_version_num(), 7);
+    }
+
+    #[test]
+    fn wire_form_uses_documented_field_names() {
+        let value: serde_json::Value = serde_json::from_slice(&sample().to_json().unwrap()).unwrap();
+        let obj = value.as_object().unwrap();
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["correlation_id", "id", "occurred_at", "payload", "source", "type", "version"]
+        );
+        assert_eq!(obj["type"], "payments.payment.created");
+        assert_eq!(obj["version"], 2);
+        assert!(obj["occurred_at"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn occurred_at_is_normalised_to_utc() {
+        let env = Envelope::<PaymentCreated>::from_json(&raw_json(
+            "payments.payment.created",
+            2,
+            json!({"payment_id": 1, "amount_cents": 5, "currency": "EUR"}),
+        ))
+        .unwrap();
+        assert_eq!(env.occurred_at().offset(), time::UtcOffset::UTC);
+        assert_eq!(env.occurred_at().hour(), 10);
+    }
+
+    #[test]
+    fn wrong_type_is_a_typed_error() {
+        let bytes = raw_json("auth.user.deleted", 1, json!({"id": 1}));
+        match Envelope::<PaymentCreated>::from_json(&bytes) {
+            Err(Error::UnexpectedEventType { expected, found }) => {
+                assert_eq!(expected, "payments.payment.created");
+                assert_eq!(found, "auth.user.deleted");
+            }
+            other => panic!("expected UnexpectedEventType, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn newer_version_is_unsupported() {
+        let bytes = raw_json("payments.payment.created", 3, json!({}));
+        match Envelope::<PaymentCreated>::from_json(&bytes) {
+            Err(Error::UnsupportedVersion { found: 3, supported: 2, .. }) => {}
+            other => panic!("expected UnsupportedVersion, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn older_version_without_upcast_is_unsupported() {
+        let bytes = raw_json("auth.user.deleted", 0, json!({"id": 1}));
+        let err = Envelope::<UserDeleted>::from_json(&bytes).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedVersion { found: 0, supported: 1, .. }));
+        assert!(err.to_string().contains("Event::upcast"), "{err}");
+    }
+
+    #[test]
+    fn upcast_accepts_v1_where_v2_is_expected() {
+        let bytes = raw_json(
+            "payments.payment.created",
+            1,
+            json!({"payment_id": 7, "amount_cents": 100}),
+        );
+        let env = Envelope::<PaymentCreated>::from_json(&bytes).unwrap();
+        assert_eq!(env.version(), 2);
+        assert_eq!(env.payload().currency, "EUR");
+        assert_eq!(env.payload().payment_id, 7);
+    }
+
+    #[test]
+    fn payload_mismatch_names_type_and_version() {
+        let bytes = raw_json("payments.payment.created", 2, json!({"payment_id": "x"}));
+        match Envelope::<PaymentCreated>::from_json(&bytes) {
+            Err(Error::MalformedPayload { event_type, version: 2, .. }) => {
+                assert_eq!(event_type, "payments.payment.created");
+            }
+            other => panic!("expected MalformedPayload, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_input_never_panics() {
+        for bytes in [
+            &b""[..],
+            b"{",
+            b"null",
+            b"[]",
+            b"{\"id\":1}",
+            &raw_json("Payments.Created", 1, json!({}))[..],
+            &raw_json("payments", 1, json!({}))[..],
+        ] {
+            assert!(RawEnvelope::parse(bytes).is_err(), "{:?}", String::from_utf8_lossy(bytes));
+        }
+        let mut bad_time = serde_json::from_slice::<serde_json::Value>(&raw_json(
+            "payments.payment.created",
+            2,
+            json!({}),
+        ))
+        .unwrap();
+        bad_time["occurred_at"] = json!("yesterday");
+        let err = RawEnvelope::parse(&serde_json::to_vec(&bad_time).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("occurred_at"), "{err}");
+    }
+
+    #[test]
+    fn raw_envelope_routes_before_typed_decode() {
+        let bytes = sample().to_json().unwrap();
+        let raw = RawEnvelope::parse(&bytes).unwrap();
+        assert_eq!(raw.event_type(), PaymentCreated::TYPE);
+        assert_eq!(raw.payload()["payment_id"], 42);
+        let typed: Envelope<PaymentCreated> = raw.decode().unwrap();
+        assert_eq!(typed.payload().payment_id, 42);
+    }
+
+    #[test]
+    fn event_type_rules() {
+        for ok in ["a.b", "payments.payment.created", "auth.user_2.login"] {
+            assert!(is_valid_event_type(ok), "{ok}");
+        }
+        for bad in ["", "a", "a.", ".a", "a..b", "A.b", "a.B", "a.2b", "a.b-c", "a b.c"] {
+            assert!(!is_valid_event_type(bad), "{bad}");
+        }
+        assert!(!is_valid_event_type(&format!("a.{}", "b".repeat(127))));
+    }
+
+    #[test]
+    fn correlation_id_rules() {
+        assert!(CorrelationId::new().as_str().len() == 36);
+        assert!("Root=1-67891233-abcdef".parse::<CorrelationId>().is_ok());
+        for bad in ["", "a b", "a,b", "a;b", "a\"b", "a\\b", "é"] {
+            assert!(bad.parse::<CorrelationId>().is_err(), "{bad}");
+        }
+        assert!("x".repeat(129).parse::<CorrelationId>().is_err());
+        assert!("x".repeat(128).parse::<CorrelationId>().is_ok());
+        let err = serde_json::from_str::<CorrelationId>("\"a b\"").unwrap_err();
+        assert!(err.to_string().contains("invalid correlation id"), "{err}");
+    }
+}

@@ -1,0 +1,52 @@
+//! # tidewell-core
+//!
+//! The building blocks every Tidewell crate shares, so that none of them rewrites them:
+//!
+//! - [`Envelope`]: the versioned event envelope on every wire (AMQP, WebSocket, outbox), with the
+//!   [`Event`] trait that ties a payload type to its dotted `type` and its `version`, typed decode
+//!   errors and an upcast hook. Its JSON form is a wire contract, documented in `docs/events.md`.
+//! - [`Backoff`]: exponential backoff with jitter, bounded by attempts or elapsed time and seedable
+//!   for tests. Retries, reconnects and clients all use this one.
+//! - [`config`]: typed reading of durations (`"250ms"`), byte sizes (`"64KiB"`) and URLs from
+//!   environment variables, with errors that name the variable and the expected form.
+//! - [`Shutdown`] (feature `runtime`, on by default): one graceful-shutdown signal (SIGINT/SIGTERM)
+//!   that servers and consumers accept, which also owns the tasks they spawn.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use tidewell_core::{Envelope, Event};
+//!
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! struct PaymentCreated { payment_id: u64, amount_cents: i64 }
+//!
+//! impl Event for PaymentCreated {
+//!     const TYPE: &'static str = "payments.payment.created";
+//!     const VERSION: u16 = 1;
+//! }
+//!
+//! let sent = Envelope::new("payments", PaymentCreated { payment_id: 42, amount_cents: 1999 });
+//! let bytes = sent.to_json()?;
+//! let received = Envelope::<PaymentCreated>::from_json(&bytes)?;
+//! assert_eq!(received.payload(), sent.payload());
+//! assert_eq!(received.id(), sent.id());
+//! # Ok::<(), tidewell_core::Error>(())
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backoff;
+pub mod config;
+mod envelope;
+mod error;
+#[cfg(feature = "runtime")]
+mod shutdown;
+
+pub use backoff::{Backoff, BackoffBuilder, Schedule};
+pub use envelope::{CorrelationId, Envelope, Event, RawEnvelope, is_valid_event_type};
+pub use error::Error;
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use shutdown::Shutdown;
+
+/// Re-exported so that users name the same `serde_json` (for [`Event::upcast`] and
+/// [`RawEnvelope`]) and the same `uuid` and `time` versions as Tidewell.
+pub use {serde_json, time, uuid};
