@@ -36,6 +36,9 @@ mod tests {
     fn debug_never_shows_the_token() {
         let t = Token::new("eyJhbGciOiJIUzI1NiJ9.e30.sig");
         assert_eq!(format!("{t:?}"), "Token(<redacted>)");
-        assert_eq!(format!("{:#?}", Some(&t)), "Some(\n    Token(<redacted>),\n)");
+        assert_eq!(
+            format!("{:#?}", Some(&t)),
+            "Some(\n    Token(<redacted>),\n)"
+        );
     }
 }

@@ -140,7 +140,8 @@ impl Verifier {
 
 fn parse_header(token: &str) -> Result<RawHeader, Error> {
     let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Error::Malformed(
             "expected three dot-separated parts (header.payload.signature)".into(),

@@ -93,8 +93,7 @@ impl Backoff {
         if hi <= lo {
             return self.min;
         }
-        let nanos = u64::try_from(lo).unwrap_or(u64::MAX)
-            ..=u64::try_from(hi).unwrap_or(u64::MAX);
+        let nanos = u64::try_from(lo).unwrap_or(u64::MAX)..=u64::try_from(hi).unwrap_or(u64::MAX);
         Duration::from_nanos(rng.u64(nanos))
     }
 
@@ -156,7 +155,11 @@ impl Backoff {
                     }
                     match schedule.next_delay() {
                         Some(delay) => {
-                            tracing::debug!(attempt = schedule.attempt(), ?delay, "retrying after backoff");
+                            tracing::debug!(
+                                attempt = schedule.attempt(),
+                                ?delay,
+                                "retrying after backoff"
+                            );
                             tokio::time::sleep(delay).await;
                         }
                         None => return Err(err),
@@ -362,7 +365,10 @@ mod tests {
     fn multiplier_one_is_constant_window() {
         let p = policy(50, 50, 1.0);
         let delays: Vec<_> = p.schedule_seeded(3).take(5).collect();
-        assert!(delays.iter().all(|d| *d == Duration::from_millis(50)), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d == Duration::from_millis(50)),
+            "{delays:?}"
+        );
     }
 
     #[test]
@@ -387,7 +393,10 @@ mod tests {
         let mut s = p.schedule_seeded(0);
         let t0 = Instant::now();
         assert_eq!(s.next_delay_at(t0), Some(Duration::from_secs(1)));
-        assert_eq!(s.next_delay_at(t0 + Duration::from_secs(8)), Some(Duration::from_secs(1)));
+        assert_eq!(
+            s.next_delay_at(t0 + Duration::from_secs(8)),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(s.next_delay_at(t0 + Duration::from_millis(9_500)), None);
     }
 

@@ -129,12 +129,10 @@ impl Env {
 
     /// A boolean: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, in any case.
     pub fn bool(&self, name: &str) -> Result<Option<bool>, Error> {
-        self.parsed(name, BOOL_FORM, |v| {
-            match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => Ok(true),
-                "false" | "0" | "no" | "off" => Ok(false),
-                _ => Err("it is not a boolean".to_owned()),
-            }
+        self.parsed(name, BOOL_FORM, |v| match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err("it is not a boolean".to_owned()),
         })
     }
 
@@ -144,7 +142,9 @@ impl Env {
         T: FromStr,
         T::Err: std::fmt::Display,
     {
-        self.parsed(name, expected, |v| T::from_str(v).map_err(|e| e.to_string()))
+        self.parsed(name, expected, |v| {
+            T::from_str(v).map_err(|e| e.to_string())
+        })
     }
 
     fn parsed<T>(
@@ -194,7 +194,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("{text:?} has a number without a unit"))?;
         let (number, tail) = rest.split_at(num_len);
-        let unit_len = tail.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         if number.is_empty() {
             return Err(format!("{text:?} has a unit without a number"));
@@ -207,7 +209,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => 60.0,
             "h" => 3_600.0,
             "d" => 86_400.0,
-            _ => return Err(format!("unknown unit {unit:?}; use ns, us, ms, s, m, h or d")),
+            _ => {
+                return Err(format!(
+                    "unknown unit {unit:?}; use ns, us, ms, s, m, h or d"
+                ));
+            }
         };
         let value: f64 = number
             .parse()
@@ -238,7 +244,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// ```
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     if number.is_empty() {
         return Err(format!("{text:?} does not start with a whole number"));
@@ -256,7 +264,11 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gib" => 1 << 30,
         "tib" => 1 << 40,
-        other => return Err(format!("unknown unit {other:?}; use B, KB, MB, GB, KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}; use B, KB, MB, GB, KiB, MiB or GiB"
+            ));
+        }
     };
     value
         .checked_mul(scale)
@@ -292,7 +304,14 @@ mod tests {
     fn byte_sizes() {
         assert_eq!(parse_byte_size("1kb"), Ok(1_000));
         assert_eq!(parse_byte_size("1 GiB"), Ok(1 << 30));
-        for bad in ["", "KiB", "-1", "1 KiBs", "99999999999999999999", "20000000TiB"] {
+        for bad in [
+            "",
+            "KiB",
+            "-1",
+            "1 KiBs",
+            "99999999999999999999",
+            "20000000TiB",
+        ] {
             assert!(parse_byte_size(bad).is_err(), "{bad}");
         }
     }
@@ -311,12 +330,25 @@ mod tests {
         let err = env.byte_size("T_SIZE").unwrap_err().to_string();
         assert!(err.contains("T_SIZE") && err.contains("KiB"), "{err}");
         let err = env.url("T_URL").unwrap_err().to_string();
-        assert!(err.contains("T_URL") && !err.contains("secret-pass"), "{err}");
+        assert!(
+            err.contains("T_URL") && !err.contains("secret-pass"),
+            "{err}"
+        );
         assert!(env.bool("T_BOOL").is_err());
-        assert_eq!(env.string("T_EMPTY").unwrap(), None, "blank counts as unset");
+        assert_eq!(
+            env.string("T_EMPTY").unwrap(),
+            None,
+            "blank counts as unset"
+        );
         assert_eq!(env.duration("T_UNSET").unwrap(), None);
-        let err = env.required("T_UNSET", "a service name").unwrap_err().to_string();
-        assert_eq!(err, "environment variable T_UNSET is not set; expected a service name");
+        let err = env
+            .required("T_UNSET", "a service name")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "environment variable T_UNSET is not set; expected a service name"
+        );
     }
 
     #[test]
@@ -330,7 +362,9 @@ mod tests {
         assert_eq!(env.bool("B").unwrap(), Some(true));
         assert_eq!(env.parse::<u16>("C", "a port").unwrap(), Some(42));
         assert!(env.parse::<u8>("C", "a small number").unwrap().is_some());
-        let err = Env::from_pairs([("C", "70000")]).parse::<u16>("C", "a port").unwrap_err();
+        let err = Env::from_pairs([("C", "70000")])
+            .parse::<u16>("C", "a port")
+            .unwrap_err();
         assert!(err.to_string().contains("expected a port"), "{err}");
     }
 

@@ -78,9 +78,9 @@ pub const fn is_valid_event_type(ty: &str) -> bool {
     }
     let mut segments = 1;
     let mut at_segment_start = true;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
+    let mut rest = bytes;
+    while let [b, tail @ ..] = rest {
+        let b = *b;
         if at_segment_start {
             if !b.is_ascii_lowercase() {
                 return false;
@@ -92,7 +92,7 @@ pub const fn is_valid_event_type(ty: &str) -> bool {
         } else if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
             return false;
         }
-        i += 1;
+        rest = tail;
     }
     !at_segment_start && segments >= 2
 }
@@ -468,7 +468,10 @@ mod tests {
         const TYPE: &'static str = "payments.payment.created";
         const VERSION: u16 = 2;
 
-        fn upcast(version: u16, payload: serde_json::Value) -> Option<Result<Self, serde_json::Error>> {
+        fn upcast(
+            version: u16,
+            payload: serde_json::Value,
+        ) -> Option<Result<Self, serde_json::Error>> {
             #[derive(Deserialize)]
             struct V1 {
                 payment_id: u64,
@@ -529,13 +532,22 @@ mod tests {
 
     #[test]
     fn wire_form_uses_documented_field_names() {
-        let value: serde_json::Value = serde_json::from_slice(&sample().to_json().unwrap()).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_slice(&sample().to_json().unwrap()).unwrap();
         let obj = value.as_object().unwrap();
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["correlation_id", "id", "occurred_at", "payload", "source", "type", "version"]
+            [
+                "correlation_id",
+                "id",
+                "occurred_at",
+                "payload",
+                "source",
+                "type",
+                "version"
+            ]
         );
         assert_eq!(obj["type"], "payments.payment.created");
         assert_eq!(obj["version"], 2);
@@ -570,7 +582,11 @@ mod tests {
     fn newer_version_is_unsupported() {
         let bytes = raw_json("payments.payment.created", 3, json!({}));
         match Envelope::<PaymentCreated>::from_json(&bytes) {
-            Err(Error::UnsupportedVersion { found: 3, supported: 2, .. }) => {}
+            Err(Error::UnsupportedVersion {
+                found: 3,
+                supported: 2,
+                ..
+            }) => {}
             other => panic!("expected UnsupportedVersion, got {other:?}"),
         }
     }
@@ -579,7 +595,14 @@ mod tests {
     fn older_version_without_upcast_is_unsupported() {
         let bytes = raw_json("auth.user.deleted", 0, json!({"id": 1}));
         let err = Envelope::<UserDeleted>::from_json(&bytes).unwrap_err();
-        assert!(matches!(err, Error::UnsupportedVersion { found: 0, supported: 1, .. }));
+        assert!(matches!(
+            err,
+            Error::UnsupportedVersion {
+                found: 0,
+                supported: 1,
+                ..
+            }
+        ));
         assert!(err.to_string().contains("Event::upcast"), "{err}");
     }
 
@@ -600,7 +623,11 @@ mod tests {
     fn payload_mismatch_names_type_and_version() {
         let bytes = raw_json("payments.payment.created", 2, json!({"payment_id": "x"}));
         match Envelope::<PaymentCreated>::from_json(&bytes) {
-            Err(Error::MalformedPayload { event_type, version: 2, .. }) => {
+            Err(Error::MalformedPayload {
+                event_type,
+                version: 2,
+                ..
+            }) => {
                 assert_eq!(event_type, "payments.payment.created");
             }
             other => panic!("expected MalformedPayload, got {other:?}"),
@@ -618,7 +645,11 @@ mod tests {
             &raw_json("Payments.Created", 1, json!({}))[..],
             &raw_json("payments", 1, json!({}))[..],
         ] {
-            assert!(RawEnvelope::parse(bytes).is_err(), "{:?}", String::from_utf8_lossy(bytes));
+            assert!(
+                RawEnvelope::parse(bytes).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
         let mut bad_time = serde_json::from_slice::<serde_json::Value>(&raw_json(
             "payments.payment.created",
@@ -646,7 +677,9 @@ mod tests {
         for ok in ["a.b", "payments.payment.created", "auth.user_2.login"] {
             assert!(is_valid_event_type(ok), "{ok}");
         }
-        for bad in ["", "a", "a.", ".a", "a..b", "A.b", "a.B", "a.2b", "a.b-c", "a b.c"] {
+        for bad in [
+            "", "a", "a.", ".a", "a..b", "A.b", "a.B", "a.2b", "a.b-c", "a b.c",
+        ] {
             assert!(!is_valid_event_type(bad), "{bad}");
         }
         assert!(!is_valid_event_type(&format!("a.{}", "b".repeat(127))));

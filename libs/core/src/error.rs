@@ -7,7 +7,9 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error {
     /// The bytes are not an event envelope (invalid JSON or a missing field).
-    #[error("malformed event envelope: {source}; expected the JSON form documented in docs/events.md")]
+    #[error(
+        "malformed event envelope: {source}; expected the JSON form documented in docs/events.md"
+    )]
     MalformedEnvelope {
         /// What the JSON parser reported.
         #[source]
@@ -47,7 +49,9 @@ pub enum Error {
     },
 
     /// The payload does not match the event's schema for that version.
-    #[error("payload of event {event_type:?} version {version} does not match its schema: {source}")]
+    #[error(
+        "payload of event {event_type:?} version {version} does not match its schema: {source}"
+    )]
     MalformedPayload {
         /// The event type.
         event_type: String,

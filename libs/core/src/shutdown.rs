@@ -152,7 +152,10 @@ mod tests {
         let shutdown = Shutdown::new();
         shutdown.spawn(std::future::pending::<()>());
         let err = shutdown.drain(Duration::from_secs(1)).await.unwrap_err();
-        assert!(matches!(err, Error::DrainTimeout { remaining: 1, .. }), "{err}");
+        assert!(
+            matches!(err, Error::DrainTimeout { remaining: 1, .. }),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -17,7 +17,10 @@
 //!
 //! This crate is for tests: its constructors panic with a clear message instead of returning
 //! errors, so a test reads as one line per service.
-#![allow(clippy::panic, reason = "a test kit fails the test by panicking with a clear message")]
+#![allow(
+    clippy::panic,
+    reason = "a test kit fails the test by panicking with a clear message"
+)]
 
 mod names;
 mod postgres;

@@ -13,7 +13,9 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// ```
 pub fn unique_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tag: String = (0..6).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect();
+    let tag: String = (0..6)
+        .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
+        .collect();
     format!("{prefix}-{}-{n}-{tag}", std::process::id())
 }
 
@@ -26,6 +28,9 @@ mod tests {
     fn names_are_unique_and_safe() {
         let names: HashSet<String> = (0..1_000).map(|_| unique_name("t")).collect();
         assert_eq!(names.len(), 1_000);
-        assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')));
+        assert!(names.iter().all(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        }));
     }
 }

@@ -28,15 +28,25 @@ impl TestDatabase {
 
     /// Creates a database on the server of `admin_url`, or says why not.
     pub async fn try_create(admin_url: &str) -> Result<Self, Unavailable> {
-        let unavailable = |e: &dyn std::fmt::Display| Unavailable::new(Service::Postgres, admin_url, e);
+        let unavailable =
+            |e: &dyn std::fmt::Display| Unavailable::new(Service::Postgres, admin_url, e);
         let admin: PgConnectOptions = admin_url.parse().map_err(|e| unavailable(&e))?;
         let name = unique_name("tw").replace('-', "_");
-        let mut conn = reach(Service::Postgres, admin_url, PgConnection::connect_with(&admin)).await?;
+        let mut conn = reach(
+            Service::Postgres,
+            admin_url,
+            PgConnection::connect_with(&admin),
+        )
+        .await?;
         // The name comes from `unique_name`: lowercase letters, digits and `_` only.
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
             .await
-            .map_err(|e| unavailable(&format_args!("CREATE DATABASE failed: {e}; the user needs CREATEDB")))?;
+            .map_err(|e| {
+                unavailable(&format_args!(
+                    "CREATE DATABASE failed: {e}; the user needs CREATEDB"
+                ))
+            })?;
         // ok to ignore: the admin connection is done either way
         let _ = conn.close().await;
 
@@ -45,7 +55,9 @@ impl TestDatabase {
         let pool = reach(
             Service::Postgres,
             admin_url,
-            PgPoolOptions::new().max_connections(5).connect_with(options),
+            PgPoolOptions::new()
+                .max_connections(5)
+                .connect_with(options),
         )
         .await?;
         Ok(Self {
@@ -76,11 +88,15 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());
         cleanup_blocking("a Postgres test database", async move {
-            let mut conn = PgConnection::connect_with(&admin).await.map_err(|e| e.to_string())?;
-            sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                .execute(&mut conn)
+            let mut conn = PgConnection::connect_with(&admin)
                 .await
-                .map_err(|e| format!("{name}: {e}"))?;
+                .map_err(|e| e.to_string())?;
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
             conn.close().await.map_err(|e| e.to_string())
         });
     }

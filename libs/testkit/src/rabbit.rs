@@ -96,7 +96,10 @@ impl Drop for TestRabbit {
         let url = self.url.clone();
         cleanup_blocking("RabbitMQ queues and exchanges", async move {
             let connection = open(&url).await.map_err(|e| e.to_string())?;
-            let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(|e| e.to_string())?;
             // Deleting a name that was never declared is not an error in RabbitMQ 3.x.
             for q in queues {
                 channel

@@ -59,9 +59,19 @@ impl TestRedis {
 
 async fn open(url: &str) -> Result<MultiplexedConnection, Unavailable> {
     let client = redis::Client::open(url).map_err(|e| Unavailable::new(Service::Redis, url, e))?;
-    let mut connection = reach(Service::Redis, url, client.get_multiplexed_async_connection()).await?;
+    let mut connection = reach(
+        Service::Redis,
+        url,
+        client.get_multiplexed_async_connection(),
+    )
+    .await?;
     // A connection alone does not prove the server answers commands (it may be loading).
-    reach(Service::Redis, url, redis::cmd("PING").query_async::<String>(&mut connection)).await?;
+    reach(
+        Service::Redis,
+        url,
+        redis::cmd("PING").query_async::<String>(&mut connection),
+    )
+    .await?;
     Ok(connection)
 }
 

@@ -17,7 +17,10 @@ pub fn redis_url() -> String {
 
 /// `DATABASE_URL`, or the local Postgres.
 pub fn database_url() -> String {
-    env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    env_or(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    )
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -58,7 +61,9 @@ impl Service {
             Self::Redis => {
                 "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no"
             }
-            Self::Postgres => "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            Self::Postgres => {
+                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+            }
         }
     }
 }
@@ -154,7 +159,10 @@ where
     }
 }
 
-#[allow(clippy::print_stderr, reason = "the test's stderr is where a leaked resource must show")]
+#[allow(
+    clippy::print_stderr,
+    reason = "the test's stderr is where a leaked resource must show"
+)]
 fn report_leak(what: &str, why: &str) {
     eprintln!("tidewell-testkit: could not remove {what}: {why}");
 }
@@ -165,9 +173,16 @@ mod tests {
 
     #[test]
     fn message_names_service_url_and_command() {
-        let e = Unavailable::new(Service::RabbitMq, "amqp://guest:secret@127.0.0.1:1/%2f", "refused");
+        let e = Unavailable::new(
+            Service::RabbitMq,
+            "amqp://guest:secret@127.0.0.1:1/%2f",
+            "refused",
+        );
         let text = e.to_string();
-        assert!(text.contains("RabbitMQ is not reachable at amqp://guest:***@127.0.0.1:1/%2f: refused"), "{text}");
+        assert!(
+            text.contains("RabbitMQ is not reachable at amqp://guest:***@127.0.0.1:1/%2f: refused"),
+            "{text}"
+        );
         assert!(text.contains("rabbitmq-server -detached"), "{text}");
         assert!(text.contains("AMQP_URL"), "{text}");
         assert!(!text.contains("secret"));

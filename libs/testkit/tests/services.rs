@@ -1,4 +1,5 @@
 //! The kit against the three real services: it connects, isolates, cleans up, and fails clearly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
 
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
@@ -15,9 +16,16 @@ async fn rabbit_round_trip_then_queue_is_deleted() {
     let queue = rabbit.queue("orders");
     assert!(queue.starts_with(rabbit.prefix()));
     let channel = rabbit.connection().create_channel().await.unwrap();
-    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     channel
-        .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let confirm = channel
@@ -42,14 +50,22 @@ async fn rabbit_round_trip_then_queue_is_deleted() {
     drop(rabbit);
 
     // After the drop the queue is gone: a passive declare fails with NOT_FOUND.
-    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
     let err = channel
         .queue_declare(queue.as_str().into(), passive, FieldTable::default())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("NOT_FOUND") || err.to_string().contains("404"), "{err}");
+    assert!(
+        err.to_string().contains("NOT_FOUND") || err.to_string().contains("404"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -82,9 +98,19 @@ async fn redis_keys_under_the_prefix_are_removed_on_drop() {
 async fn each_test_gets_a_fresh_database_dropped_afterwards() {
     let db = TestDatabase::create().await;
     let name = db.name().to_owned();
-    sqlx::query("CREATE TABLE t (id int PRIMARY KEY)").execute(db.pool()).await.unwrap();
-    sqlx::query("INSERT INTO t VALUES (1), (2)").execute(db.pool()).await.unwrap();
-    let n: i64 = sqlx::query("SELECT count(*) FROM t").fetch_one(db.pool()).await.unwrap().get(0);
+    sqlx::query("CREATE TABLE t (id int PRIMARY KEY)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO t VALUES (1), (2)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query("SELECT count(*) FROM t")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2);
     let other = TestDatabase::create().await;
     assert_ne!(other.name(), name);
@@ -102,14 +128,31 @@ async fn each_test_gets_a_fresh_database_dropped_afterwards() {
 
 #[tokio::test]
 async fn unreachable_services_fail_with_how_to_start_them() {
-    let err = TestRabbit::try_connect("amqp://guest:guest@127.0.0.1:1/%2f").await.unwrap_err();
+    let err = TestRabbit::try_connect("amqp://guest:guest@127.0.0.1:1/%2f")
+        .await
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("RabbitMQ is not reachable") && text.contains("rabbitmq-server -detached"), "{text}");
+    assert!(
+        text.contains("RabbitMQ is not reachable") && text.contains("rabbitmq-server -detached"),
+        "{text}"
+    );
     assert!(!text.contains("guest:guest"), "password hidden: {text}");
 
-    let text = TestRedis::try_connect("redis://127.0.0.1:1").await.unwrap_err().to_string();
-    assert!(text.contains("Redis is not reachable") && text.contains("redis-server --daemonize yes"), "{text}");
+    let text = TestRedis::try_connect("redis://127.0.0.1:1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("Redis is not reachable") && text.contains("redis-server --daemonize yes"),
+        "{text}"
+    );
 
-    let text = TestDatabase::try_create("postgres://postgres@127.0.0.1:1/postgres").await.unwrap_err().to_string();
-    assert!(text.contains("PostgreSQL is not reachable") && text.contains("pg_ctlcluster"), "{text}");
+    let text = TestDatabase::try_create("postgres://postgres@127.0.0.1:1/postgres")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("PostgreSQL is not reachable") && text.contains("pg_ctlcluster"),
+        "{text}"
+    );
 }
