@@ -64,6 +64,56 @@ fn check_secret(kid: &str, secret: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Checks `kid` and `secret`, then builds the key from the secret.
+fn from_secret<K>(kid: String, secret: &[u8], build: fn(&[u8]) -> K) -> Result<(String, K), Error> {
+    check_kid(&kid)?;
+    check_secret(&kid, secret)?;
+    Ok((kid, build(secret)))
+}
+
+/// Checks `kid`, then parses the PEM with `parse`; `what` names the expected key for the error.
+fn from_pem<K>(
+    kid: String,
+    pem: &[u8],
+    parse: fn(&[u8]) -> jsonwebtoken::errors::Result<K>,
+    what: &str,
+) -> Result<(String, K), Error> {
+    check_kid(&kid)?;
+    match parse(pem) {
+        Ok(key) => Ok((kid, key)),
+        Err(e) => Err(Error::InvalidKey {
+            kid,
+            reason: format!("not {what}: {e}"),
+        }),
+    }
+}
+
+/// The accessors and the redacting `Debug` both key types share.
+macro_rules! key_common {
+    ($ty:ident) => {
+        impl $ty {
+            /// The key id.
+            pub fn kid(&self) -> &str {
+                &self.kid
+            }
+
+            /// The algorithm.
+            pub fn algorithm(&self) -> Algorithm {
+                self.alg
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("kid", &self.kid)
+                    .field("alg", &self.alg)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 /// A private key that signs tokens, with its `kid`. `Debug` never shows key material.
 #[derive(Clone)]
 pub struct SigningKey {
@@ -75,50 +125,27 @@ pub struct SigningKey {
 impl SigningKey {
     /// An HS256 key from a shared secret of at least 32 bytes.
     pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self, Error> {
-        let kid = kid.into();
-        check_kid(&kid)?;
-        check_secret(&kid, secret)?;
+        let (kid, key) = from_secret(kid.into(), secret, EncodingKey::from_secret)?;
         Ok(Self {
             kid,
             alg: Algorithm::Hs256,
-            key: EncodingKey::from_secret(secret),
+            key,
         })
     }
 
     /// An Ed25519 key from a PKCS#8 PEM private key (`openssl genpkey -algorithm ed25519`).
     pub fn ed25519_pem(kid: impl Into<String>, pem: &[u8]) -> Result<Self, Error> {
-        let kid = kid.into();
-        check_kid(&kid)?;
-        let key = EncodingKey::from_ed_pem(pem).map_err(|e| Error::InvalidKey {
-            kid: kid.clone(),
-            reason: format!("not an Ed25519 private key in PKCS#8 PEM: {e}"),
-        })?;
+        let what = "an Ed25519 private key in PKCS#8 PEM";
+        let (kid, key) = from_pem(kid.into(), pem, EncodingKey::from_ed_pem, what)?;
         Ok(Self {
             kid,
             alg: Algorithm::EdDsa,
             key,
         })
     }
-
-    /// The key id.
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    /// The algorithm.
-    pub fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
 }
 
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
-    }
-}
+key_common!(SigningKey);
 
 /// A key that verifies tokens, with its `kid`. `Debug` never shows key material.
 #[derive(Clone)]
@@ -131,50 +158,27 @@ pub struct VerifyingKey {
 impl VerifyingKey {
     /// An HS256 key from the shared secret (at least 32 bytes).
     pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self, Error> {
-        let kid = kid.into();
-        check_kid(&kid)?;
-        check_secret(&kid, secret)?;
+        let (kid, key) = from_secret(kid.into(), secret, DecodingKey::from_secret)?;
         Ok(Self {
             kid,
             alg: Algorithm::Hs256,
-            key: DecodingKey::from_secret(secret),
+            key,
         })
     }
 
     /// An Ed25519 key from a SPKI PEM public key (`openssl pkey -pubout`).
     pub fn ed25519_pem(kid: impl Into<String>, pem: &[u8]) -> Result<Self, Error> {
-        let kid = kid.into();
-        check_kid(&kid)?;
-        let key = DecodingKey::from_ed_pem(pem).map_err(|e| Error::InvalidKey {
-            kid: kid.clone(),
-            reason: format!("not an Ed25519 public key in PEM: {e}"),
-        })?;
+        let what = "an Ed25519 public key in PEM";
+        let (kid, key) = from_pem(kid.into(), pem, DecodingKey::from_ed_pem, what)?;
         Ok(Self {
             kid,
             alg: Algorithm::EdDsa,
             key,
         })
     }
-
-    /// The key id.
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    /// The algorithm.
-    pub fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
 }
 
-impl fmt::Debug for VerifyingKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyingKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
-    }
-}
+key_common!(VerifyingKey);
 
 /// The keys a [`crate::Verifier`] accepts, by `kid`.
 ///

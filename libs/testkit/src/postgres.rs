@@ -1,7 +1,7 @@
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
 
-use crate::service::{Service, Unavailable, cleanup_blocking, database_url, reach};
+use crate::service::{Service, Unavailable, cleanup_blocking, database_url, or_fail, reach};
 use crate::unique_name;
 
 /// A fresh Postgres database for one test, dropped (with `FORCE`) when this value drops.
@@ -20,10 +20,7 @@ impl TestDatabase {
     /// # Panics
     /// When Postgres is unreachable or refuses `CREATE DATABASE`, with a message that says what to do.
     pub async fn create() -> Self {
-        match Self::try_create(&database_url()).await {
-            Ok(db) => db,
-            Err(e) => panic!("{e}"),
-        }
+        or_fail(Self::try_create(&database_url()).await)
     }
 
     /// Creates a database on the server of `admin_url`, or says why not.

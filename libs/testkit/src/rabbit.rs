@@ -3,7 +3,7 @@ use std::sync::{Mutex, PoisonError};
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 
-use crate::service::{Service, Unavailable, amqp_url, cleanup_blocking, reach};
+use crate::service::{Service, Unavailable, amqp_url, cleanup_blocking, or_fail, reach};
 use crate::unique_name;
 
 /// A connection to the real RabbitMQ and the queue and exchange names one test owns.
@@ -25,10 +25,7 @@ impl TestRabbit {
     /// # Panics
     /// When RabbitMQ is unreachable, with a message that says how to start it.
     pub async fn connect() -> Self {
-        match Self::try_connect(&amqp_url()).await {
-            Ok(rabbit) => rabbit,
-            Err(e) => panic!("{e}"),
-        }
+        or_fail(Self::try_connect(&amqp_url()).await)
     }
 
     /// Connects to `url`, or says why not.

@@ -1,7 +1,7 @@
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 
-use crate::service::{Service, Unavailable, cleanup_blocking, reach, redis_url};
+use crate::service::{Service, Unavailable, cleanup_blocking, or_fail, reach, redis_url};
 use crate::unique_name;
 
 /// A connection to the real Redis and a key prefix one test owns.
@@ -20,10 +20,7 @@ impl TestRedis {
     /// # Panics
     /// When Redis is unreachable, with a message that says how to start it.
     pub async fn connect() -> Self {
-        match Self::try_connect(&redis_url()).await {
-            Ok(redis) => redis,
-            Err(e) => panic!("{e}"),
-        }
+        or_fail(Self::try_connect(&redis_url()).await)
     }
 
     /// Connects to `url`, or says why not.

@@ -104,6 +104,14 @@ impl fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
+/// The value, or a test failure that prints the [`Unavailable`] message.
+pub(crate) fn or_fail<T>(result: Result<T, Unavailable>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// Runs a connect future with the kit's timeout, mapping failure to [`Unavailable`].
 pub(crate) async fn reach<T, E: fmt::Display>(
     service: Service,
