@@ -29,6 +29,8 @@ use crate::topology::{ArgValue, Declaration, ExchangeKind};
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one broker round trip (open a channel, declare, consume) may take.
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the supervisor checks the connection status besides listening for its errors.
 const STATUS_POLL: Duration = Duration::from_millis(250);
 
@@ -106,14 +108,12 @@ impl Inner {
                 }
             };
         declare(&connection, &self.declarations).await?;
-        let publish = connection
-            .create_channel()
-            .await
-            .map_err(|e| Error::broker("open channel", e))?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| Error::broker("enable publisher confirms", e))?;
+        let publish = rpc("open channel", connection.create_channel()).await?;
+        rpc(
+            "enable publisher confirms",
+            publish.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
         Ok(Live {
             generation,
             connection,
@@ -197,6 +197,22 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Runs one broker round trip with [`RPC_TIMEOUT`]: a connection that died without telling lapin
+/// must not hang the caller.
+async fn rpc<T>(
+    operation: &'static str,
+    call: impl Future<Output = lapin::Result<T>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(RPC_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Error::broker(operation, e)),
+        Err(_) => Err(Error::broker(
+            operation,
+            format!("no answer within {RPC_TIMEOUT:?}"),
+        )),
+    }
+}
+
 fn connect_error(url: &str, e: impl Into<crate::error::BoxError>) -> Error {
     Error::Connect {
         url: redact(url),
@@ -216,11 +232,24 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Declares everything on one channel, within a bound of [`RPC_TIMEOUT`] per declaration.
 async fn declare(connection: &Connection, declarations: &[Declaration]) -> Result<(), Error> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| Error::broker("open channel", e))?;
+    let bound =
+        RPC_TIMEOUT.saturating_mul(u32::try_from(declarations.len()).unwrap_or(u32::MAX).max(1));
+    match tokio::time::timeout(bound, declare_unbounded(connection, declarations)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::broker(
+            "declare topology",
+            format!("no answer within {bound:?}"),
+        )),
+    }
+}
+
+async fn declare_unbounded(
+    connection: &Connection,
+    declarations: &[Declaration],
+) -> Result<(), Error> {
+    let channel = rpc("open channel", connection.create_channel()).await?;
     for d in declarations {
         let result = match d {
             Declaration::Exchange { name, kind } => channel
@@ -363,21 +392,17 @@ struct AmqpAcker(lapin::Acker);
 impl Acker for AmqpAcker {
     fn ack(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            self.0
-                .ack(BasicAckOptions::default())
+            rpc("ack", self.0.ack(BasicAckOptions::default()))
                 .await
                 .map(drop)
-                .map_err(|e| Error::broker("ack", e))
         })
     }
 
     fn reject(&self, requeue: bool) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            self.0
-                .reject(BasicRejectOptions { requeue })
+            rpc("reject", self.0.reject(BasicRejectOptions { requeue }))
                 .await
                 .map(drop)
-                .map_err(|e| Error::broker("reject", e))
         })
     }
 }
@@ -487,25 +512,23 @@ impl Backend for AmqpBackend {
                 .wait_live(0, None)
                 .await
                 .ok_or(Error::ShuttingDown)?;
-            let channel = live
-                .connection
-                .create_channel()
-                .await
-                .map_err(|e| Error::broker("open channel", e))?;
-            channel
-                .basic_qos(prefetch, BasicQosOptions::default())
-                .await
-                .map_err(|e| Error::broker("set prefetch", e))?;
+            let channel = rpc("open channel", live.connection.create_channel()).await?;
+            rpc(
+                "set prefetch",
+                channel.basic_qos(prefetch, BasicQosOptions::default()),
+            )
+            .await?;
             let tag = format!("tidewell.{queue}.{}", tidewell_core::uuid::Uuid::now_v7());
-            let consumer = channel
-                .basic_consume(
+            let consumer = rpc(
+                "consume",
+                channel.basic_consume(
                     queue.into(),
                     tag.as_str().into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
-                )
-                .await
-                .map_err(|e| Error::broker("consume", format!("queue {queue:?}: {e}")))?;
+                ),
+            )
+            .await?;
             let deliveries = consumer
                 .take_while(|d| std::future::ready(d.is_ok()))
                 .filter_map(|d| std::future::ready(d.ok()))
@@ -523,7 +546,11 @@ impl Backend for AmqpBackend {
                 )
                 .await;
             });
-            Ok(Consumer { deliveries, close })
+            Ok(Consumer {
+                deliveries,
+                lost: live.broken.clone(),
+                close,
+            })
         })
     }
 

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use futures_util::stream::BoxStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::message::{Delivery, Message};
@@ -20,6 +21,9 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A consumer on one queue: deliveries until the consumer's channel ends, and a way to close it.
 pub(crate) struct Consumer {
     pub(crate) deliveries: BoxStream<'static, Delivery>,
+    /// Fired when the connection under the consumer is known to be gone, even if the delivery
+    /// stream has not ended (a client library may not end it on every kind of failure).
+    pub(crate) lost: CancellationToken,
     pub(crate) close: BoxFuture<'static, ()>,
 }
 

@@ -473,6 +473,7 @@ impl Hub {
         let Consumer {
             mut deliveries,
             close,
+            ..
         } = self.inner.backend.consume(&dlq, prefetch).await?;
         let deadline = tokio::time::Instant::now() + wait;
         let mut out = Vec::new();

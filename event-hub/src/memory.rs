@@ -462,7 +462,11 @@ impl Backend for MemoryBackend {
             let close_broker = Arc::downgrade(&self.shared);
             let queue = queue.to_owned();
             let close = Box::pin(async move { cancel_consumer(&close_broker, &queue, id) });
-            Ok(Consumer { deliveries, close })
+            Ok(Consumer {
+                deliveries,
+                lost: CancellationToken::new(),
+                close,
+            })
         })
     }
 

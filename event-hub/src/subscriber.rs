@@ -153,6 +153,7 @@ impl Worker {
     async fn consume(self: &Arc<Self>, consumer: Consumer, stop: &Shutdown) -> bool {
         let Consumer {
             mut deliveries,
+            lost,
             close,
         } = consumer;
         let permits = Arc::new(Semaphore::new(self.sub.concurrency));
@@ -168,6 +169,7 @@ impl Worker {
             };
             let delivery = tokio::select! {
                 () = stop.triggered() => break true,
+                () = lost.cancelled() => None,
                 d = deliveries.next() => d,
             };
             let Some(delivery) = delivery else {

@@ -145,3 +145,40 @@ pub(crate) async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) 
     }
     cond()
 }
+
+/// Closes every broker connection whose client-provided name contains `needle`, as an operator
+/// (or a network fault) would; returns how many it closed.
+pub(crate) fn close_connections(needle: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--no-table-headers",
+            "-q",
+        ])
+        .output()
+        .expect("rabbitmqctl runs (the fault tests need it on PATH)");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl list_connections: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut closed = 0;
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+    {
+        let Some(pid) = line.split_whitespace().next() else {
+            continue;
+        };
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "tidewell fault test"])
+            .output()
+            .expect("rabbitmqctl runs");
+        if status.status.success() {
+            closed += 1;
+        }
+    }
+    closed
+}
