@@ -64,6 +64,10 @@ pub struct DeadLetter {
     pub last_error: Option<String>,
     /// The queue it was consumed from.
     pub queue: Option<String>,
+    /// The correlation id from the message properties.
+    pub correlation_id: Option<String>,
+    /// The publishing service (the AMQP `app_id`).
+    pub source: Option<String>,
 }
 
 impl DeadLetter {
@@ -76,6 +80,8 @@ impl DeadLetter {
             attempts: m.attempt(),
             last_error: m.text(message::LAST_ERROR).map(str::to_owned),
             queue: m.text(message::QUEUE).map(str::to_owned),
+            correlation_id: m.correlation_id,
+            source: m.app_id,
             message_id: m.message_id,
             event_type: m.event_type,
             body: m.body,

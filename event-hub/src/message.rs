@@ -37,6 +37,8 @@ pub(crate) struct Message {
     pub(crate) event_type: String,
     pub(crate) correlation_id: Option<String>,
     pub(crate) app_id: Option<String>,
+    /// Unix seconds; carried by AMQP, not kept by the in-memory broker's readers.
+    #[cfg_attr(not(feature = "amqp"), allow(dead_code))]
     pub(crate) timestamp: Option<u64>,
     pub(crate) headers: BTreeMap<String, HeaderValue>,
 }

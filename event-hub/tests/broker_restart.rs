@@ -85,36 +85,70 @@ async fn broker_restart_loses_nothing() {
         .await
         .unwrap();
 
-    let guard = Restart;
-    let restarter = tokio::task::spawn_blocking(|| {
-        std::thread::sleep(Duration::from_millis(500));
-        rabbitmqctl(&["stop_app"]);
-        std::thread::sleep(Duration::from_secs(2));
-        rabbitmqctl(&["start_app"]);
-        rabbitmqctl(&["await_startup", "--timeout", "60"]);
-    });
+    // A second producer with a 1 s publish timeout: while the broker is down, its publish must
+    // fail with a clear error after about a second, not hang and not drop silently.
+    let impatient = f
+        .hub_with(f.topology(), |b| b.publish_timeout(Duration::from_secs(1)))
+        .await;
+
+    let publisher = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut confirmed = Vec::new();
+            for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(250) {
+                let batch: Vec<_> = chunk
+                    .iter()
+                    .map(|&seq| {
+                        producer.envelope(PaymentCreated {
+                            payment_id: seq,
+                            seq,
+                        })
+                    })
+                    .collect();
+                for (seq, r) in chunk.iter().zip(producer.publish_batch(&batch).await) {
+                    match r {
+                        Ok(()) => confirmed.push(*seq),
+                        Err(e) => panic!("publish {seq} failed across the restart: {e}"),
+                    }
+                }
+            }
+            confirmed
+        })
+    };
 
     let started = Instant::now();
-    let mut confirmed = Vec::new();
-    for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(250) {
-        let batch: Vec<_> = chunk
-            .iter()
-            .map(|&seq| {
-                producer.envelope(PaymentCreated {
-                    payment_id: seq,
-                    seq,
-                })
-            })
-            .collect();
-        for (seq, r) in chunk.iter().zip(producer.publish_batch(&batch).await) {
-            match r {
-                Ok(()) => confirmed.push(*seq),
-                Err(e) => panic!("publish {seq} failed across the restart: {e}"),
-            }
-        }
-    }
-    restarter.await.unwrap();
+    let guard = Restart;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let err = impatient
+        .publish(&impatient.envelope(PaymentCreated {
+            payment_id: 0,
+            seq: u64::MAX,
+        }))
+        .await
+        .unwrap_err();
+    let waited = t.elapsed();
+    assert!(
+        matches!(err, tidewell_event_hub::Error::Disconnected { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("did not recover"), "{err}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::spawn_blocking(|| {
+        rabbitmqctl(&["start_app"]);
+        rabbitmqctl(&["await_startup", "--timeout", "60"]);
+    })
+    .await
+    .unwrap();
     drop(guard);
+    let confirmed = publisher.await.unwrap();
     eprintln!(
         "{} events confirmed across a broker restart in {:?}",
         confirmed.len(),
@@ -150,5 +184,6 @@ async fn broker_restart_loses_nothing() {
         );
     }
     producer.shutdown(Duration::from_secs(10)).await.unwrap();
+    impatient.shutdown(Duration::from_secs(10)).await.unwrap();
     consumer.shutdown(Duration::from_secs(10)).await.unwrap();
 }

@@ -234,6 +234,11 @@ async fn retries_exhausted_go_to_dlq_with_metadata(kind: Kind) {
     assert_eq!(d.message_id, sent.id().to_string());
     assert_eq!(d.event_type, "payments.payment.created");
     assert_eq!(
+        d.correlation_id.as_deref(),
+        Some(sent.correlation_id().as_str())
+    );
+    assert_eq!(d.source.as_deref(), Some("tests"));
+    assert_eq!(
         RawEnvelope::parse(&d.body).unwrap().id(),
         sent.id(),
         "the original body is kept"

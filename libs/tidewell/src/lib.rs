@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | [`core`] | always | event envelope, backoff, typed configuration, graceful shutdown |
 //! | `auth` | `auth` | JWT issue and verify with key rotation |
-//! | `event_hub` | `event-hub` | typed events over RabbitMQ (reserved, issue #3) |
+//! | `event_hub` | `event-hub` | typed events over RabbitMQ and in memory |
 //! | `cache` | `cache` | tag-based cache on Redis (reserved, issue #4) |
 //! | `observability` | `observability` | metrics, tracing, correlation ids (reserved, issue #5) |
 //! | `proxy` | `proxy` | streaming reverse proxy (reserved, issue #6) |
