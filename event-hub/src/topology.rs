@@ -52,7 +52,8 @@ impl ServiceQueue {
         self
     }
 
-    /// Classic (default) or quorum.
+    /// Classic (default) or quorum, for the service queue and its dead-letter queue. Retry wait
+    /// queues are always classic: they only hold events for their TTL.
     #[must_use]
     pub fn queue_type(mut self, queue_type: QueueType) -> Self {
         self.queue_type = queue_type;

@@ -509,6 +509,46 @@ async fn shutdown_finishes_in_flight_work(kind: Kind) {
     assert!(matches!(err, Error::ShuttingDown));
 }
 
+async fn prefetch_bounds_deliveries_in_flight(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    let q = f
+        .service("prefetch", &RetryPolicy::none())
+        .bind("payments.#");
+    let name = q.name();
+    let hub = f.hub(f.topology().service(q)).await;
+    for seq in 0..20 {
+        hub.publish(&hub.envelope(PaymentCreated { payment_id: 1, seq }))
+            .await
+            .unwrap();
+    }
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(AtomicU32::new(0));
+    let (g, s) = (gate.clone(), started.clone());
+    hub.subscribe(
+        Subscription::new(&name).prefetch(5).concurrency(50),
+        move |_: Envelope<PaymentCreated>| {
+            let g = g.clone();
+            s.fetch_add(1, Ordering::SeqCst);
+            async move {
+                g.acquire().await.unwrap().forget();
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(eventually(WAIT, || started.load(Ordering::SeqCst) == 5).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        5,
+        "no more than prefetch unacknowledged at once"
+    );
+    gate.add_permits(20);
+    assert!(eventually(WAIT, || hub.metrics().consumed(&name, "acked") == 20).await);
+    hub.shutdown(WAIT).await.unwrap();
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -533,4 +573,5 @@ conformance!(
     oversized_events_are_refused_and_dead_lettered,
     declaration_is_idempotent_and_mismatch_is_named,
     shutdown_finishes_in_flight_work,
+    prefetch_bounds_deliveries_in_flight,
 );
