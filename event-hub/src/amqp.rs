@@ -179,6 +179,13 @@ impl Inner {
 
     /// The live connection of at least `min_generation`, waiting until `deadline` (or forever).
     async fn wait_live(&self, min_generation: u64, deadline: Option<Instant>) -> Option<Arc<Live>> {
+        // Fast path, taken by nearly every publish: connected now.
+        if let Some(live) = self.live.borrow().as_ref()
+            && live.generation >= min_generation
+            && !self.stop.is_cancelled()
+        {
+            return Some(Arc::clone(live));
+        }
         let mut rx = self.live.subscribe();
         let wait = rx.wait_for(|l| l.as_ref().is_some_and(|l| l.generation >= min_generation));
         let found = tokio::select! {

@@ -353,11 +353,11 @@ impl Hub {
         let m = &self.inner.metrics;
         match &result {
             Ok(()) => {
-                m.published.with_label_values(&["confirmed"]).inc();
+                m.confirmed.inc();
                 m.publish_seconds.observe(started.elapsed().as_secs_f64());
             }
-            Err(Error::Unroutable { .. }) => m.published.with_label_values(&["returned"]).inc(),
-            Err(_) => m.published.with_label_values(&["failed"]).inc(),
+            Err(Error::Unroutable { .. }) => m.returned.inc(),
+            Err(_) => m.failed.inc(),
         }
         result
     }

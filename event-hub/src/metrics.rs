@@ -16,6 +16,10 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 #[derive(Clone, Debug)]
 pub struct HubMetrics {
     pub(crate) published: IntCounterVec,
+    /// `published` children resolved once: the publish path is hot.
+    pub(crate) confirmed: prometheus::IntCounter,
+    pub(crate) returned: prometheus::IntCounter,
+    pub(crate) failed: prometheus::IntCounter,
     pub(crate) publish_seconds: prometheus::Histogram,
     pub(crate) consumed: IntCounterVec,
     pub(crate) dead_lettered: IntCounterVec,
@@ -38,15 +42,20 @@ impl HubMetrics {
         // ok: the names, labels and buckets below are constants that prometheus accepts; the
         // constructors fail only on invalid names or mismatched label counts.
         #[allow(clippy::expect_used, reason = "constant, valid metric definitions")]
+        let published = IntCounterVec::new(
+            Opts::new(
+                "tidewell_event_hub_published_total",
+                "Events published, by outcome.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        #[allow(clippy::expect_used, reason = "constant, valid metric definitions")]
         Self {
-            published: IntCounterVec::new(
-                Opts::new(
-                    "tidewell_event_hub_published_total",
-                    "Events published, by outcome.",
-                ),
-                &["outcome"],
-            )
-            .expect("valid metric"),
+            confirmed: published.with_label_values(&["confirmed"]),
+            returned: published.with_label_values(&["returned"]),
+            failed: published.with_label_values(&["failed"]),
+            published,
             publish_seconds: prometheus::Histogram::with_opts(
                 HistogramOpts::new(
                     "tidewell_event_hub_publish_duration_seconds",
