@@ -1,9 +1,59 @@
 //! # tidewell-cache
 //!
-//! A tag-based cache on Redis: typed values with TTL, invalidation by tag in one write per tag
-//! (tag versions, not sets of keys), single-flight loading against stampedes, stats, and an in-memory
-//! backend with the same semantics.
+//! A tag-based cache on Redis, with an in-memory backend that behaves the same.
 //!
-//! **Status:** this crate is reserved and has no public API yet. Its design and acceptance criteria are
-//! tracked in issue #4; until that lands, depending on it brings in nothing. See the workspace
-//! `ARCHITECTURE.md` for where it fits.
+//! - **Typed values** through serde ([`Codec::Json`] by default), per [`Namespace`], with [`Key`]
+//!   and [`Tag`] builders so call sites never concatenate strings.
+//! - **Invalidation by tag in one write per tag**, whatever the number of keys: each entry records
+//!   the versions of its tags; invalidating writes a fresh version; a read checks the entry and its
+//!   tags in one round trip (a Lua script). Nothing grows with the number of invalidations: tag
+//!   versions expire after twice the longest entry TTL.
+//! - **No stale value survives an invalidation that raced its load**: `get_or_load` reads the tag
+//!   versions before the loader runs and refuses to store a value whose tags moved on.
+//! - **Stampede protection**: one loader per key per process (single flight), optionally one per
+//!   key across processes (a Redis lock with a token and expiry; waiters back off, then load
+//!   themselves after a bound).
+//! - **Local tier** (moka) of decoded values in front of Redis, invalidated across instances over
+//!   Redis pub/sub and flushed whenever that feed drops.
+//! - **Failure mode**: every Redis call is bounded by a timeout, a circuit breaker stops calling a
+//!   dead Redis, fail-open serves through the loader, and deletes and invalidations that failed are
+//!   replayed when Redis is back.
+//! - **Stats** per namespace ([`Cache::stats`], [`CacheMetrics`] for Prometheus).
+//!
+//! Redis key layout, for prefix `P` and namespace `N` (every key carries the hash tag `{P}`, so one
+//! cache lives in one Redis Cluster slot and its scripts may touch the tag keys its entries name):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{P}:e:N:<key>` | hash | `v` = the encoded value; `t:<tag key>` = that tag's version at write time; expires with the entry TTL |
+//! | `{P}:t:<tag>` | string | the tag's current version (absent = never invalidated); expires after 2 × max TTL |
+//! | `{P}:n:N` | string | the namespace's version (`clear`) |
+//! | `{P}:a` | string | the version of everything (`clear_all`, replay overflow) |
+//! | `{P}:l:<entry key>` | string | the cross-process loader lock (token, 10 s expiry) |
+//! | channel `{P}:invalidations` | pub/sub | `t <tag key>` / `k <entry key>` for local tiers |
+//!
+//! See [`Cache`] for an example.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod breaker;
+mod cache;
+mod codec;
+mod error;
+#[cfg(feature = "redis")]
+mod feed;
+mod key;
+mod local;
+mod memory_store;
+#[cfg(feature = "redis")]
+mod redis_store;
+mod stats;
+mod store;
+
+pub use cache::{Cache, CacheBuilder, CacheConfig, Health, Namespace};
+pub use codec::Codec;
+pub use error::Error;
+pub use key::{Key, Tag};
+pub use stats::{CacheMetrics, NamespaceStats, Stats};
+
+/// Re-exported so that users register metrics with the same `prometheus` version.
+pub use prometheus;

@@ -1,0 +1,1090 @@
+//! The cache: namespaces over one store, with the local tier, single flight, fail-open and the
+//! circuit breaker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use futures_util::future::Shared;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tidewell_core::config::Env;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Error;
+use crate::breaker::Breaker;
+use crate::codec::Codec;
+use crate::key::{Key, MAX_NAME_LEN, Tag};
+use crate::local::Local;
+use crate::memory_store::MemoryStore;
+use crate::stats::{CacheMetrics, NsCounters, Stats};
+use crate::store::{BoxFuture, Lookup, Read, Store};
+
+/// How long a cross-process lock holder may take before its lock expires.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+/// The most pending invalidations kept for replay while Redis is down; beyond it, everything is
+/// invalidated on recovery.
+const MAX_PENDING: usize = 10_000;
+
+/// Configuration, from code or from the environment ([`CacheConfig::from_env`]).
+///
+/// | variable | meaning | default |
+/// |---|---|---|
+/// | `TIDEWELL_CACHE_URL` | `redis://…`, `memory://` (private) or `memory://<name>` (shared in the process) | `memory://` |
+/// | `TIDEWELL_CACHE_PREFIX` | the key prefix (and Redis Cluster hash tag) | `tw` |
+/// | `TIDEWELL_CACHE_TIMEOUT` | the bound on every Redis call | `250ms` |
+/// | `TIDEWELL_CACHE_FAIL_OPEN` | serve through the loader when Redis fails | `true` |
+/// | `TIDEWELL_CACHE_MAX_TTL` | the longest entry TTL | `24h` |
+/// | `TIDEWELL_CACHE_MAX_VALUE_SIZE` | the largest encoded value | `1MiB` |
+/// | `TIDEWELL_CACHE_MAX_KEY_LEN` | the longest key, in bytes | `512` |
+/// | `TIDEWELL_CACHE_LOCAL_CAPACITY` | entries in the local tier (0: off) | `0` |
+/// | `TIDEWELL_CACHE_LOCAL_TTL` | how long a local entry lives | `1s` |
+/// | `TIDEWELL_CACHE_LOCK` | one loader per key across processes | `false` |
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct CacheConfig {
+    /// The backend URL.
+    pub url: String,
+    /// The key prefix.
+    pub prefix: String,
+    /// The bound on every Redis call.
+    pub timeout: Duration,
+    /// Serve through the loader (and swallow write errors) when Redis fails.
+    pub fail_open: bool,
+    /// The longest entry TTL.
+    pub max_ttl: Duration,
+    /// The largest encoded value.
+    pub max_value_size: usize,
+    /// The longest key.
+    pub max_key_len: usize,
+    /// Entries in the local tier; 0 turns it off.
+    pub local_capacity: u64,
+    /// How long a local entry lives.
+    pub local_ttl: Duration,
+    /// One loader per key across processes (a Redis lock), not only per process.
+    pub distributed_lock: bool,
+    /// How values are encoded.
+    pub codec: Codec,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            url: "memory://".into(),
+            prefix: "tw".into(),
+            timeout: Duration::from_millis(250),
+            fail_open: true,
+            max_ttl: Duration::from_secs(24 * 3600),
+            max_value_size: 1 << 20,
+            max_key_len: MAX_NAME_LEN,
+            local_capacity: 0,
+            local_ttl: Duration::from_secs(1),
+            distributed_lock: false,
+            codec: Codec::Json,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Reads the variables in the table above from the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_source(&Env::process())
+    }
+
+    /// Reads the variables from `env`.
+    pub fn from_source(env: &Env) -> Result<Self, Error> {
+        let d = Self::default();
+        Ok(Self {
+            url: env.string("TIDEWELL_CACHE_URL")?.unwrap_or(d.url),
+            prefix: env.string("TIDEWELL_CACHE_PREFIX")?.unwrap_or(d.prefix),
+            timeout: env.duration("TIDEWELL_CACHE_TIMEOUT")?.unwrap_or(d.timeout),
+            fail_open: env.bool("TIDEWELL_CACHE_FAIL_OPEN")?.unwrap_or(d.fail_open),
+            max_ttl: env.duration("TIDEWELL_CACHE_MAX_TTL")?.unwrap_or(d.max_ttl),
+            max_value_size: env
+                .byte_size("TIDEWELL_CACHE_MAX_VALUE_SIZE")?
+                .map_or(d.max_value_size, |n| {
+                    usize::try_from(n).unwrap_or(usize::MAX)
+                }),
+            max_key_len: env
+                .parse("TIDEWELL_CACHE_MAX_KEY_LEN", "a number of bytes")?
+                .unwrap_or(d.max_key_len),
+            local_capacity: env
+                .parse("TIDEWELL_CACHE_LOCAL_CAPACITY", "a number of entries")?
+                .unwrap_or(d.local_capacity),
+            local_ttl: env
+                .duration("TIDEWELL_CACHE_LOCAL_TTL")?
+                .unwrap_or(d.local_ttl),
+            distributed_lock: env
+                .bool("TIDEWELL_CACHE_LOCK")?
+                .unwrap_or(d.distributed_lock),
+            codec: d.codec,
+        })
+    }
+}
+
+/// Builds a [`Cache`].
+#[derive(Debug, Default)]
+pub struct CacheBuilder {
+    config: CacheConfig,
+    metrics: Option<CacheMetrics>,
+}
+
+impl CacheBuilder {
+    /// Uses `config` (e.g. from [`CacheConfig::from_env`]).
+    #[must_use]
+    pub fn config(mut self, config: CacheConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// `redis://…` for Redis, `memory://` for a private in-process store, `memory://<name>` for
+    /// one shared by every cache of the process that names it.
+    #[must_use]
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.config.url = url.into();
+        self
+    }
+
+    /// The key prefix, also the Redis Cluster hash tag of every key (default `tw`).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.prefix = prefix.into();
+        self
+    }
+
+    /// The bound on every Redis call (default 250 ms).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// When Redis fails: serve through the loader and swallow write errors (`true`, default), or
+    /// return the errors (`false`). Either way errors are counted and invalidations replayed.
+    #[must_use]
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.config.fail_open = fail_open;
+        self
+    }
+
+    /// The longest entry TTL (default 24 h); tag versions live twice as long.
+    #[must_use]
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.config.max_ttl = ttl;
+        self
+    }
+
+    /// The largest encoded value (default 1 MiB).
+    #[must_use]
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.config.max_value_size = bytes;
+        self
+    }
+
+    /// The longest key in bytes (default 512).
+    #[must_use]
+    pub fn max_key_len(mut self, bytes: usize) -> Self {
+        self.config.max_key_len = bytes;
+        self
+    }
+
+    /// A local tier of `capacity` decoded values living `ttl` in front of Redis, invalidated over
+    /// Redis pub/sub. Off by default; ignored for `memory://`.
+    #[must_use]
+    pub fn local_tier(mut self, capacity: u64, ttl: Duration) -> Self {
+        self.config.local_capacity = capacity;
+        self.config.local_ttl = ttl;
+        self
+    }
+
+    /// One loader per key across processes: the first takes a Redis lock, the others wait for its
+    /// value (and load themselves if it takes too long).
+    #[must_use]
+    pub fn distributed_lock(mut self, on: bool) -> Self {
+        self.config.distributed_lock = on;
+        self
+    }
+
+    /// The value encoding (default JSON).
+    #[must_use]
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.config.codec = codec;
+        self
+    }
+
+    /// Records into `metrics` (e.g. ones already registered with a registry).
+    #[must_use]
+    pub fn metrics(mut self, metrics: CacheMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Connects (failing fast if Redis is unreachable) and starts the local tier's invalidation
+    /// feed.
+    pub async fn build(self) -> Result<Cache, Error> {
+        let c = self.config;
+        if c.prefix.is_empty() || c.prefix.contains(['{', '}', ':', ' ']) {
+            return Err(Error::Config(format!(
+                "cache prefix {:?} must be non-empty without braces, colons or spaces",
+                c.prefix
+            )));
+        }
+        let scheme = c.url.split_once("://").map_or("", |(s, _)| s);
+        let stop = CancellationToken::new();
+        let (store, local): (Arc<dyn Store>, Option<Arc<Local>>) = match scheme {
+            "memory" => {
+                let name = c
+                    .url
+                    .split_once("://")
+                    .map_or("", |(_, n)| n)
+                    .trim_end_matches('/');
+                (Arc::new(MemoryStore::named(name)), None)
+            }
+            #[cfg(feature = "redis")]
+            "redis" | "rediss" => {
+                let store = crate::redis_store::RedisStore::connect(&c.url, c.timeout).await?;
+                let local =
+                    (c.local_capacity > 0).then(|| Local::new(c.local_capacity, c.local_ttl));
+                if let Some(local) = &local {
+                    crate::feed::start(
+                        &c.url,
+                        channel(&c.prefix),
+                        Arc::clone(local),
+                        stop.clone(),
+                    )?;
+                }
+                (Arc::new(store), local)
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "unsupported cache URL scheme {other:?}: use redis:// (feature \"redis\") or memory://"
+                )));
+            }
+        };
+        #[cfg(feature = "redis")]
+        let publisher = if matches!(scheme, "redis" | "rediss") {
+            Some(crate::feed::Publisher::new(&c.url)?.with_channel(channel(&c.prefix)))
+        } else {
+            None
+        };
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                store,
+                local,
+                #[cfg(feature = "redis")]
+                publisher,
+                breaker: Breaker::new(5, Duration::from_millis(500), Duration::from_secs(30)),
+                metrics: self.metrics.unwrap_or_default(),
+                namespaces: Mutex::new(BTreeMap::new()),
+                flights: Mutex::new(HashMap::new()),
+                pending: Mutex::new(Pending::default()),
+                config: c,
+                stop,
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+}
+
+pub(crate) fn channel(prefix: &str) -> String {
+    format!("{{{prefix}}}:invalidations")
+}
+
+type Flight = Shared<BoxFuture<'static, Result<Bytes, Error>>>;
+
+#[derive(Default)]
+struct Pending {
+    tags: Vec<String>,
+    keys: Vec<String>,
+    overflow: bool,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    local: Option<Arc<Local>>,
+    #[cfg(feature = "redis")]
+    publisher: Option<crate::feed::Publisher>,
+    breaker: Breaker,
+    metrics: CacheMetrics,
+    namespaces: Mutex<BTreeMap<String, NsCounters>>,
+    flights: Mutex<HashMap<String, Flight>>,
+    pending: Mutex<Pending>,
+    config: CacheConfig,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// What [`Cache::health`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Whether the store answered a ping.
+    pub store_reachable: bool,
+    /// Whether the circuit breaker is open (calls skipped).
+    pub circuit_open: bool,
+    /// Whether the local tier is on and its invalidation feed live.
+    pub local_tier_live: Option<bool>,
+    /// Entries in the local tier.
+    pub local_entries: u64,
+    /// Invalidations waiting for Redis to come back.
+    pub pending_invalidations: usize,
+}
+
+/// A tag-based cache on Redis or in memory. Cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidewell_cache::Error> {
+/// use std::time::Duration;
+/// use tidewell_cache::{Cache, Key, Tag};
+///
+/// let cache = Cache::builder().url("memory://").build().await?; // or "redis://127.0.0.1:6379"
+/// let users = cache.namespace("users")?;
+/// let key = Key::new("user").part(7);
+/// let tags = [Tag::new("user").part(7)];
+///
+/// let name: String = users
+///     .get_or_load(&key, Duration::from_secs(60), &tags, || async {
+///         Ok::<_, std::io::Error>("Ada".to_owned()) // the slow database call
+///     })
+///     .await?;
+/// assert_eq!(name, "Ada");
+/// assert_eq!(users.get::<String>(&key).await?, Some("Ada".to_owned()));
+///
+/// cache.invalidate_tags(&tags).await?; // one write, however many keys carry the tag
+/// assert_eq!(users.get::<String>(&key).await?, None);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("prefix", &self.inner.config.prefix)
+            .field("local_tier", &self.inner.local.is_some())
+            .field("fail_open", &self.inner.config.fail_open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// A builder with the defaults of [`CacheConfig`].
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// A handle on namespace `name` (letters, digits, `-`, `_`, `.`).
+    pub fn namespace(&self, name: &str) -> Result<Namespace, Error> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok {
+            return Err(Error::Config(format!(
+                "namespace {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        let counters = self
+            .inner
+            .namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_insert_with(|| self.inner.metrics.namespace(name))
+            .clone();
+        let p = &self.inner.config.prefix;
+        Ok(Namespace {
+            cache: self.clone(),
+            entry_prefix: format!("{{{p}}}:e:{name}:"),
+            implicit_tags: [format!("{{{p}}}:n:{name}"), format!("{{{p}}}:a")],
+            counters,
+            name: name.into(),
+        })
+    }
+
+    /// Invalidates `tags` in every namespace: one write per tag, whatever the number of keys.
+    ///
+    /// If Redis is down the invalidation is kept and replayed as soon as it is back (in fail-open
+    /// mode this returns `Ok`).
+    pub async fn invalidate_tags(&self, tags: &[Tag]) -> Result<(), Error> {
+        let names = tags
+            .iter()
+            .map(|t| t.validate().map(|()| self.tag_key(t)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.invalidate_names(names, None).await
+    }
+
+    /// Invalidates every entry of every namespace of this prefix.
+    pub async fn clear_all(&self) -> Result<(), Error> {
+        self.invalidate_names(vec![self.all_tag()], None).await
+    }
+
+    fn tag_key(&self, tag: &Tag) -> String {
+        format!("{{{}}}:t:{}", self.inner.config.prefix, tag.as_str())
+    }
+
+    fn all_tag(&self) -> String {
+        format!("{{{}}}:a", self.inner.config.prefix)
+    }
+
+    async fn invalidate_names(
+        &self,
+        names: Vec<String>,
+        ns: Option<&NsCounters>,
+    ) -> Result<(), Error> {
+        if let Some(local) = &self.inner.local {
+            for n in &names {
+                local.invalidate_tag(n);
+            }
+        }
+        let ttl = self.inner.config.max_ttl.saturating_mul(2);
+        let result = self
+            .call(ns, self.inner.store.invalidate(&names, ttl))
+            .await;
+        match result {
+            Ok(()) => {
+                self.inner.metrics.invalidations.inc_by(names.len() as u64);
+                self.broadcast(names.iter().map(|n| format!("t {n}")).collect())
+                    .await;
+                Ok(())
+            }
+            Err(e) => {
+                self.defer(names, Vec::new());
+                self.fail_open_or(e, ())
+            }
+        }
+    }
+
+    /// Counters of every namespace used so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            namespaces: self
+                .inner
+                .namespaces
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(k, c)| (k.clone(), c.snapshot()))
+                .collect(),
+            invalidations: self.inner.metrics.invalidations.get(),
+        }
+    }
+
+    /// The Prometheus metrics.
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
+    }
+
+    /// Pings the store (bypassing the circuit breaker) and reports the state of each part.
+    pub async fn health(&self) -> Health {
+        let reachable = tokio::time::timeout(self.inner.config.timeout, self.inner.store.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        Health {
+            store_reachable: reachable,
+            circuit_open: self.inner.breaker.is_open(),
+            local_tier_live: self.inner.local.as_ref().map(|l| l.is_live()),
+            local_entries: self.inner.local.as_ref().map_or(0, |l| l.len()),
+            pending_invalidations: {
+                let p = self
+                    .inner
+                    .pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                p.tags.len() + p.keys.len()
+            },
+        }
+    }
+
+    /// Runs one store call through the breaker and the timeout, replaying pending invalidations
+    /// first when some are waiting.
+    async fn call<'a, T>(
+        &'a self,
+        ns: Option<&NsCounters>,
+        op: BoxFuture<'a, Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let result = async {
+            self.inner.breaker.check()?;
+            self.replay().await?;
+            match tokio::time::timeout(self.inner.config.timeout, op).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Redis {
+                    operation: "call",
+                    reason: format!("no answer within {:?}", self.inner.config.timeout),
+                }),
+            }
+        }
+        .await;
+        match &result {
+            Ok(_) => self.inner.breaker.success(),
+            Err(Error::CircuitOpen { .. }) => {}
+            Err(_) => self.inner.breaker.failure(),
+        }
+        if result.is_err()
+            && let Some(ns) = ns
+        {
+            ns.error.inc();
+        }
+        result
+    }
+
+    fn defer(&self, tags: Vec<String>, keys: Vec<String>) {
+        let mut p = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if p.overflow {
+            return;
+        }
+        p.tags.extend(tags);
+        p.keys.extend(keys);
+        if p.tags.len() + p.keys.len() > MAX_PENDING {
+            tracing::warn!(
+                "too many invalidations waiting for redis; everything will be invalidated on recovery"
+            );
+            *p = Pending {
+                overflow: true,
+                ..Pending::default()
+            };
+        }
+    }
+
+    /// Applies invalidations and deletes that failed while Redis was unreachable.
+    async fn replay(&self) -> Result<(), Error> {
+        let pending = {
+            let mut p = self
+                .inner
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if p.tags.is_empty() && p.keys.is_empty() && !p.overflow {
+                return Ok(());
+            }
+            std::mem::take(&mut *p)
+        };
+        let mut tags = pending.tags.clone();
+        if pending.overflow {
+            tags = vec![self.all_tag()];
+        }
+        let ttl = self.inner.config.max_ttl.saturating_mul(2);
+        let outcome = async {
+            if !tags.is_empty() {
+                self.inner.store.invalidate(&tags, ttl).await?;
+            }
+            for k in &pending.keys {
+                self.inner.store.delete(k).await?;
+            }
+            Ok::<(), Error>(())
+        };
+        match tokio::time::timeout(self.inner.config.timeout.saturating_mul(4), outcome).await {
+            Ok(Ok(())) => {
+                tracing::info!(
+                    tags = tags.len(),
+                    keys = pending.keys.len(),
+                    "replayed invalidations after redis recovered"
+                );
+                self.broadcast(
+                    tags.iter()
+                        .map(|t| format!("t {t}"))
+                        .chain(pending.keys.iter().map(|k| format!("k {k}")))
+                        .collect(),
+                )
+                .await;
+                Ok(())
+            }
+            other => {
+                let mut p = self
+                    .inner
+                    .pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                p.tags.extend(pending.tags);
+                p.keys.extend(pending.keys);
+                p.overflow |= pending.overflow;
+                Err(match other {
+                    Ok(Err(e)) => e,
+                    _ => Error::Redis {
+                        operation: "replay",
+                        reason: "no answer in time".into(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// Tells the other instances' local tiers (best effort: their feed reconnects flush them).
+    async fn broadcast(&self, messages: Vec<String>) {
+        #[cfg(feature = "redis")]
+        if let Some(p) = &self.inner.publisher
+            && let Err(error) =
+                tokio::time::timeout(self.inner.config.timeout, p.publish(&messages))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Redis {
+                            operation: "publish",
+                            reason: "no answer in time".into(),
+                        })
+                    })
+        {
+            tracing::warn!(%error, "cannot broadcast an invalidation to other instances' local tiers");
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = messages;
+    }
+
+    fn fail_open_or<T>(&self, error: Error, fallback: T) -> Result<T, Error> {
+        if self.inner.config.fail_open {
+            tracing::debug!(%error, "cache backend failed; continuing (fail-open)");
+            Ok(fallback)
+        } else {
+            Err(error)
+        }
+    }
+}
+
+/// One namespace of a [`Cache`]: keys are per namespace, tags are shared by all namespaces.
+#[derive(Clone)]
+pub struct Namespace {
+    cache: Cache,
+    name: Arc<str>,
+    entry_prefix: String,
+    implicit_tags: [String; 2],
+    counters: NsCounters,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Namespace {
+    fn entry_key(&self, key: &Key) -> Result<String, Error> {
+        key.validate(self.cache.inner.config.max_key_len)?;
+        Ok(format!("{}{}", self.entry_prefix, key.as_str()))
+    }
+
+    fn tag_names(&self, tags: &[Tag]) -> Result<Vec<String>, Error> {
+        let mut names = Vec::with_capacity(tags.len() + 2);
+        for t in tags {
+            t.validate()?;
+            names.push(self.cache.tag_key(t));
+        }
+        names.extend(self.implicit_tags.iter().cloned());
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn check_ttl(&self, ttl: Duration) -> Result<(), Error> {
+        let max = self.cache.inner.config.max_ttl;
+        if ttl.is_zero() || ttl > max {
+            return Err(Error::InvalidTtl { ttl, max });
+        }
+        Ok(())
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, Error> {
+        let bytes = self.cache.inner.config.codec.encode(value)?;
+        let limit = self.cache.inner.config.max_value_size;
+        if bytes.len() > limit {
+            return Err(Error::ValueTooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The value under `key`, if present, valid (no tag invalidated since it was written) and
+    /// still decodable as `T` (a value of an older schema reads as a counted miss).
+    pub async fn get<T>(&self, key: &Key) -> Result<Option<T>, Error>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let full = self.entry_key(key)?;
+        let codec = self.cache.inner.config.codec;
+        if let Some(hit) = self.local_get(&full, codec) {
+            return Ok(Some(hit));
+        }
+        let mark = self.cache.inner.local.as_ref().map(|l| l.mark());
+        match self
+            .cache
+            .call(
+                Some(&self.counters),
+                self.cache.inner.store.read(&full, &[]),
+            )
+            .await
+        {
+            Ok(read) => Ok(self.accept(&full, read, mark)),
+            Err(e) => self.cache.fail_open_or(e, None),
+        }
+    }
+
+    fn local_get<T>(&self, full: &str, codec: Codec) -> Option<T>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let entry = self.cache.inner.local.as_ref()?.get(full)?;
+        let value = entry.value(|b| codec.decode::<T>(b))?;
+        self.counters.local_hit.inc();
+        Some(value)
+    }
+
+    /// Counts a read and decodes a hit (filling the local tier).
+    fn accept<T>(&self, full: &str, read: Read, mark: Option<u64>) -> Option<T>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        match read.lookup {
+            Lookup::Hit(bytes) => match self.cache.inner.config.codec.decode::<T>(&bytes) {
+                Some(v) => {
+                    self.counters.hit.inc();
+                    if let (Some(local), Some(mark)) = (&self.cache.inner.local, mark) {
+                        local.insert(full, bytes, &read.entry_tags, mark);
+                    }
+                    Some(v)
+                }
+                None => {
+                    self.counters.undecodable.inc();
+                    None
+                }
+            },
+            Lookup::Stale => {
+                self.counters.stale.inc();
+                None
+            }
+            Lookup::Miss => {
+                self.counters.miss.inc();
+                None
+            }
+        }
+    }
+
+    /// Stores `value` under `key` for `ttl`, tagged with `tags`.
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &Key,
+        value: &T,
+        ttl: Duration,
+        tags: &[Tag],
+    ) -> Result<(), Error> {
+        let full = self.entry_key(key)?;
+        self.check_ttl(ttl)?;
+        let names = self.tag_names(tags)?;
+        let bytes = self.encode(value)?;
+        if let Some(local) = &self.cache.inner.local {
+            local.remove(&full);
+        }
+        let written = self
+            .cache
+            .call(
+                Some(&self.counters),
+                self.cache
+                    .inner
+                    .store
+                    .write(&full, &bytes, ttl, &names, None),
+            )
+            .await;
+        match written {
+            Ok(_) => {
+                self.counters.set.inc();
+                self.cache.broadcast(vec![format!("k {full}")]).await;
+                Ok(())
+            }
+            Err(e) => {
+                // The old value may still be there: make sure it goes when Redis is back.
+                self.cache.defer(Vec::new(), vec![full]);
+                self.cache.fail_open_or(e, ())
+            }
+        }
+    }
+
+    /// Deletes `key`; returns whether it was there. If Redis is down, the delete is replayed as
+    /// soon as it is back.
+    pub async fn delete(&self, key: &Key) -> Result<bool, Error> {
+        let full = self.entry_key(key)?;
+        if let Some(local) = &self.cache.inner.local {
+            local.remove(&full);
+        }
+        match self
+            .cache
+            .call(Some(&self.counters), self.cache.inner.store.delete(&full))
+            .await
+        {
+            Ok(existed) => {
+                self.counters.delete.inc();
+                self.cache.broadcast(vec![format!("k {full}")]).await;
+                Ok(existed)
+            }
+            Err(e) => {
+                self.cache.defer(Vec::new(), vec![full]);
+                self.cache.fail_open_or(e, false)
+            }
+        }
+    }
+
+    /// Invalidates `tags` (in every namespace, like [`Cache::invalidate_tags`]).
+    pub async fn invalidate_tags(&self, tags: &[Tag]) -> Result<(), Error> {
+        let names = tags
+            .iter()
+            .map(|t| t.validate().map(|()| self.cache.tag_key(t)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.cache
+            .invalidate_names(names, Some(&self.counters))
+            .await
+    }
+
+    /// Invalidates every entry of this namespace (one write).
+    pub async fn clear(&self) -> Result<(), Error> {
+        self.cache
+            .invalidate_names(vec![self.implicit_tags[0].clone()], Some(&self.counters))
+            .await
+    }
+
+    /// The value under `key`, or the loader's value, stored for `ttl` with `tags`.
+    ///
+    /// - One loader per key per process: concurrent callers wait for the first one's value.
+    /// - With [`CacheBuilder::distributed_lock`], one per key across processes.
+    /// - The tag versions are read before the loader runs: if a tag is invalidated during the
+    ///   load, the loaded value is returned to this caller but not cached.
+    /// - If Redis fails (fail-open), the loader's value is served and the error counted.
+    pub async fn get_or_load<T, F, Fut, E>(
+        &self,
+        key: &Key,
+        ttl: Duration,
+        tags: &[Tag],
+        loader: F,
+    ) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let full = self.entry_key(key)?;
+        self.check_ttl(ttl)?;
+        let names = self.tag_names(tags)?;
+        let codec = self.cache.inner.config.codec;
+        if let Some(hit) = self.local_get(&full, codec) {
+            return Ok(hit);
+        }
+        let flight = {
+            let mut flights = self
+                .cache
+                .inner
+                .flights
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match flights.get(&full) {
+                Some(f) => f.clone(),
+                None => {
+                    // The flight runs as its own task, so it completes (and caches) even if every
+                    // caller waiting for it is cancelled.
+                    let task = self
+                        .cache
+                        .inner
+                        .tasks
+                        .spawn(
+                            self.clone()
+                                .fly::<T, F, Fut, E>(full.clone(), ttl, names, loader),
+                        );
+                    let f: Flight = async move {
+                        task.await.unwrap_or_else(|e| {
+                            Err(Error::Loader(Arc::new(std::io::Error::other(format!(
+                                "loader task failed: {e}"
+                            )))))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    flights.insert(full.clone(), f.clone());
+                    f
+                }
+            }
+        };
+        let bytes = flight.await?;
+        codec
+            .decode::<T>(&bytes)
+            .ok_or_else(|| Error::Encode("a loaded value did not decode as the same type".into()))
+    }
+
+    /// The single flight of one key: read, else load and write. Removes itself when done.
+    fn fly<T, F, Fut, E>(
+        self,
+        full: String,
+        ttl: Duration,
+        names: Vec<String>,
+        loader: F,
+    ) -> BoxFuture<'static, Result<Bytes, Error>>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Box::pin(async move {
+            struct Done<'a>(&'a Namespace, &'a str);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0
+                        .cache
+                        .inner
+                        .flights
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(self.1);
+                }
+            }
+            let _done = Done(&self, &full);
+            let inner = &self.cache.inner;
+            let mark = inner.local.as_ref().map(|l| l.mark());
+            let versions = match self
+                .cache
+                .call(Some(&self.counters), inner.store.read(&full, &names))
+                .await
+            {
+                Ok(read) => {
+                    if let Lookup::Hit(bytes) = &read.lookup
+                        && inner.config.codec.decode::<T>(bytes).is_some()
+                    {
+                        let bytes = bytes.clone();
+                        self.accept::<T>(&full, read, mark);
+                        return Ok(bytes);
+                    }
+                    let versions = read.versions.clone();
+                    self.accept::<T>(&full, read, mark);
+                    Some(versions)
+                }
+                Err(e) => {
+                    if !inner.config.fail_open {
+                        return Err(e);
+                    }
+                    None
+                }
+            };
+
+            let lock = if inner.config.distributed_lock && versions.is_some() {
+                self.acquire_or_wait::<T>(&full, &names).await
+            } else {
+                LockOutcome::Unlocked
+            };
+            let token = match lock {
+                LockOutcome::Value(bytes) => return Ok(bytes),
+                LockOutcome::Held(token) => Some(token),
+                LockOutcome::Unlocked => None,
+            };
+
+            self.counters.load.inc();
+            let loaded = loader().await.map_err(|e| Error::Loader(Arc::new(e)));
+            let result = match loaded {
+                Ok(value) => {
+                    let bytes = self.encode(&value)?;
+                    if let Some(versions) = versions {
+                        match self
+                            .cache
+                            .call(
+                                Some(&self.counters),
+                                inner
+                                    .store
+                                    .write(&full, &bytes, ttl, &names, Some(&versions)),
+                            )
+                            .await
+                        {
+                            Ok(true) => self.counters.set.inc(),
+                            Ok(false) => self.counters.skipped.inc(),
+                            Err(e) if !inner.config.fail_open => return Err(e),
+                            Err(_) => {}
+                        }
+                    }
+                    Ok(Bytes::from(bytes))
+                }
+                Err(e) => Err(e),
+            };
+            if let Some(token) = token {
+                let lock_key = self.lock_key(&full);
+                // ok to ignore: the lock expires by itself
+                let _ = self
+                    .cache
+                    .call(None, inner.store.unlock(&lock_key, &token))
+                    .await;
+            }
+            result
+        })
+    }
+
+    fn lock_key(&self, full: &str) -> String {
+        format!("{{{}}}:l:{full}", self.cache.inner.config.prefix)
+    }
+
+    /// Takes the cross-process lock, or waits (with backoff) for the holder's value; after
+    /// [`LOCK_TTL`] without one, loads without the lock.
+    async fn acquire_or_wait<T>(&self, full: &str, names: &[String]) -> LockOutcome
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let inner = &self.cache.inner;
+        let lock_key = self.lock_key(full);
+        let token = crate::store::fresh_version();
+        match self
+            .cache
+            .call(
+                Some(&self.counters),
+                inner.store.lock(&lock_key, &token, LOCK_TTL),
+            )
+            .await
+        {
+            Ok(true) => return LockOutcome::Held(token),
+            Ok(false) => {}
+            Err(_) => return LockOutcome::Unlocked,
+        }
+        let deadline = tokio::time::Instant::now() + LOCK_TTL;
+        let mut delay = Duration::from_millis(10);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(200));
+            if let Ok(read) = self
+                .cache
+                .call(Some(&self.counters), inner.store.read(full, names))
+                .await
+                && let Lookup::Hit(bytes) = read.lookup
+                && inner.config.codec.decode::<T>(&bytes).is_some()
+            {
+                self.counters.hit.inc();
+                return LockOutcome::Value(bytes);
+            }
+        }
+        tracing::warn!(
+            key = full,
+            "lock holder took too long; loading without the lock"
+        );
+        LockOutcome::Unlocked
+    }
+}
+
+enum LockOutcome {
+    Held(String),
+    Value(Bytes),
+    Unlocked,
+}
