@@ -11,6 +11,8 @@ pub(crate) struct Breaker {
     threshold: u32,
     min_cooldown: Duration,
     max_cooldown: Duration,
+    /// Set by any failure, cleared by a success: when clear, `check` and `success` skip the lock.
+    tripped: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
 }
 
@@ -27,6 +29,7 @@ impl Breaker {
             threshold: threshold.max(1),
             min_cooldown,
             max_cooldown,
+            tripped: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(State {
                 failures: 0,
                 open_until: None,
@@ -41,6 +44,10 @@ impl Breaker {
 
     /// Whether a call may go out now.
     pub(crate) fn check(&self) -> Result<(), Error> {
+        // Fast path: closed and healthy, without the lock.
+        if !self.tripped.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         let st = self.lock();
         match st.open_until {
             Some(until) => {
@@ -58,7 +65,12 @@ impl Breaker {
     }
 
     pub(crate) fn success(&self) {
+        if !self.tripped.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let mut st = self.lock();
+        self.tripped
+            .store(false, std::sync::atomic::Ordering::Release);
         if st.open_until.is_some() {
             tracing::info!("redis is reachable again; circuit closed");
         }
@@ -69,6 +81,8 @@ impl Breaker {
 
     pub(crate) fn failure(&self) {
         let mut st = self.lock();
+        self.tripped
+            .store(true, std::sync::atomic::Ordering::Release);
         st.failures = st.failures.saturating_add(1);
         if st.failures >= self.threshold {
             let cooldown = st.cooldown;

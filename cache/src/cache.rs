@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -227,9 +228,14 @@ impl CacheBuilder {
     /// feed.
     pub async fn build(self) -> Result<Cache, Error> {
         let c = self.config;
-        if c.prefix.is_empty() || c.prefix.contains(['{', '}', ':', ' ']) {
+        let prefix_ok = !c.prefix.is_empty()
+            && c.prefix.len() <= 64
+            && c.prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !prefix_ok {
             return Err(Error::Config(format!(
-                "cache prefix {:?} must be non-empty without braces, colons or spaces",
+                "cache prefix {:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
                 c.prefix
             )));
         }
@@ -282,6 +288,7 @@ impl CacheBuilder {
                 namespaces: Mutex::new(BTreeMap::new()),
                 flights: Mutex::new(HashMap::new()),
                 pending: Mutex::new(Pending::default()),
+                has_pending: AtomicBool::new(false),
                 config: c,
                 stop,
                 tasks: TaskTracker::new(),
@@ -313,6 +320,8 @@ struct Inner {
     namespaces: Mutex<BTreeMap<String, NsCounters>>,
     flights: Mutex<HashMap<String, Flight>>,
     pending: Mutex<Pending>,
+    /// Whether `pending` holds anything (checked on every call without the lock).
+    has_pending: AtomicBool,
     config: CacheConfig,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -409,7 +418,6 @@ impl Cache {
         Ok(Namespace {
             cache: self.clone(),
             entry_prefix: format!("{{{p}}}:e:{name}:"),
-            implicit_tags: [format!("{{{p}}}:n:{name}"), format!("{{{p}}}:a")],
             counters,
             name: name.into(),
         })
@@ -427,17 +435,46 @@ impl Cache {
         self.invalidate_names(names, None).await
     }
 
-    /// Invalidates every entry of every namespace of this prefix.
+    /// Deletes every entry of every namespace of this prefix (a scan: O(entries), for
+    /// maintenance, not for the request path).
     pub async fn clear_all(&self) -> Result<(), Error> {
-        self.invalidate_names(vec![self.all_tag()], None).await
+        let prefix = format!("{{{}}}:e:", self.inner.config.prefix);
+        self.clear_prefix(prefix, None).await
+    }
+
+    async fn clear_prefix(&self, prefix: String, ns: Option<&NsCounters>) -> Result<(), Error> {
+        if let Some(local) = &self.inner.local {
+            local.flush();
+        }
+        let bound = self.inner.config.timeout.saturating_mul(40);
+        let result = match self.inner.breaker.check() {
+            Err(e) => Err(e),
+            Ok(()) => match tokio::time::timeout(bound, self.inner.store.clear(&prefix)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Redis {
+                    operation: "clear",
+                    reason: format!("no answer within {bound:?}"),
+                }),
+            },
+        };
+        match result {
+            Ok(()) => {
+                self.broadcast(vec!["*".to_owned()]).await;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(ns) = ns {
+                    ns.error.inc();
+                }
+                self.inner.breaker.failure();
+                self.defer_clear_all();
+                self.fail_open_or(e, ())
+            }
+        }
     }
 
     fn tag_key(&self, tag: &Tag) -> String {
         format!("{{{}}}:t:{}", self.inner.config.prefix, tag.as_str())
-    }
-
-    fn all_tag(&self) -> String {
-        format!("{{{}}}:a", self.inner.config.prefix)
     }
 
     async fn invalidate_names(
@@ -541,6 +578,19 @@ impl Cache {
         result
     }
 
+    fn defer_clear_all(&self) {
+        let mut p = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *p = Pending {
+            overflow: true,
+            ..Pending::default()
+        };
+        self.inner.has_pending.store(true, Ordering::Release);
+    }
+
     fn defer(&self, tags: Vec<String>, keys: Vec<String>) {
         let mut p = self
             .inner
@@ -552,6 +602,7 @@ impl Cache {
         }
         p.tags.extend(tags);
         p.keys.extend(keys);
+        self.inner.has_pending.store(true, Ordering::Release);
         if p.tags.len() + p.keys.len() > MAX_PENDING {
             tracing::warn!(
                 "too many invalidations waiting for redis; everything will be invalidated on recovery"
@@ -565,6 +616,9 @@ impl Cache {
 
     /// Applies invalidations and deletes that failed while Redis was unreachable.
     async fn replay(&self) -> Result<(), Error> {
+        if !self.inner.has_pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let pending = {
             let mut p = self
                 .inner
@@ -574,14 +628,16 @@ impl Cache {
             if p.tags.is_empty() && p.keys.is_empty() && !p.overflow {
                 return Ok(());
             }
+            self.inner.has_pending.store(false, Ordering::Release);
             std::mem::take(&mut *p)
         };
-        let mut tags = pending.tags.clone();
-        if pending.overflow {
-            tags = vec![self.all_tag()];
-        }
+        let tags = pending.tags.clone();
         let ttl = self.inner.config.max_ttl.saturating_mul(2);
+        let everything = format!("{{{}}}:e:", self.inner.config.prefix);
         let outcome = async {
+            if pending.overflow {
+                self.inner.store.clear(&everything).await?;
+            }
             if !tags.is_empty() {
                 self.inner.store.invalidate(&tags, ttl).await?;
             }
@@ -615,6 +671,7 @@ impl Cache {
                 p.tags.extend(pending.tags);
                 p.keys.extend(pending.keys);
                 p.overflow |= pending.overflow;
+                self.inner.has_pending.store(true, Ordering::Release);
                 Err(match other {
                     Ok(Err(e)) => e,
                     _ => Error::Redis {
@@ -662,7 +719,6 @@ pub struct Namespace {
     cache: Cache,
     name: Arc<str>,
     entry_prefix: String,
-    implicit_tags: [String; 2],
     counters: NsCounters,
 }
 
@@ -686,7 +742,6 @@ impl Namespace {
             t.validate()?;
             names.push(self.cache.tag_key(t));
         }
-        names.extend(self.implicit_tags.iter().cloned());
         names.sort_unstable();
         names.dedup();
         Ok(names)
@@ -856,10 +911,11 @@ impl Namespace {
             .await
     }
 
-    /// Invalidates every entry of this namespace (one write).
+    /// Deletes every entry of this namespace (a scan: O(entries), for maintenance; use tags to
+    /// invalidate on the request path).
     pub async fn clear(&self) -> Result<(), Error> {
         self.cache
-            .invalidate_names(vec![self.implicit_tags[0].clone()], Some(&self.counters))
+            .clear_prefix(self.entry_prefix.clone(), Some(&self.counters))
             .await
     }
 

@@ -27,8 +27,6 @@
 //! |---|---|---|
 //! | `{P}:e:N:<key>` | hash | `v` = the encoded value; `t:<tag key>` = that tag's version at write time; expires with the entry TTL |
 //! | `{P}:t:<tag>` | string | the tag's current version (absent = never invalidated); expires after 2 × max TTL |
-//! | `{P}:n:N` | string | the namespace's version (`clear`) |
-//! | `{P}:a` | string | the version of everything (`clear_all`, replay overflow) |
 //! | `{P}:l:<entry key>` | string | the cross-process loader lock (token, 10 s expiry) |
 //! | channel `{P}:invalidations` | pub/sub | `t <tag key>` / `k <entry key>` for local tiers |
 //!

@@ -173,6 +173,15 @@ impl Store for MemoryStore {
         })
     }
 
+    fn clear<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            self.lock_state()
+                .entries
+                .retain(|k, _| !k.starts_with(prefix));
+            Ok(())
+        })
+    }
+
     fn lock<'a>(
         &'a self,
         key: &'a str,

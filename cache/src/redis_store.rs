@@ -256,6 +256,36 @@ impl Store for RedisStore {
         })
     }
 
+    fn clear<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            // Prefixes hold no glob characters (prefix and namespace names are restricted).
+            let mut c = self.connection.clone();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}*"))
+                    .arg("COUNT")
+                    .arg(1_000)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(redis_error("clear"))?;
+                if !keys.is_empty() {
+                    redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async::<i64>(&mut c)
+                        .await
+                        .map_err(redis_error("clear"))?;
+                }
+                if next == 0 {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+        })
+    }
+
     fn lock<'a>(
         &'a self,
         key: &'a str,

@@ -65,6 +65,9 @@ pub(crate) trait Store: Send + Sync + 'static {
         version_ttl: Duration,
     ) -> BoxFuture<'a, Result<(), Error>>;
 
+    /// Deletes every entry whose key starts with `prefix` (maintenance: a scan).
+    fn clear<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+
     /// Takes the lock `key` with `token` for `ttl`; returns whether it was taken.
     fn lock<'a>(
         &'a self,

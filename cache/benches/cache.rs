@@ -1,0 +1,394 @@
+//! Tidewell's cache against raw redis-rs (and raw moka) on the local Redis, in one run.
+//!
+//! - `get_hit_throughput_{seq,c32}` / `set_throughput_{seq,c32}`: raw redis-rs GET / SET PX of the
+//!   same encoded bytes on a multiplexed connection (baseline) vs the cache's Redis tier (local tier
+//!   off): typed get (Lua read + tag check + decode) and typed set (Lua write recording 3 tags).
+//!   Sequential, then 32 concurrent tasks. Goal: ratio >= 0.90.
+//! - `l1_hit_latency`: ns per local-tier hit (typed, decoded value kept) vs a raw moka get. Goal < 1 µs.
+//! - `invalidate_tag_cost_{1k,100k}`: invalidating a tag that covers 1,000 / 100,000 keys, against
+//!   the same invalidation when it covers 1 key. Goal: 100k / 1 <= 1.5.
+//! - `hit_ratio`: get_or_load under Zipf(1.0) over 100,000 keys with 10% writes that invalidate the
+//!   key's tag, against a perfect unbounded cache replaying the same operations.
+//!
+//! Run: `cargo bench -p tidewell-cache --bench cache` (Redis at `REDIS_URL`, default local).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "benchmark"
+)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use tidewell_cache::{Cache, Key, Namespace, Tag};
+use tidewell_testkit::TestRedis;
+
+const OPS: usize = 20_000;
+
+/// The shape of the cache's read script (HGETALL, then one GET per tag), for the decomposition.
+const READ_SCRIPT_PROBE: &str = r"
+local h = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #h, 2 do
+  if h[i] ~= 'v' then out[#out + 1] = redis.call('GET', string.sub(h[i], 3)) or '0' end
+end
+return {1, h[2] or false, out}
+";
+const CONCURRENCY: usize = 32;
+const TTL: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Profile {
+    id: u64,
+    name: String,
+    bio: String,
+}
+
+fn profile() -> Profile {
+    Profile {
+        id: 7,
+        name: "Ada Lovelace".into(),
+        bio: "b".repeat(200),
+    }
+}
+
+fn line(name: &str, ours: f64, baseline: f64, unit: &str) {
+    println!(
+        "bench: {name} ours={ours:.2} baseline={baseline:.2} ratio={:.3} unit={unit}",
+        ours / baseline
+    );
+}
+
+/// Runs `op(i)` OPS times with `concurrency` tasks; returns ops/s.
+async fn throughput<F, Fut>(concurrency: usize, op: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..concurrency {
+        let op = op.clone();
+        tasks.spawn(async move {
+            let mut i = t;
+            while i < OPS {
+                op(i).await;
+                i += concurrency;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    OPS as f64 / started.elapsed().as_secs_f64()
+}
+
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::MIN, f64::max)
+}
+
+async fn redis_tier(redis: &TestRedis, ns: &Namespace) {
+    let bytes = {
+        let mut b = vec![b'j'];
+        serde_json::to_writer(&mut b, &profile()).unwrap();
+        b
+    };
+    let raw_key = redis.key("raw");
+    let tags = [Tag::from("profiles"), Tag::new("user").part(7)];
+    let key = Key::new("user").part(7);
+    ns.set(&key, &profile(), TTL, &tags).await.unwrap();
+    let mut c = redis.connection();
+    let () = c.pset_ex(&raw_key, &bytes, 600_000).await.unwrap();
+
+    for concurrency in [1, CONCURRENCY] {
+        let label = if concurrency == 1 { "seq" } else { "c32" };
+        let (mut ours, mut base) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (c, k) = (redis.connection(), raw_key.clone());
+            base.push(
+                throughput(concurrency, move |_| {
+                    let (mut c, k) = (c.clone(), k.clone());
+                    async move {
+                        let v: Vec<u8> = c.get(&k).await.unwrap();
+                        assert!(!v.is_empty());
+                    }
+                })
+                .await,
+            );
+            let (n, k) = (ns.clone(), key.clone());
+            ours.push(
+                throughput(concurrency, move |_| {
+                    let (n, k) = (n.clone(), k.clone());
+                    async move {
+                        assert!(n.get::<Profile>(&k).await.unwrap().is_some());
+                    }
+                })
+                .await,
+            );
+        }
+        // Decomposition: the read script alone through redis-rs (no cache layer), to tell
+        // Redis-side cost from client-side cost.
+        let script = redis::Script::new(READ_SCRIPT_PROBE);
+        let (c, k) = (
+            redis.connection(),
+            format!("{{{}}}:e:bench:user:7", redis.prefix()),
+        );
+        let script = Arc::new(script);
+        let probe = throughput(concurrency, move |_| {
+            let (mut c, k, script) = (c.clone(), k.clone(), script.clone());
+            async move {
+                let v: redis::Value = script.key(&k).invoke_async(&mut c).await.unwrap();
+                assert!(matches!(v, redis::Value::Array(_)));
+            }
+        })
+        .await;
+        eprintln!("  get {label}: raw {base:.0?} ours {ours:.0?} script-only {probe:.0}");
+        line(
+            &format!("get_hit_throughput_{label}"),
+            best(&ours),
+            best(&base),
+            "ops/s",
+        );
+
+        let (mut ours, mut base) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (c, k, b) = (redis.connection(), raw_key.clone(), Arc::new(bytes.clone()));
+            base.push(
+                throughput(concurrency, move |i| {
+                    let (mut c, k, b) = (c.clone(), format!("{k}:{}", i % 1_000), b.clone());
+                    async move {
+                        let () = c.pset_ex(&k, b.as_slice(), 600_000).await.unwrap();
+                    }
+                })
+                .await,
+            );
+            let (n, t) = (ns.clone(), tags.clone());
+            ours.push(
+                throughput(concurrency, move |i| {
+                    let (n, t) = (n.clone(), t.clone());
+                    async move {
+                        n.set(&Key::new("w").part(i % 1_000), &profile(), TTL, &t)
+                            .await
+                            .unwrap();
+                    }
+                })
+                .await,
+            );
+        }
+        eprintln!("  set {label}: raw {base:.0?} ours {ours:.0?}");
+        line(
+            &format!("set_throughput_{label}"),
+            best(&ours),
+            best(&base),
+            "ops/s",
+        );
+    }
+}
+
+async fn l1(redis: &TestRedis) {
+    let cache = Cache::builder()
+        .url(redis.url())
+        .prefix(format!("{}-l1", redis.prefix()))
+        .local_tier(10_000, Duration::from_secs(600))
+        .build()
+        .await
+        .unwrap();
+    while cache.health().await.local_tier_live != Some(true) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ns = cache.namespace("l1").unwrap();
+    let key = Key::new("user").part(7);
+    ns.set(&key, &profile(), TTL, &[Tag::new("user").part(7)])
+        .await
+        .unwrap();
+    assert!(ns.get::<Profile>(&key).await.unwrap().is_some()); // fills the local tier
+    const N: u32 = 200_000;
+    let started = Instant::now();
+    for _ in 0..N {
+        assert!(ns.get::<Profile>(&key).await.unwrap().is_some());
+    }
+    let ours = started.elapsed().as_nanos() as f64 / f64::from(N);
+    assert!(cache.stats().namespaces["l1"].local_hits >= u64::from(N));
+
+    let raw: moka::sync::Cache<String, Arc<Profile>> =
+        moka::sync::Cache::builder().max_capacity(10_000).build();
+    raw.insert("{p}:e:l1:user:7".to_owned(), Arc::new(profile()));
+    let started = Instant::now();
+    for _ in 0..N {
+        assert!(raw.get("{p}:e:l1:user:7").is_some());
+    }
+    let base = started.elapsed().as_nanos() as f64 / f64::from(N);
+    line("l1_hit_latency", ours, base, "ns");
+}
+
+async fn invalidation_cost(redis: &TestRedis, ns: &Namespace, cache: &Cache) {
+    let mut costs = HashMap::new();
+    for covered in [1usize, 1_000, 100_000] {
+        let tag = Tag::new("bulk").part(covered);
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in 0..CONCURRENCY {
+            let (ns, tag) = (ns.clone(), tag.clone());
+            tasks.spawn(async move {
+                let mut i = chunk;
+                while i < covered {
+                    ns.set(
+                        &Key::new("bulk").part(covered).part(i),
+                        &i,
+                        TTL,
+                        std::slice::from_ref(&tag),
+                    )
+                    .await
+                    .unwrap();
+                    i += CONCURRENCY;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let mut samples = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            cache
+                .invalidate_tags(std::slice::from_ref(&tag))
+                .await
+                .unwrap();
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        samples.sort_by(f64::total_cmp);
+        let median = samples[samples.len() / 2];
+        eprintln!("  invalidate a tag covering {covered} keys: median {median:.1} µs");
+        costs.insert(covered, median);
+        assert_eq!(
+            ns.get::<usize>(&Key::new("bulk").part(covered).part(0))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    let _ = redis;
+    line("invalidate_tag_cost_1k", costs[&1_000], costs[&1], "us");
+    line("invalidate_tag_cost_100k", costs[&100_000], costs[&1], "us");
+}
+
+/// Zipf(1.0) sampler over ranks 0..n.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize) -> Self {
+        let mut acc = 0.0;
+        let mut cdf: Vec<f64> = (1..=n)
+            .map(|k| {
+                acc += 1.0 / k as f64;
+                acc
+            })
+            .collect();
+        for c in &mut cdf {
+            *c /= acc;
+        }
+        Self { cdf }
+    }
+
+    fn sample(&self, rng: &mut fastrand::Rng) -> usize {
+        let u = rng.f64();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+async fn hit_ratio(ns: &Namespace) {
+    const KEYS: usize = 100_000;
+    const OPS: usize = 100_000;
+    let zipf = Zipf::new(KEYS);
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut oracle: HashMap<usize, bool> = HashMap::new();
+    let (mut oracle_hits, mut oracle_reads) = (0u64, 0u64);
+    let before = ns.clone();
+    let s0 = {
+        let _ = before;
+        (0u64, 0u64)
+    };
+    let _ = s0;
+    let started = Instant::now();
+    let (mut hits, mut reads) = (0u64, 0u64);
+    for _ in 0..OPS {
+        let k = zipf.sample(&mut rng);
+        let tag = Tag::new("item").part(k);
+        if rng.f64() < 0.10 {
+            ns.invalidate_tags(std::slice::from_ref(&tag))
+                .await
+                .unwrap();
+            oracle.insert(k, false);
+        } else {
+            reads += 1;
+            oracle_reads += 1;
+            if oracle.insert(k, true) == Some(true) {
+                oracle_hits += 1;
+            }
+            let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let l = loaded.clone();
+            ns.get_or_load(&Key::new("item").part(k), TTL, &[tag], move || async move {
+                l.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, std::io::Error>(k)
+            })
+            .await
+            .unwrap();
+            if !loaded.load(std::sync::atomic::Ordering::Relaxed) {
+                hits += 1;
+            }
+        }
+    }
+    let ours = hits as f64 / reads as f64;
+    let perfect = oracle_hits as f64 / oracle_reads as f64;
+    eprintln!(
+        "  {OPS} Zipf ops in {:?}: {hits}/{reads} hits",
+        started.elapsed()
+    );
+    line("hit_ratio", ours, perfect, "ratio");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let redis = TestRedis::connect().await;
+    let cache = Cache::builder()
+        .url(redis.url())
+        .prefix(redis.prefix())
+        .build()
+        .await
+        .unwrap();
+    let ns = cache.namespace("bench").unwrap();
+
+    eprintln!("redis tier: {OPS} ops per run, best of 3, sequential and {CONCURRENCY} tasks");
+    redis_tier(&redis, &ns).await;
+    eprintln!("local tier:");
+    l1(&redis).await;
+    eprintln!("tag invalidation:");
+    invalidation_cost(&redis, &ns, &cache).await;
+    eprintln!("hit ratio:");
+    hit_ratio(&cache.namespace("zipf").unwrap()).await;
+
+    // Remove everything this run wrote.
+    let mut c = redis.connection();
+    for pattern in [
+        format!("{{{}}}*", redis.prefix()),
+        format!("{{{}-l1}}*", redis.prefix()),
+    ] {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for chunk in keys.chunks(1_000) {
+            let () = redis::cmd("UNLINK")
+                .arg(chunk)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+    }
+}
