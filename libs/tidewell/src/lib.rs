@@ -12,7 +12,7 @@
 //! | [`core`] | always | event envelope, backoff, typed configuration, graceful shutdown |
 //! | `auth` | `auth` | JWT issue and verify with key rotation |
 //! | `event_hub` | `event-hub` | typed events over RabbitMQ and in memory |
-//! | `cache` | `cache` | tag-based cache on Redis (reserved, issue #4) |
+//! | `cache` | `cache` | tag-based cache on Redis and in memory |
 //! | `observability` | `observability` | metrics, tracing, correlation ids (reserved, issue #5) |
 //! | `proxy` | `proxy` | streaming reverse proxy (reserved, issue #6) |
 //! | `websocket` | `websocket` | WebSocket rooms (reserved, issue #7) |
