@@ -90,7 +90,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
         t.elapsed().as_secs_f64() * 1e3
     );
 
-    let s = cache.stats().namespaces.get("payments").copied().unwrap_or_default();
+    let s = cache
+        .stats()
+        .namespaces
+        .get("payments")
+        .copied()
+        .unwrap_or_default();
     println!(
         "\nstats: hits={} local_hits={} misses={} stale={} loader_calls={} hit_ratio={:.2}",
         s.hits,
