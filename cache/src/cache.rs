@@ -45,6 +45,7 @@ const MAX_PENDING: usize = 10_000;
 /// | `TIDEWELL_CACHE_LOCAL_CAPACITY` | entries in the local tier (0: off) | `0` |
 /// | `TIDEWELL_CACHE_LOCAL_TTL` | how long a local entry lives | `1s` |
 /// | `TIDEWELL_CACHE_LOCK` | one loader per key across processes | `false` |
+/// | `TIDEWELL_CACHE_REFRESH_AHEAD` | reload a hit in the background past this fraction of its TTL | off |
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct CacheConfig {
@@ -68,6 +69,9 @@ pub struct CacheConfig {
     pub local_ttl: Duration,
     /// One loader per key across processes (a Redis lock), not only per process.
     pub distributed_lock: bool,
+    /// Early refresh: a `get_or_load` hit on an entry past this fraction of its TTL reloads it in
+    /// the background (the caller gets the cached value at once). `None`: off.
+    pub refresh_ahead: Option<f64>,
     /// How values are encoded.
     pub codec: Codec,
 }
@@ -85,6 +89,7 @@ impl Default for CacheConfig {
             local_capacity: 0,
             local_ttl: Duration::from_secs(1),
             distributed_lock: false,
+            refresh_ahead: None,
             codec: Codec::Json,
         }
     }
@@ -122,6 +127,10 @@ impl CacheConfig {
             distributed_lock: env
                 .bool("TIDEWELL_CACHE_LOCK")?
                 .unwrap_or(d.distributed_lock),
+            refresh_ahead: env.parse(
+                "TIDEWELL_CACHE_REFRESH_AHEAD",
+                "a fraction between 0 and 1, e.g. 0.8",
+            )?,
             codec: d.codec,
         })
     }
@@ -210,6 +219,16 @@ impl CacheBuilder {
         self
     }
 
+    /// Early refresh: a `get_or_load` hit on an entry that has lived more than `fraction` of its
+    /// TTL (e.g. 0.8) returns at once and reloads the entry in the background, so hot keys never
+    /// expire under load. The reload records tag versions like any load: an invalidation during it
+    /// keeps the reloaded value out.
+    #[must_use]
+    pub fn refresh_ahead(mut self, fraction: f64) -> Self {
+        self.config.refresh_ahead = Some(fraction);
+        self
+    }
+
     /// The value encoding (default JSON).
     #[must_use]
     pub fn codec(mut self, codec: Codec) -> Self {
@@ -228,6 +247,13 @@ impl CacheBuilder {
     /// feed.
     pub async fn build(self) -> Result<Cache, Error> {
         let c = self.config;
+        if let Some(f) = c.refresh_ahead
+            && !(f > 0.0 && f < 1.0)
+        {
+            return Err(Error::Config(format!(
+                "refresh_ahead {f} must be between 0 and 1 (exclusive)"
+            )));
+        }
         let prefix_ok = !c.prefix.is_empty()
             && c.prefix.len() <= 64
             && c.prefix
@@ -287,6 +313,7 @@ impl CacheBuilder {
                 metrics: self.metrics.unwrap_or_default(),
                 namespaces: Mutex::new(BTreeMap::new()),
                 flights: Mutex::new(HashMap::new()),
+                refreshing: Mutex::new(std::collections::HashSet::new()),
                 pending: Mutex::new(Pending::default()),
                 has_pending: AtomicBool::new(false),
                 config: c,
@@ -319,6 +346,8 @@ struct Inner {
     metrics: CacheMetrics,
     namespaces: Mutex<BTreeMap<String, NsCounters>>,
     flights: Mutex<HashMap<String, Flight>>,
+    /// Keys being reloaded early in the background.
+    refreshing: Mutex<std::collections::HashSet<String>>,
     pending: Mutex<Pending>,
     /// Whether `pending` holds anything (checked on every call without the lock).
     has_pending: AtomicBool,
@@ -1026,7 +1055,21 @@ impl Namespace {
                         && inner.config.codec.decode::<T>(bytes).is_some()
                     {
                         let bytes = bytes.clone();
+                        let due = match (inner.config.refresh_ahead, read.ttl_left) {
+                            (Some(f), Some(left)) => left < ttl.mul_f64(1.0 - f),
+                            _ => false,
+                        };
+                        let versions = read.versions.clone();
                         self.accept::<T>(&full, read, mark);
+                        if due {
+                            self.refresh_in_background::<T, F, Fut, E>(
+                                full.clone(),
+                                ttl,
+                                names.clone(),
+                                versions,
+                                loader,
+                            );
+                        }
                         return Ok(bytes);
                     }
                     let versions = read.versions.clone();
@@ -1088,6 +1131,56 @@ impl Namespace {
             }
             result
         })
+    }
+
+    /// Reloads `full` in a tracked background task, once at a time per key.
+    fn refresh_in_background<T, F, Fut, E>(
+        &self,
+        full: String,
+        ttl: Duration,
+        names: Vec<String>,
+        versions: Vec<String>,
+        loader: F,
+    ) where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let inner = &self.cache.inner;
+        if !inner
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(full.clone())
+        {
+            return;
+        }
+        let ns = self.clone();
+        inner.tasks.spawn(async move {
+            ns.counters.load.inc();
+            match loader().await {
+                Ok(value) => match ns.encode(&value) {
+                    Ok(bytes) => {
+                        let write = ns.cache.inner.store.write(&full, &bytes, ttl, &names, Some(&versions));
+                        match ns.cache.call(Some(&ns.counters), write).await {
+                            Ok(true) => {
+                                ns.counters.set.inc();
+                                if let Some(local) = &ns.cache.inner.local {
+                                    local.remove(&full);
+                                }
+                                ns.cache.broadcast(vec![format!("k {full}")]).await;
+                            }
+                            Ok(false) => ns.counters.skipped.inc(),
+                            Err(error) => tracing::debug!(%error, key = %full, "early refresh not stored"),
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, key = %full, "early refresh: cannot encode"),
+                },
+                Err(error) => tracing::warn!(%error, key = %full, "early refresh: loader failed; the cached value stays until it expires"),
+            }
+            ns.cache.inner.refreshing.lock().unwrap_or_else(PoisonError::into_inner).remove(&full);
+        });
     }
 
     fn lock_key(&self, full: &str) -> String {

@@ -97,10 +97,18 @@ impl Store for MemoryStore {
                 Vec::new()
             };
             let versions = tags.iter().map(|t| st.version(t, now)).collect();
+            let ttl_left = matches!(lookup, Lookup::Hit(_))
+                .then(|| {
+                    st.entries
+                        .get(key)
+                        .map(|e| e.expires.saturating_duration_since(now))
+                })
+                .flatten();
             Ok(Read {
                 lookup,
                 entry_tags,
                 versions,
+                ttl_left,
             })
         })
     }

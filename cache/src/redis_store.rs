@@ -15,8 +15,8 @@ use crate::Error;
 use crate::store::{BoxFuture, Lookup, Read, Store};
 
 /// KEYS[1] entry, KEYS[2..] tags whose current versions to report.
-/// Returns {state, value or false, n, entry tag keys (n)..., versions of KEYS[2..]...} with state
-/// 1 = hit, 2 = miss, 3 = stale.
+/// Returns {state, value or false, pttl, n, entry tag keys (n)..., versions of KEYS[2..]...} with
+/// state 1 = hit, 2 = miss, 3 = stale.
 const READ: &str = r"
 local h = redis.call('HGETALL', KEYS[1])
 local state = 2
@@ -41,7 +41,9 @@ if state ~= 1 then
   value = false
   tags = {}
 end
-local out = {state, value, #tags}
+local pttl = -1
+if state == 1 then pttl = redis.call('PTTL', KEYS[1]) end
+local out = {state, value, pttl, #tags}
 for i = 1, #tags do out[#out + 1] = tags[i] end
 for i = 2, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) or '0' end
 return out
@@ -142,8 +144,8 @@ fn parse_read(reply: Value) -> Result<Read, Error> {
         return Err(bad());
     };
     let mut items = items.into_iter();
-    let (Some(Value::Int(state)), Some(value), Some(Value::Int(n))) =
-        (items.next(), items.next(), items.next())
+    let (Some(Value::Int(state)), Some(value), Some(Value::Int(pttl)), Some(Value::Int(n))) =
+        (items.next(), items.next(), items.next(), items.next())
     else {
         return Err(bad());
     };
@@ -161,10 +163,12 @@ fn parse_read(reply: Value) -> Result<Read, Error> {
         (3, _) => Lookup::Stale,
         _ => return Err(bad()),
     };
+    let ttl_left = u64::try_from(pttl).ok().map(Duration::from_millis);
     Ok(Read {
         lookup,
         entry_tags: rest,
         versions,
+        ttl_left,
     })
 }
 

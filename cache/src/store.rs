@@ -37,6 +37,8 @@ pub(crate) struct Read {
     pub(crate) entry_tags: Vec<String>,
     /// The current versions of the tags asked for, in order.
     pub(crate) versions: Vec<String>,
+    /// On a hit, how long the entry has left to live.
+    pub(crate) ttl_left: Option<Duration>,
 }
 
 pub(crate) trait Store: Send + Sync + 'static {

@@ -442,6 +442,65 @@ async fn stats_and_hit_ratio(kind: Kind) {
     assert!(health.store_reachable && !health.circuit_open);
 }
 
+async fn early_refresh_keeps_hot_keys_warm(kind: Kind) {
+    let f = fixture(kind).await;
+    let cache = match kind {
+        Kind::Memory => Cache::builder()
+            .url(format!("memory://{}", unique_name("c")))
+            .refresh_ahead(0.5)
+            .build()
+            .await
+            .unwrap(),
+        Kind::Redis => {
+            let r = f._redis.as_ref().unwrap();
+            Cache::builder()
+                .url(r.url())
+                .prefix(r.prefix())
+                .refresh_ahead(0.5)
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let ns = cache.namespace("early").unwrap();
+    let loads = Arc::new(AtomicU32::new(0));
+    let get = || {
+        let (ns, loads) = (ns.clone(), loads.clone());
+        async move {
+            ns.get_or_load(&Key::from("hot"), Duration::from_millis(1_000), &[], move || async move {
+                Ok::<_, std::io::Error>(loads.fetch_add(1, Ordering::SeqCst) + 1)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(get().await, 1);
+    assert_eq!(get().await, 1, "fresh: a plain hit");
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    assert_eq!(
+        get().await,
+        1,
+        "past half its TTL: the cached value at once..."
+    );
+    let reloaded = async || {
+        for _ in 0..100 {
+            if loads.load(Ordering::SeqCst) == 2 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    };
+    assert!(reloaded().await, "...and one reload in the background");
+    tokio::time::sleep(Duration::from_millis(500)).await; // the first write would have expired now
+    assert!(get().await >= 2, "the refreshed value");
+    assert_eq!(
+        cache.stats().namespaces["early"].misses,
+        1,
+        "no read missed: no caller waited for a load"
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -466,4 +525,5 @@ conformance!(
     schema_change_is_a_counted_miss,
     limits_are_clear_errors,
     stats_and_hit_ratio,
+    early_refresh_keeps_hot_keys_warm,
 );
