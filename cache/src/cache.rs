@@ -35,7 +35,7 @@ const MAX_PENDING: usize = 10_000;
 ///
 /// | variable | meaning | default |
 /// |---|---|---|
-/// | `TIDEWELL_CACHE_URL` | `redis://…`, `memory://` (private) or `memory://<name>` (shared in the process) | `memory://` |
+/// | `TIDEWELL_CACHE_URL` | `redis://…`, `redis-cluster://h:p,h:p`, `memory://` (private) or `memory://<name>` (shared in the process) | `memory://` |
 /// | `TIDEWELL_CACHE_PREFIX` | the key prefix (and Redis Cluster hash tag) | `tw` |
 /// | `TIDEWELL_CACHE_TIMEOUT` | the bound on every Redis call | `250ms` |
 /// | `TIDEWELL_CACHE_FAIL_OPEN` | serve through the loader when Redis fails | `true` |
@@ -151,8 +151,9 @@ impl CacheBuilder {
         self
     }
 
-    /// `redis://…` for Redis, `memory://` for a private in-process store, `memory://<name>` for
-    /// one shared by every cache of the process that names it.
+    /// `redis://…` for Redis, `redis-cluster://host:port,host:port` for a Redis Cluster,
+    /// `memory://` for a private in-process store, `memory://<name>` for one shared by every cache
+    /// of the process that names it.
     #[must_use]
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.config.url = url.into();
@@ -277,13 +278,13 @@ impl CacheBuilder {
                 (Arc::new(MemoryStore::named(name)), None)
             }
             #[cfg(feature = "redis")]
-            "redis" | "rediss" => {
+            "redis" | "rediss" | "redis-cluster" => {
                 let store = crate::redis_store::RedisStore::connect(&c.url, c.timeout).await?;
                 let local =
                     (c.local_capacity > 0).then(|| Local::new(c.local_capacity, c.local_ttl));
                 if let Some(local) = &local {
                     crate::feed::start(
-                        &c.url,
+                        &pubsub_url(&c.url),
                         channel(&c.prefix),
                         Arc::clone(local),
                         stop.clone(),
@@ -293,13 +294,13 @@ impl CacheBuilder {
             }
             other => {
                 return Err(Error::Config(format!(
-                    "unsupported cache URL scheme {other:?}: use redis:// (feature \"redis\") or memory://"
+                    "unsupported cache URL scheme {other:?}: use redis://, redis-cluster://host:port,host:port (feature \"redis\") or memory://"
                 )));
             }
         };
         #[cfg(feature = "redis")]
-        let publisher = if matches!(scheme, "redis" | "rediss") {
-            Some(crate::feed::Publisher::new(&c.url)?.with_channel(channel(&c.prefix)))
+        let publisher = if matches!(scheme, "redis" | "rediss" | "redis-cluster") {
+            Some(crate::feed::Publisher::new(&pubsub_url(&c.url))?.with_channel(channel(&c.prefix)))
         } else {
             None
         };
@@ -321,6 +322,19 @@ impl CacheBuilder {
                 tasks: TaskTracker::new(),
             }),
         })
+    }
+}
+
+/// Pub/sub needs one node: in a Redis Cluster, PUBLISH on any node reaches subscribers on all.
+#[cfg(feature = "redis")]
+fn pubsub_url(url: &str) -> String {
+    if url.starts_with("redis-cluster://") {
+        crate::redis_store::cluster_nodes(url)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    } else {
+        url.to_owned()
     }
 }
 

@@ -20,8 +20,11 @@
 //!   replayed when Redis is back.
 //! - **Stats** per namespace ([`Cache::stats`], [`CacheMetrics`] for Prometheus).
 //!
+//! Backends by URL: `redis://…`, `redis-cluster://host:port,host:port`, `memory://`.
+//!
 //! Redis key layout, for prefix `P` and namespace `N` (every key carries the hash tag `{P}`, so one
-//! cache lives in one Redis Cluster slot and its scripts may touch the tag keys its entries name):
+//! cache lives in one Redis Cluster slot and its scripts may touch the tag keys its entries name;
+//! give unrelated domains their own prefix to spread them over the cluster):
 //!
 //! | key | type | holds |
 //! |---|---|---|

@@ -72,8 +72,63 @@ return 1
 const UNLOCK: &str =
     r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
+/// KEYS[1] any key of the cache's slot (routes the script there); ARGV[1] cursor, ARGV[2] pattern.
+/// Deletes one SCAN batch of matching keys; returns the next cursor ('0' when done).
+const CLEAR_BATCH: &str = r"
+local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
+if #r[2] > 0 then redis.call('UNLINK', unpack(r[2])) end
+return r[1]
+";
+
+/// A single server (self-healing manager) or a Redis Cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The nodes of a `redis-cluster://host:port,host:port` URL, as `redis://` URLs.
+pub(crate) fn cluster_nodes(url: &str) -> Vec<String> {
+    url.split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+        .unwrap_or_default()
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| format!("redis://{n}"))
+        .collect()
+}
+
 pub(crate) struct RedisStore {
-    connection: ConnectionManager,
+    connection: Conn,
+    clear_batch: Script,
     read: Script,
     write: Script,
     unlock: Script,
@@ -85,6 +140,22 @@ impl RedisStore {
             url: redact(url),
             reason,
         };
+        if url.starts_with("redis-cluster://") {
+            let nodes = cluster_nodes(url);
+            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                .response_timeout(timeout)
+                .connection_timeout(timeout.max(Duration::from_secs(1)))
+                .build()
+                .map_err(|e| connect_error(e.to_string()))?;
+            let connection = tokio::time::timeout(
+                timeout.max(Duration::from_secs(2)),
+                client.get_async_connection(),
+            )
+            .await
+            .map_err(|_| connect_error("no answer in time".into()))?
+            .map_err(|e| connect_error(e.to_string()))?;
+            return Ok(Self::with(Conn::Cluster(connection)));
+        }
         let client = redis::Client::open(url).map_err(|e| connect_error(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
@@ -98,12 +169,17 @@ impl RedisStore {
         .await
         .map_err(|_| connect_error("no answer in time".into()))?
         .map_err(|e| connect_error(e.to_string()))?;
-        Ok(Self {
+        Ok(Self::with(Conn::Single(connection)))
+    }
+
+    fn with(connection: Conn) -> Self {
+        Self {
             connection,
+            clear_batch: Script::new(CLEAR_BATCH),
             read: Script::new(READ),
             write: Script::new(WRITE),
             unlock: Script::new(UNLOCK),
-        })
+        }
     }
 }
 
@@ -262,30 +338,22 @@ impl Store for RedisStore {
 
     fn clear<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
+            // One script call per SCAN batch, routed (by KEYS[1]) to the node of the cache's slot.
             // Prefixes hold no glob characters (prefix and namespace names are restricted).
             let mut c = self.connection.clone();
-            let mut cursor: u64 = 0;
+            let mut cursor = "0".to_owned();
             loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
+                cursor = self
+                    .clear_batch
+                    .key(prefix)
+                    .arg(&cursor)
                     .arg(format!("{prefix}*"))
-                    .arg("COUNT")
-                    .arg(1_000)
-                    .query_async(&mut c)
+                    .invoke_async(&mut c)
                     .await
                     .map_err(redis_error("clear"))?;
-                if !keys.is_empty() {
-                    redis::cmd("UNLINK")
-                        .arg(&keys)
-                        .query_async::<i64>(&mut c)
-                        .await
-                        .map_err(redis_error("clear"))?;
-                }
-                if next == 0 {
+                if cursor == "0" {
                     return Ok(());
                 }
-                cursor = next;
             }
         })
     }
