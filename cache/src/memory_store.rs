@@ -1,7 +1,7 @@
 //! The in-memory store: the same entries, tag versions and locks as Redis, in the process.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,7 +31,7 @@ pub(crate) struct MemoryStore {
     state: Arc<Mutex<State>>,
 }
 
-static NAMED: Mutex<Option<HashMap<String, Weak<Mutex<State>>>>> = Mutex::new(None);
+static NAMED: tidewell_core::SharedByName<Mutex<State>> = tidewell_core::SharedByName::new();
 
 impl MemoryStore {
     /// A private store for an empty name, else the process-wide store of that name.
@@ -39,15 +39,9 @@ impl MemoryStore {
         if name.is_empty() {
             return Self::default();
         }
-        let mut named = NAMED.lock().unwrap_or_else(PoisonError::into_inner);
-        let map = named.get_or_insert_with(HashMap::new);
-        map.retain(|_, w| w.strong_count() > 0);
-        if let Some(state) = map.get(name).and_then(Weak::upgrade) {
-            return Self { state };
+        Self {
+            state: NAMED.get_or_create(name, Mutex::default),
         }
-        let fresh = Self::default();
-        map.insert(name.to_owned(), Arc::downgrade(&fresh.state));
-        fresh
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -183,17 +183,7 @@ impl RedisStore {
     }
 }
 
-pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            // ok to ignore: a URL that has a password can have it replaced
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<invalid URL>".to_owned(),
-    }
-}
+pub(crate) use tidewell_core::config::redact_url as redact;
 
 fn redis_error(operation: &'static str) -> impl FnOnce(redis::RedisError) -> Error {
     move |e| Error::Redis {

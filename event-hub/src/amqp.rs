@@ -222,20 +222,8 @@ async fn rpc<T>(
 
 fn connect_error(url: &str, e: impl Into<crate::error::BoxError>) -> Error {
     Error::Connect {
-        url: redact(url),
+        url: tidewell_core::config::redact_url(url),
         source: e.into(),
-    }
-}
-
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            // ok to ignore: a URL with a password can always have it replaced
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<invalid URL>".to_owned(),
     }
 }
 

@@ -65,17 +65,13 @@ struct Shared {
 impl Default for MemoryBackend {
     fn default() -> Self {
         Self {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
-                timers: TaskTracker::new(),
-                stop: CancellationToken::new(),
-            }),
+            shared: Arc::new(Shared::fresh()),
         }
     }
 }
 
 /// Named brokers (`memory://<name>`), shared by every hub of the process that names them.
-static NAMED: Mutex<Option<HashMap<String, Weak<Shared>>>> = Mutex::new(None);
+static NAMED: tidewell_core::SharedByName<Shared> = tidewell_core::SharedByName::new();
 
 impl MemoryBackend {
     /// The broker for `memory://<name>`: a private one for an empty name, else the process-wide
@@ -84,19 +80,21 @@ impl MemoryBackend {
         if name.is_empty() {
             return Self::default();
         }
-        let mut named = NAMED.lock().unwrap_or_else(PoisonError::into_inner);
-        let map = named.get_or_insert_with(HashMap::new);
-        map.retain(|_, w| w.strong_count() > 0);
-        if let Some(shared) = map.get(name).and_then(Weak::upgrade) {
-            return Self { shared };
+        Self {
+            shared: NAMED.get_or_create(name, Shared::fresh),
         }
-        let fresh = Self::default();
-        map.insert(name.to_owned(), Arc::downgrade(&fresh.shared));
-        fresh
     }
 }
 
 impl Shared {
+    fn fresh() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            timers: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

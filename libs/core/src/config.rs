@@ -162,6 +162,27 @@ impl Env {
     }
 }
 
+/// The URL with any password replaced by `***`, for logs and error messages; `<invalid URL>` when
+/// it does not parse (it may still hold a secret).
+///
+/// ```
+/// use tidewell_core::config::redact_url;
+/// assert_eq!(redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+/// assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+/// assert_eq!(redact_url("not a url"), "<invalid URL>");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // ok to ignore: set_password fails only for URLs that cannot have one, excluded above
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<invalid URL>".to_owned(),
+    }
+}
+
 fn invalid(name: &str, expected: &'static str, reason: &str) -> Error {
     Error::InvalidVar {
         name: name.to_owned(),

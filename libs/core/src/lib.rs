@@ -37,12 +37,14 @@ mod backoff;
 pub mod config;
 mod envelope;
 mod error;
+mod named;
 #[cfg(feature = "runtime")]
 mod shutdown;
 
 pub use backoff::{Backoff, BackoffBuilder, Schedule};
 pub use envelope::{CorrelationId, Envelope, Event, RawEnvelope, is_valid_event_type};
 pub use error::Error;
+pub use named::SharedByName;
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub use shutdown::Shutdown;

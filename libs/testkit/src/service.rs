@@ -129,18 +129,7 @@ pub(crate) async fn reach<T, E: fmt::Display>(
     }
 }
 
-/// The URL with any password replaced by `***`.
-pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            // ok to ignore: set_password fails only for URLs that cannot have one, excluded above
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<unparseable URL>".to_owned(),
-    }
-}
+pub(crate) use tidewell_core::config::redact_url as redact;
 
 /// Runs `cleanup` to completion on a fresh thread with its own runtime, so that `Drop` can clean up
 /// whatever runtime (or none) the test used.
