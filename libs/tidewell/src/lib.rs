@@ -13,7 +13,7 @@
 //! | `auth` | `auth` | JWT issue and verify with key rotation |
 //! | `event_hub` | `event-hub` | typed events over RabbitMQ and in memory |
 //! | `cache` | `cache` | tag-based cache on Redis and in memory |
-//! | `observability` | `observability` | metrics, tracing, correlation ids (reserved, issue #5) |
+//! | `observability` | `observability` | metrics registry, HTTP RED and correlation layers (partial, issue #5) |
 //! | `proxy` | `proxy` | streaming reverse proxy (reserved, issue #6) |
 //! | `websocket` | `websocket` | WebSocket rooms (reserved, issue #7) |
 //! | `session_sync` | `session-sync` | WASM cross-tab session sync (reserved, issue #8) |

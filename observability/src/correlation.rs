@@ -1,0 +1,121 @@
+//! Correlation ids on HTTP: read or make one per request, keep it in the request's extensions and
+//! span, echo it on the response.
+
+use std::task::{Context, Poll};
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use tidewell_core::CorrelationId;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The header the id is read from first and echoed in.
+pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
+/// The header read when `x-correlation-id` is absent.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The correlation id of a request: from `x-correlation-id`, else `x-request-id`, else a fresh
+/// UUID v7. A value that is not a valid [`CorrelationId`] (too long, bad characters) is replaced,
+/// never trusted.
+pub fn correlation_id_of(headers: &http::HeaderMap) -> CorrelationId {
+    [CORRELATION_HEADER, REQUEST_ID_HEADER]
+        .iter()
+        .find_map(|h| headers.get(h)?.to_str().ok()?.parse().ok())
+        .unwrap_or_default()
+}
+
+/// A tower layer that gives every request a correlation id: stored in the request extensions
+/// (`req.extensions().get::<CorrelationId>()`), recorded on an `http.request` span, and echoed in
+/// the response's `x-correlation-id`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tidewell_core::CorrelationId;
+/// use tidewell_observability::CorrelationLayer;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// let svc = CorrelationLayer.layer(service_fn(|req: http::Request<()>| async move {
+///     let id = req.extensions().get::<CorrelationId>().cloned();
+///     Ok::<_, std::convert::Infallible>(http::Response::new(id.map(|i| i.to_string()).unwrap_or_default()))
+/// }));
+/// let req = http::Request::builder().header("x-request-id", "req-42").body(()).unwrap();
+/// let res = svc.oneshot(req).await.unwrap();
+/// assert_eq!(res.headers()["x-correlation-id"], "req-42");
+/// assert_eq!(res.body(), "req-42");
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CorrelationLayer;
+
+impl<S> Layer<S> for CorrelationLayer {
+    type Service = CorrelationService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CorrelationService { inner }
+    }
+}
+
+/// The service made by [`CorrelationLayer`].
+#[derive(Clone, Debug)]
+pub struct CorrelationService<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for CorrelationService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = CorrelationFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let id = correlation_id_of(req.headers());
+        let span =
+            tracing::info_span!("http.request", correlation_id = %id, method = %req.method());
+        let header = HeaderValue::from_str(id.as_str()).ok();
+        req.extensions_mut().insert(id);
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        CorrelationFuture {
+            inner,
+            header,
+            span,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`CorrelationService`].
+    pub struct CorrelationFuture<F> {
+        #[pin]
+        inner: F,
+        header: Option<HeaderValue>,
+        span: tracing::Span,
+    }
+}
+
+impl<F, RB, E> Future for CorrelationFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.inner.poll(cx) {
+            Poll::Ready(Ok(mut res)) => {
+                if let Some(h) = this.header.take() {
+                    res.headers_mut().insert(CORRELATION_HEADER, h);
+                }
+                Poll::Ready(Ok(res))
+            }
+            other => other,
+        }
+    }
+}

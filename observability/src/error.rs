@@ -1,0 +1,12 @@
+/// Everything that can go wrong in `tidewell-observability`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A metric could not be registered (most often: the same name registered twice).
+    #[error("cannot register metric: {0}; is the same collector registered twice?")]
+    Register(#[from] prometheus::Error),
+
+    /// The registry could not be rendered in the text exposition format.
+    #[error("cannot render metrics: {0}")]
+    Render(String),
+}
