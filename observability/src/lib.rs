@@ -13,9 +13,12 @@
 //! - Adapters that register the event hub's and the cache's metrics (features `event-hub`,
 //!   `cache`).
 //!
-//! **Status:** the OTLP tracing `init`, the dashboards and alerts, and the overhead benchmark of
-//! issue #5 are not built yet; libraries in the workspace emit `tracing` spans that any subscriber
-//! the application installs will see.
+//! The crate also ships Grafana dashboards (`dashboards/*.json`: HTTP RED, event hub, cache) and
+//! Prometheus alert rules (`alerts.yml`), checked by its tests against the metrics that exist.
+//!
+//! **Status:** the OTLP tracing `init` and the overhead benchmark of issue #5 are not built yet;
+//! libraries in the workspace emit `tracing` spans that any subscriber the application installs
+//! will see.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod adapters;

@@ -1,0 +1,187 @@
+//! The shipped dashboards and alert rules: valid, and referring only to metrics that exist.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::convert::Infallible;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tidewell_core::{Envelope, Event};
+use tidewell_event_hub::{HandlerError, Hub, RetryPolicy, ServiceQueue, Subscription, Topology};
+use tidewell_observability::{HttpMetrics, MetricsRegistry, register_cache, register_event_hub};
+use tower::{Layer, ServiceExt, service_fn};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+#[derive(Serialize, Deserialize)]
+struct Ping {
+    n: u32,
+}
+impl Event for Ping {
+    const TYPE: &'static str = "tests.ping.sent";
+    const VERSION: u16 = 1;
+}
+
+/// Every metric name a Tidewell service exposes today (series names, so with a histogram's
+/// `_bucket`, `_sum` and `_count`), from real registries that saw traffic.
+async fn known_metrics() -> HashSet<String> {
+    let registry = MetricsRegistry::new(None);
+    let http = HttpMetrics::new(&registry)
+        .unwrap()
+        .layer()
+        .layer(service_fn(|_: http::Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(()))
+        }));
+    http.oneshot(http::Request::new(())).await.unwrap();
+
+    let hub = Hub::builder("assets")
+        .url("memory://")
+        .topology(
+            Topology::new().service(
+                ServiceQueue::new("assets")
+                    .bind("#")
+                    .retry(RetryPolicy::none()),
+            ),
+        )
+        .connect()
+        .await
+        .unwrap();
+    register_event_hub(&registry, hub.metrics()).unwrap();
+    hub.subscribe(
+        Subscription::new("assets.events"),
+        |_: Envelope<Ping>| async { Err(HandlerError::permanent("no")) },
+    )
+    .await
+    .unwrap();
+    hub.publish(&hub.envelope(Ping { n: 1 })).await.unwrap();
+    for _ in 0..200 {
+        if hub.metrics().consumed("assets.events", "dead_lettered") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cache = tidewell_cache::Cache::builder()
+        .url("memory://")
+        .build()
+        .await
+        .unwrap();
+    register_cache(&registry, cache.metrics()).unwrap();
+    let _ = cache
+        .namespace("assets")
+        .unwrap()
+        .get::<u32>(&tidewell_cache::Key::from("k"))
+        .await
+        .unwrap();
+
+    let scrape = registry.render().unwrap().1;
+    hub.shutdown(Duration::from_secs(1)).await.unwrap();
+    let mut names = HashSet::new();
+    for line in scrape.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let mut parts = line.split(' ');
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        names.insert(name.to_owned());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    names
+}
+
+/// The metric names an expression mentions (identifiers starting `http_` or `tidewell_`).
+fn referenced(expr: &str) -> BTreeSet<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| t.starts_with("http_") || t.starts_with("tidewell_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_parse_and_use_only_existing_metrics() {
+    let known = known_metrics().await;
+    let mut uids = HashSet::new();
+    let dir = Path::new(ROOT).join("dashboards");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 3,
+        "HTTP, event hub and cache dashboards ship"
+    );
+    for file in files {
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap())
+                .unwrap_or_else(|e| panic!("{}: not JSON: {e}", file.display()));
+        assert!(
+            uids.insert(dash["uid"].as_str().unwrap().to_owned()),
+            "unique uid in {}",
+            file.display()
+        );
+        let panels = dash["panels"].as_array().unwrap();
+        assert!(!panels.is_empty());
+        for panel in panels {
+            let targets = panel["targets"].as_array().unwrap();
+            assert!(
+                !targets.is_empty(),
+                "{}: panel {} has no query",
+                file.display(),
+                panel["title"]
+            );
+            for t in targets {
+                let expr = t["expr"].as_str().unwrap();
+                let names = referenced(expr);
+                assert!(!names.is_empty(), "{}: {expr}", file.display());
+                for n in names {
+                    assert!(
+                        known.contains(&n),
+                        "{}: {n} is not a metric Tidewell exposes",
+                        file.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_pass_promtool_and_use_only_existing_metrics() {
+    let path = Path::new(ROOT).join("alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .expect("promtool on PATH (apt-get install prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let known = known_metrics().await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let exprs: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let names = referenced(&exprs.join("\n"));
+    assert!(names.len() >= 6, "{names:?}");
+    for n in names {
+        assert!(
+            known.contains(&n),
+            "alerts.yml: {n} is not a metric Tidewell exposes"
+        );
+    }
+}
