@@ -1,13 +1,15 @@
 //! HTTP RED metrics as a tower layer: rate, errors and duration per method, route template and
 //! status, with a guard on the number of route labels.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{Extensions, Method, Request, Response, Uri};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -43,8 +45,18 @@ pub struct HttpMetrics {
     duration: HistogramVec,
     in_flight: IntGauge,
     route: Arc<RouteFn>,
-    seen: Arc<Mutex<HashSet<String>>>,
+    seen: Arc<RwLock<HashSet<Arc<str>>>>,
+    /// Resolved children by (method, route, status): the request path takes a read lock and two
+    /// atomic adds instead of hashing label strings in prometheus on every request.
+    series: Arc<RwLock<SeriesMap>>,
     max_routes: usize,
+}
+
+type SeriesMap = HashMap<(&'static str, Arc<str>, u16), Arc<Series>>;
+
+struct Series {
+    requests: IntCounter,
+    duration: Histogram,
 }
 
 impl std::fmt::Debug for HttpMetrics {
@@ -96,6 +108,7 @@ impl HttpMetrics {
             in_flight,
             route: Arc::new(|_, _| None),
             seen: Arc::default(),
+            series: Arc::default(),
             max_routes: 200,
         })
     }
@@ -125,19 +138,57 @@ impl HttpMetrics {
         }
     }
 
-    fn route_label(&self, uri: &Uri, ext: &Extensions) -> String {
+    fn route_label(&self, uri: &Uri, ext: &Extensions) -> Arc<str> {
         let Some(route) = (self.route)(uri, ext) else {
-            return UNMATCHED_ROUTE.to_owned();
+            return Arc::from(UNMATCHED_ROUTE);
         };
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.contains(&route) {
-            return route;
+        if let Some(known) = self
+            .seen
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route.as_str())
+        {
+            return Arc::clone(known);
+        }
+        let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = seen.get(route.as_str()) {
+            return Arc::clone(known);
         }
         if seen.len() >= self.max_routes {
-            return OVERFLOW_ROUTE.to_owned();
+            return Arc::from(OVERFLOW_ROUTE);
         }
-        seen.insert(route.clone());
+        let route: Arc<str> = Arc::from(route);
+        seen.insert(Arc::clone(&route));
         route
+    }
+
+    fn series(&self, method: &'static str, route: &Arc<str>, status: u16) -> Arc<Series> {
+        let key = (method, Arc::clone(route), status);
+        if let Some(s) = self
+            .series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Arc::clone(s);
+        }
+        let status_text = if status == 0 {
+            "error".to_owned()
+        } else {
+            status.to_string()
+        };
+        let series = Arc::new(Series {
+            requests: self
+                .requests
+                .with_label_values(&[method, route, &status_text]),
+            duration: self.duration.with_label_values(&[method, route]),
+        });
+        self.series
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(series)
+            .clone()
     }
 }
 
@@ -219,7 +270,7 @@ where
 struct Recording {
     metrics: HttpMetrics,
     method: &'static str,
-    route: String,
+    route: Arc<str>,
     started: Instant,
     _in_flight: InFlight,
 }
@@ -243,18 +294,11 @@ where
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
         if let Some(r) = this.state.take() {
-            let status = match &out {
-                Ok(res) => res.status().as_str().to_owned(),
-                Err(_) => "error".to_owned(),
-            };
-            r.metrics
-                .requests
-                .with_label_values(&[r.method, &r.route, &status])
-                .inc();
-            r.metrics
-                .duration
-                .with_label_values(&[r.method, &r.route])
-                .observe(r.started.elapsed().as_secs_f64());
+            // 0 stands for "the service failed" (label `error`): no HTTP status is 0.
+            let status = out.as_ref().map_or(0, |res| res.status().as_u16());
+            let series = r.metrics.series(r.method, &r.route, status);
+            series.requests.inc();
+            series.duration.observe(r.started.elapsed().as_secs_f64());
         }
         Poll::Ready(out)
     }
