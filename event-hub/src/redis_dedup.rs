@@ -79,6 +79,20 @@ impl RedisDedup {
         self
     }
 
+    /// `SET key claimed NX PX lease`: whether this call took the claim.
+    async fn try_claim(&self, c: &mut MultiplexedConnection, key: &str) -> Result<bool, Error> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg("claimed")
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(self.lease))
+            .query_async(c)
+            .await
+            .map_err(store_error)?;
+        Ok(set.is_some())
+    }
+
     fn key(&self, id: &str) -> String {
         format!("{}:{id}", self.prefix)
     }
@@ -97,16 +111,7 @@ impl Dedup for RedisDedup {
         Box::pin(async move {
             let mut c = self.connection.clone();
             let key = self.key(id);
-            let set: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg("claimed")
-                .arg("NX")
-                .arg("PX")
-                .arg(millis(self.lease))
-                .query_async(&mut c)
-                .await
-                .map_err(store_error)?;
-            if set.is_some() {
+            if self.try_claim(&mut c, &key).await? {
                 return Ok(Claim::Claimed);
             }
             let current: Option<String> = redis::cmd("GET")
@@ -116,24 +121,10 @@ impl Dedup for RedisDedup {
                 .map_err(store_error)?;
             Ok(match current.as_deref() {
                 Some("done") => Claim::Done,
-                Some(_) => Claim::InProgress,
                 // Expired between the two commands: try once more.
-                None => {
-                    let set: Option<String> = redis::cmd("SET")
-                        .arg(&key)
-                        .arg("claimed")
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(millis(self.lease))
-                        .query_async(&mut c)
-                        .await
-                        .map_err(store_error)?;
-                    if set.is_some() {
-                        Claim::Claimed
-                    } else {
-                        Claim::InProgress
-                    }
-                }
+                None if self.try_claim(&mut c, &key).await? => Claim::Claimed,
+                // Held by another consumer (or taken again by one after the expiry).
+                _ => Claim::InProgress,
             })
         })
     }
