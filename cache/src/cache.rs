@@ -268,6 +268,10 @@ impl CacheBuilder {
         }
         let scheme = c.url.split_once("://").map_or("", |(s, _)| s);
         let stop = CancellationToken::new();
+        // Names this instance on the invalidation feed, so it skips its own messages (it applied
+        // them before sending) instead of dropping entries it has just refilled.
+        #[cfg(feature = "redis")]
+        let origin = uuid::Uuid::now_v7().simple().to_string();
         let (store, local): (Arc<dyn Store>, Option<Arc<Local>>) = match scheme {
             "memory" => {
                 let name = c
@@ -286,6 +290,7 @@ impl CacheBuilder {
                     crate::feed::start(
                         &pubsub_url(&c.url),
                         channel(&c.prefix),
+                        origin.clone(),
                         Arc::clone(local),
                         stop.clone(),
                     )?;
@@ -300,7 +305,11 @@ impl CacheBuilder {
         };
         #[cfg(feature = "redis")]
         let publisher = if matches!(scheme, "redis" | "rediss" | "redis-cluster") {
-            Some(crate::feed::Publisher::new(&pubsub_url(&c.url))?.with_channel(channel(&c.prefix)))
+            Some(
+                crate::feed::Publisher::new(&pubsub_url(&c.url))?
+                    .with_channel(channel(&c.prefix))
+                    .with_origin(origin),
+            )
         } else {
             None
         };

@@ -1,4 +1,5 @@
-//! The invalidation feed between instances: Redis pub/sub messages `t <tag key>` and `k <key>`.
+//! The invalidation feed between instances: Redis pub/sub messages `<origin> t <tag key>` and
+//! `<origin> k <key>`, where `<origin>` names the sending cache instance so it can skip its own.
 //!
 //! A listener task keeps one subscription per cache. While it is live the local tier is used;
 //! when it drops (connection killed, Redis restarted) the tier is flushed and switched off, and
@@ -20,6 +21,7 @@ use crate::redis_store::redact;
 pub(crate) fn start(
     url: &str,
     channel: String,
+    origin: String,
     local: Arc<Local>,
     stop: CancellationToken,
 ) -> Result<(), Error> {
@@ -71,9 +73,13 @@ pub(crate) fn start(
                             continue;
                         };
                         match text.split_once(' ') {
-                            Some(("t", tag)) => local.invalidate_tag(tag),
-                            Some(("k", key)) => local.remove(key),
-                            _ => local.flush(),
+                            Some((from, _)) if from == origin => {}
+                            Some((_, rest)) => match rest.split_once(' ') {
+                                Some(("t", tag)) => local.invalidate_tag(tag),
+                                Some(("k", key)) => local.remove(key),
+                                _ => local.flush(),
+                            },
+                            None => local.flush(),
                         }
                     }
                     local.set_live(false);
@@ -102,6 +108,7 @@ pub(crate) struct Publisher {
     client: redis::Client,
     channel: tokio::sync::OnceCell<ConnectionManager>,
     name: String,
+    origin: String,
 }
 
 impl Publisher {
@@ -113,11 +120,17 @@ impl Publisher {
             })?,
             channel: tokio::sync::OnceCell::new(),
             name: String::new(),
+            origin: String::new(),
         })
     }
 
     pub(crate) fn with_channel(mut self, channel: String) -> Self {
         self.name = channel;
+        self
+    }
+
+    pub(crate) fn with_origin(mut self, origin: String) -> Self {
+        self.origin = origin;
         self
     }
 
@@ -137,7 +150,10 @@ impl Publisher {
         let mut conn = conn.clone();
         let mut pipe = redis::pipe();
         for m in messages {
-            pipe.cmd("PUBLISH").arg(&self.name).arg(m).ignore();
+            pipe.cmd("PUBLISH")
+                .arg(&self.name)
+                .arg(format!("{} {m}", self.origin))
+                .ignore();
         }
         pipe.query_async::<()>(&mut conn).await.map_err(fail)
     }

@@ -112,6 +112,9 @@ impl Local {
         if !self.is_live() || mark < self.flushed_at.load(Ordering::Acquire) {
             return;
         }
+        if self.generation(&key_generation(key)) > mark {
+            return; // the key was removed while this read was in flight
+        }
         let mut recorded = Vec::with_capacity(tags.len());
         for t in tags {
             let g = self.generation(t);
@@ -130,7 +133,10 @@ impl Local {
         );
     }
 
+    /// Drops `key`, and refuses a value for it from any read that began before now.
     pub(crate) fn remove(&self, key: &str) {
+        let g = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
+        self.generations.insert(key_generation(key), g);
         self.entries.invalidate(key);
     }
 
@@ -150,6 +156,11 @@ impl Local {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
     }
+}
+
+/// The generation slot of a key; tag keys start with the prefix and `:t:`, so they never collide.
+fn key_generation(key: &str) -> String {
+    format!("\0{key}")
 }
 
 #[cfg(test)]
@@ -174,6 +185,15 @@ mod tests {
             "a value read before the invalidation is not cached"
         );
 
+        l.insert("k", Bytes::from_static(b"3"), &tags, l.mark());
+        assert!(l.get("k").is_some());
+        let mark = l.mark();
+        l.remove("k"); // another instance deletes the key while this read is in flight
+        l.insert("k", Bytes::from_static(b"2"), &tags, mark);
+        assert!(
+            l.get("k").is_none(),
+            "a value read before a key removal is not cached"
+        );
         l.insert("k", Bytes::from_static(b"3"), &tags, l.mark());
         assert!(l.get("k").is_some());
         let before_flush = l.mark();
