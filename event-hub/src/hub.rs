@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use serde::Serialize;
 use tidewell_core::config::Env;
-use tidewell_core::{Backoff, Envelope, Event, Shutdown};
+use tidewell_core::{Backoff, Envelope, Event, Shutdown, propagation};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -332,13 +332,20 @@ impl Hub {
         if self.inner.closed.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let message = self.message_of(envelope)?;
+        let mut message = self.message_of(envelope)?;
         let span = tracing::info_span!(
             "event.publish",
             event_type = %envelope.event_type(),
             message_id = %envelope.id(),
             correlation_id = %envelope.correlation_id(),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.destination.name = %self.inner.topology.exchange(),
         );
+        // The consumer's span becomes a child of this one (a no-op without an OpenTelemetry
+        // layer, which leaves any traceparent the envelope carries).
+        propagation::inject_span(&span, &mut message);
         let started = Instant::now();
         let result = self
             .inner
@@ -348,7 +355,7 @@ impl Hub {
                 envelope.event_type(),
                 &message,
             )
-            .instrument(span)
+            .instrument(span.clone())
             .await;
         let m = &self.inner.metrics;
         match &result {
@@ -358,6 +365,9 @@ impl Hub {
             }
             Err(Error::Unroutable { .. }) => m.returned.inc(),
             Err(_) => m.failed.inc(),
+        }
+        if let Err(error) = &result {
+            propagation::record_error(&span, error);
         }
         result
     }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use tidewell_core::propagation::Carrier;
+
 use crate::Error;
 
 /// Header: which handler run this delivery is (1 for the first).
@@ -83,6 +85,16 @@ impl Message {
     pub(crate) fn set_int(&mut self, name: &str, value: i64) {
         self.headers
             .insert(name.to_owned(), HeaderValue::Int(value));
+    }
+}
+
+impl Carrier for Message {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.text(name)
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        self.set_text(name, value);
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt as _, StreamExt as _};
 use tidewell_core::RawEnvelope;
-use tidewell_core::Shutdown;
+use tidewell_core::{Shutdown, propagation};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
@@ -222,10 +222,25 @@ impl Worker {
             event_type = %raw.event_type(),
             message_id = %raw.id(),
             correlation_id = %raw.correlation_id(),
-            traceparent = raw.traceparent().unwrap_or_default(),
             attempt,
             redelivered,
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.destination.name = %self.sub.queue,
         );
+        // The publisher's context rides in the AMQP headers; an envelope that came some other
+        // way may still carry one in its body.
+        match (message.text(message::TRACEPARENT), raw.traceparent()) {
+            (None, Some(tp)) => {
+                let carrier = std::collections::HashMap::from([(
+                    message::TRACEPARENT.to_owned(),
+                    tp.to_owned(),
+                )]);
+                propagation::set_span_parent(&span, &carrier);
+            }
+            _ => propagation::set_span_parent(&span, &message),
+        }
         let id = raw.id().to_string();
         if let Some(guard) = &self.sub.dedup {
             match guard.claim(&id).await {
@@ -277,6 +292,8 @@ impl Worker {
         {
             tracing::warn!(parent: &span, %error, "cannot release the de-duplication claim");
         }
+        let (Err((_, error)) | Ok(error)) = &failure;
+        propagation::record_error(&span, error);
         match failure {
             Err((reason, error)) => {
                 tracing::warn!(parent: &span, reason = reason.as_str(), %error, "dead-lettering event");

@@ -4,7 +4,7 @@
 use std::task::{Context, Poll};
 
 use http::{HeaderName, HeaderValue, Request, Response};
-use tidewell_core::CorrelationId;
+use tidewell_core::{CorrelationId, propagation};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -24,12 +24,17 @@ pub fn correlation_id_of(headers: &http::HeaderMap) -> CorrelationId {
 }
 
 /// A tower layer that gives every request a correlation id: stored in the request extensions
-/// (`req.extensions().get::<CorrelationId>()`), recorded on an `http.request` span, and echoed in
-/// the response's `x-correlation-id`.
+/// (`req.extensions().get::<CorrelationId>()`), recorded on an `http.request` server span, and
+/// echoed in the response's `x-correlation-id`.
+///
+/// The span continues the caller's trace when the request carries a W3C `traceparent` (with an
+/// OpenTelemetry layer installed, e.g. by [`init`](crate::init)), records the response status and
+/// is marked failed on a 5xx or a service error. For outbound calls, take the id from the
+/// extensions and call [`inject_span`](crate::inject_span) on the outbound headers.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use tidewell_core::CorrelationId;
+/// use tidewell_core::{CorrelationId, propagation};
 /// use tidewell_observability::CorrelationLayer;
 /// use tower::{Layer, ServiceExt, service_fn};
 ///
@@ -73,8 +78,16 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id = correlation_id_of(req.headers());
-        let span =
-            tracing::info_span!("http.request", correlation_id = %id, method = %req.method());
+        let span = tracing::info_span!(
+            "http.request",
+            otel.kind = "server",
+            correlation_id = %id,
+            http.request.method = %req.method(),
+            url.path = %req.uri().path(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        // A caller's `traceparent` makes this request part of its trace.
+        propagation::set_span_parent(&span, req.headers());
         let header = HeaderValue::from_str(id.as_str()).ok();
         req.extensions_mut().insert(id);
         let inner = {
@@ -113,9 +126,19 @@ where
                 if let Some(h) = this.header.take() {
                     res.headers_mut().insert(CORRELATION_HEADER, h);
                 }
+                let status = res.status();
+                this.span
+                    .record("http.response.status_code", status.as_u16());
+                if status.is_server_error() {
+                    propagation::record_error(this.span, &status);
+                }
                 Poll::Ready(Ok(res))
             }
-            other => other,
+            Poll::Ready(Err(e)) => {
+                propagation::record_error(this.span, &"the service failed without a response");
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -2,31 +2,32 @@
 //!
 //! Metrics and correlation for Tidewell services.
 //!
+//! - [`init`]: the application's tracing stack: filtered human or JSON logs, OTLP/HTTP span export
+//!   configured by the standard `OTEL_*` variables, W3C TraceContext + Baggage propagators, and a
+//!   guard that flushes on drop. Libraries never call it.
 //! - [`MetricsRegistry`]: one Prometheus registry per service (optionally prefixed) and its
 //!   `/metrics` response, mountable on any router.
 //! - [`HttpMetrics`]: a tower layer for HTTP RED metrics labelled by route *template*, with a guard
 //!   on the number of distinct routes.
 //! - [`CorrelationLayer`]: a tower layer that reads `x-correlation-id` / `x-request-id` (or makes a
 //!   UUID v7), stores it in the request extensions and span, and echoes it on the response.
-//! - [`Carrier`] with [`extract_traceparent`] / [`inject_traceparent`]: W3C trace context through
-//!   HTTP headers (and any other header map).
+//! - [`Carrier`] with [`inject_span`] / [`set_span_parent`]: W3C trace context through HTTP
+//!   headers, AMQP headers (the event hub does it for you) and any other header map;
+//!   [`record_error`] marks a span failed with an `exception` event, as every OTLP backend shows.
 //! - Adapters that register the event hub's and the cache's metrics (features `event-hub`,
 //!   `cache`).
 //!
 //! The crate also ships Grafana dashboards (`dashboards/*.json`: HTTP RED, event hub, cache) and
 //! Prometheus alert rules (`alerts.yml`), checked by its tests against the metrics that exist.
 //!
-//! **Status:** the OTLP tracing `init` and the overhead benchmark of issue #5 are not built yet;
-//! libraries in the workspace emit `tracing` spans that any subscriber the application installs
-//! will see.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod adapters;
 mod correlation;
 mod error;
 mod http_metrics;
-mod propagation;
 mod registry;
+mod telemetry;
 
 #[cfg(feature = "cache")]
 pub use adapters::register_cache;
@@ -41,10 +42,13 @@ pub use http_metrics::{
     DEFAULT_BUCKETS, HttpMetrics, HttpMetricsLayer, HttpMetricsService, MetricsFuture,
     OVERFLOW_ROUTE, UNMATCHED_ROUTE,
 };
-pub use propagation::{
-    Carrier, TRACEPARENT, extract_traceparent, inject_traceparent, is_valid_traceparent,
-};
 pub use registry::MetricsRegistry;
+pub use telemetry::{LogFormat, OtlpEndpoint, TelemetryConfig, TelemetryGuard, init};
+pub use tidewell_core::propagation::{
+    Carrier, TRACEPARENT, extract_traceparent, inject_span, inject_traceparent,
+    is_valid_traceparent, record_error, set_span_parent,
+};
 
-/// Re-exported so that users build collectors with the same `prometheus` version.
-pub use prometheus;
+/// Re-exported so that users build collectors with the same `prometheus` version, and name the
+/// same OpenTelemetry API and `tracing` bridge as Tidewell (they break between 0.x releases).
+pub use {opentelemetry, prometheus, tracing_opentelemetry};

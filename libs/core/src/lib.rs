@@ -9,6 +9,8 @@
 //!   for tests. Retries, reconnects and clients all use this one.
 //! - [`config`]: typed reading of durations (`"250ms"`), byte sizes (`"64KiB"`) and URLs from
 //!   environment variables, with errors that name the variable and the expected form.
+//! - [`propagation`]: W3C trace context through any [`Carrier`](propagation::Carrier) (HTTP and
+//!   AMQP headers, WebSocket frames), linked to OpenTelemetry with the feature `otel`.
 //! - [`Shutdown`] (feature `runtime`, on by default): one graceful-shutdown signal (SIGINT/SIGTERM)
 //!   that servers and consumers accept, which also owns the tasks they spawn.
 //!
@@ -38,6 +40,7 @@ pub mod config;
 mod envelope;
 mod error;
 mod named;
+pub mod propagation;
 #[cfg(feature = "runtime")]
 mod shutdown;
 
