@@ -102,6 +102,9 @@ pub fn inject_traceparent(carrier: &mut impl Carrier, traceparent: &str) -> bool
 #[cfg(feature = "otel")]
 pub fn inject_span(span: &tracing::Span, carrier: &mut impl Carrier) {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() {
+        return;
+    }
     let context = span.context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&context, &mut Injector(carrier));
@@ -119,6 +122,9 @@ pub fn inject_span(_span: &tracing::Span, _carrier: &mut impl Carrier) {}
 pub fn set_span_parent(span: &tracing::Span, carrier: &impl Carrier) {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() || carrier.get(TRACEPARENT).is_none() {
+        return; // the common cases (tracing off, a request that starts a trace) cost nothing
+    }
     let context =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&Extractor(carrier)));
     if context.span().span_context().is_valid() {
