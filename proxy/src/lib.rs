@@ -1,8 +1,58 @@
 //! # tidewell-proxy
 //!
-//! A streaming HTTP reverse proxy on hyper: bodies are never buffered, hop-by-hop headers follow
-//! RFC 9110, upstream failures map to 502 and 504, and routes carry rate limits.
+//! A streaming HTTP reverse proxy on hyper, for the front door of a Tidewell deployment.
 //!
-//! **Status:** this crate is reserved and has no public API yet. Its design and acceptance criteria are
-//! tracked in issue #6; until that lands, depending on it brings in nothing. See the workspace
-//! `ARCHITECTURE.md` for where it fits.
+//! - **Routes** ([`Route`], [`ProxyConfig`], from code or TOML): path prefix on segment boundaries,
+//!   optional host and methods, first match wins in the order given; prefix rewrite or strip;
+//!   several upstreams per route, round robin or least in flight, with passive health (an
+//!   upstream is ejected after N consecutive connect failures, for a cool-down).
+//! - **Streaming**: request and response bodies pass frame by frame (trailers included), never
+//!   collected; a route's body limit answers 413 as soon as it is exceeded, even mid-stream.
+//! - **RFC 9110 headers**: hop-by-hop fields removed (every field named in `Connection`, and
+//!   `Keep-Alive`, `Proxy-Connection`, `TE` except `TE: trailers`, `Transfer-Encoding`, `Upgrade`
+//!   except on an upgrade; `Trailer` is end to end in RFC 9110 and kept); `Via` added both ways; repeated fields (`Set-Cookie`) never
+//!   merged; `X-Forwarded-For` appended when the peer is a trusted proxy and replaced otherwise,
+//!   `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`; `Host` preserved or set to the upstream.
+//! - **Upgrades**: a 101 from the upstream becomes a two-way tunnel with an idle timeout.
+//! - **Request smuggling**: a request with both `Content-Length` and `Transfer-Encoding` is framed
+//!   by `Transfer-Encoding` alone (hyper drops the `Content-Length`, RFC 9112 6.3) and re-framed
+//!   upstream, so the upstream never sees the ambiguity; duplicate differing `Content-Length`,
+//!   malformed heads and bad `Host` are 400, oversized heads 431.
+//! - **Errors**: connect failure 502, no response head in time 504, each with a JSON body carrying
+//!   the request id. A request is tried on another upstream only when that is safe: after a
+//!   connect failure, and only if it has no body (a streamed body is never buffered to be sent
+//!   twice). The pooled client itself retries an idempotent request whose reused connection
+//!   closed before any response byte.
+//! - **Gateway layers**: per-client token-bucket rate limits per route (429 + `Retry-After`),
+//!   security response headers, request id forwarded upstream (`x-request-id`) and echoed.
+//!
+//! Use it as a `tower::Service` ([`Proxy`], e.g. under axum) or serve it directly with [`serve`]
+//! (HTTP/1.1 and HTTP/2 downstream, graceful drain). Upstreams speak HTTP/1.1 (`http://`) or
+//! HTTP/2 cleartext (`h2c://`).
+//!
+//! ```
+//! use tidewell_proxy::{Proxy, ProxyConfig, Route};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidewell_proxy::Error> {
+//! let config = ProxyConfig::new()
+//!     .route(Route::new("/api/users", &["http://127.0.0.1:3001"])?.rewrite("/users"))
+//!     .route(Route::new("/", &["http://127.0.0.1:3000"])?)
+//!     .trust_proxies(&["10.0.0.0/8"])?;
+//! let proxy = Proxy::new(config)?;
+//! # let _ = proxy; Ok(()) }
+//! ```
+
+mod body;
+mod config;
+mod error;
+mod headers;
+mod limit;
+mod server;
+mod service;
+mod upstream;
+
+pub use body::{BoxError, ProxyBody};
+pub use config::{Balance, HostHeader, ProxyConfig, RateLimit, Route, SecurityHeaders};
+pub use error::Error;
+pub use server::serve;
+pub use service::{ClientAddr, Proxy, REQUEST_ID_HEADER};

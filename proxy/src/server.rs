@@ -1,0 +1,109 @@
+//! Serving the proxy on a TCP listener: HTTP/1.1 and HTTP/2, upgrades, graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tidewell_observability::CorrelationLayer;
+use tokio::net::TcpListener;
+use tower_layer::Layer as _;
+
+use crate::service::{ClientAddr, Proxy};
+
+/// Largest request head (request line and headers) accepted; over it, 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields accepted; over it, 431.
+const MAX_HEADERS: usize = 100;
+
+/// Serves `proxy` on `listener` (HTTP/1.1 and HTTP/2, with upgrades), behind the correlation
+/// layer (request id kept or made, echoed in `x-correlation-id`), until `shutdown` resolves; then
+/// stops accepting and waits up to `drain` for in-flight requests.
+///
+/// ```no_run
+/// use tidewell_proxy::{Proxy, ProxyConfig, Route, serve};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ProxyConfig::new().route(Route::new("/", &["http://127.0.0.1:3000"])?);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// serve(listener, Proxy::new(config)?, tokio::signal::ctrl_c(), std::time::Duration::from_secs(10)).await;
+/// # Ok(()) }
+/// ```
+pub async fn serve<F, T>(listener: TcpListener, proxy: Proxy, shutdown: F, drain: Duration)
+where
+    F: Future<Output = T>,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .header_read_timeout(Duration::from_secs(30))
+        .timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.as_mut() => break,
+        };
+        // ok to ignore: a socket option is an optimisation
+        let _ = stream.set_nodelay(true);
+        let svc = CorrelationLayer.layer(AddClient {
+            inner: proxy.clone(),
+            addr: ClientAddr(addr),
+        });
+        let conn = builder.serve_connection_with_upgrades(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(svc),
+        );
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("proxy drained"),
+        () = tokio::time::sleep(drain) => tracing::warn!(?drain, "proxy drain timed out; dropping the rest"),
+    }
+}
+
+/// Puts the client's address in the request extensions.
+#[derive(Clone)]
+struct AddClient {
+    inner: Proxy,
+    addr: ClientAddr,
+}
+
+impl<B> tower_service::Service<http::Request<B>> for AddClient
+where
+    Proxy: tower_service::Service<http::Request<B>>,
+{
+    type Response = <Proxy as tower_service::Service<http::Request<B>>>::Response;
+    type Error = <Proxy as tower_service::Service<http::Request<B>>>::Error;
+    type Future = <Proxy as tower_service::Service<http::Request<B>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.addr);
+        self.inner.call(req)
+    }
+}

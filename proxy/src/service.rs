@@ -1,0 +1,466 @@
+//! The proxy as a `tower::Service`: route, limit, rewrite headers, forward, stream back.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tidewell_core::CorrelationId;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::Error;
+use crate::body::{BoxError, Limited, ProxyBody, full};
+use crate::config::{HostHeader, ProxyConfig, Route};
+use crate::headers;
+use crate::limit::Limiter;
+use crate::upstream::Upstreams;
+
+/// The request header the request id is forwarded upstream in.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The client's address, put in the request extensions by [`serve`](crate::serve). Under
+/// another server (axum), insert it from the connection info so that `X-Forwarded-For`, `X-Real-IP`
+/// and rate limits see the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The reverse proxy, as a `tower::Service` (cheap to clone: state is shared).
+///
+/// Every failure becomes a response: 400 (bad `Host`), 404 (no route), 413 (body over the route's
+/// limit, even mid-stream), 429 (rate limit, with `Retry-After`), 502 (no upstream reachable or a
+/// broken upstream response), 504 (no response head within the route's timeout); each with a JSON
+/// body `{"error", "message", "request_id"}`.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("routes", &self.inner.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: ProxyConfig,
+    routes: Vec<RouteState>,
+}
+
+type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+struct RouteState {
+    route: Route,
+    upstreams: Upstreams,
+    limiter: Option<Limiter>,
+    http1: UpstreamClient,
+    h2c: UpstreamClient,
+}
+
+impl Proxy {
+    /// Builds the proxy (and one pooled upstream client per route). Needs a tokio runtime.
+    pub fn new(config: ProxyConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(r.connect_timeout));
+                connector.set_nodelay(true);
+                connector.enforce_http(true);
+                let http1 = Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(256)
+                    .build(connector.clone());
+                let h2c = Client::builder(TokioExecutor::new())
+                    .http2_only(true)
+                    .build(connector);
+                RouteState {
+                    upstreams: Upstreams::new(&r.upstreams, r.balance, r.eject_after, r.eject_for),
+                    limiter: r.rate_limit.map(Limiter::new),
+                    route: r.clone(),
+                    http1,
+                    h2c,
+                }
+            })
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner { config, routes }),
+        })
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for Proxy
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { Ok(inner.handle(req).await) })
+    }
+}
+
+fn request_id_of<B>(req: &Request<B>) -> String {
+    req.extensions()
+        .get::<CorrelationId>()
+        .map(ToString::to_string)
+        .or_else(|| {
+            req.headers()
+                .get(&REQUEST_ID_HEADER)?
+                .to_str()
+                .ok()?
+                .parse::<CorrelationId>()
+                .ok()
+                .map(|c| c.to_string())
+        })
+        .unwrap_or_else(|| CorrelationId::new().to_string())
+}
+
+/// A JSON error response.
+fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "error": code, "message": message, "request_id": request_id });
+    let mut res = Response::new(full(body.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        res.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    res
+}
+
+/// The request's host (no port), from `Host` or the URI authority; `Err` when it is missing on
+/// HTTP/1.1 or malformed.
+fn host_of<B>(req: &Request<B>) -> Result<Option<String>, ()> {
+    let from_header = req.headers().get_all(header::HOST);
+    let mut values = from_header.iter();
+    let header_value = values.next();
+    if values.next().is_some() {
+        return Err(()); // two Host fields: RFC 9112 says 400
+    }
+    let authority = match header_value {
+        Some(v) => {
+            let text = v.to_str().map_err(|_| ())?;
+            Some(text.parse::<http::uri::Authority>().map_err(|_| ())?)
+        }
+        None => req.uri().authority().cloned(),
+    };
+    match authority {
+        Some(a) if a.as_str().contains('@') => Err(()),
+        Some(a) => Ok(Some(a.as_str().to_owned())),
+        None if req.version() == http::Version::HTTP_11 => Err(()),
+        None => Ok(None),
+    }
+}
+
+impl Inner {
+    async fn handle<B>(&self, mut req: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let request_id = request_id_of(&req);
+        let peer = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        let Ok(host) = host_of(&req) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_host",
+                "the Host header is missing, repeated or malformed",
+                &request_id,
+            );
+        };
+        let host_name = host.as_deref().map(|h| {
+            h.parse::<http::uri::Authority>()
+                .map_or(h.to_owned(), |a| a.host().to_owned())
+        });
+        let path = req.uri().path().to_owned();
+        let Some(rs) = self
+            .routes
+            .iter()
+            .find(|r| r.route.matches(req.method(), host_name.as_deref(), &path))
+        else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no route matches this request",
+                &request_id,
+            );
+        };
+        let route = &rs.route;
+        if let (Some(limiter), Some(ip)) = (&rs.limiter, peer)
+            && let Err(wait) = limiter.check(ip, Instant::now())
+        {
+            let mut res = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this client; retry later",
+                &request_id,
+            );
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, secs.max(1).into());
+            return res;
+        }
+        if req.body().size_hint().lower() > route.max_body {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!(
+                    "the request body is over this route's {}-byte limit",
+                    route.max_body
+                ),
+                &request_id,
+            );
+        }
+
+        let upgrade = headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let method = req.method().clone();
+        let (parts, body) = req.into_parts();
+        let mut head = parts.headers;
+        headers::strip_hop_by_hop(&mut head, upgrade);
+        headers::add_via(&mut head, parts.version, &self.config.via_name);
+        headers::set_forwarded(
+            &mut head,
+            peer,
+            host.as_deref(),
+            &self.config.trusted_proxies,
+        );
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            head.insert(REQUEST_ID_HEADER, v);
+        }
+        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            head.insert(header::HOST, h);
+        }
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{}?{q}", route.upstream_path(&path)),
+            None => route.upstream_path(&path),
+        };
+
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let replayable = body.is_end_stream();
+        let mut body =
+            Some(Limited::new(body, route.max_body, Arc::clone(&exceeded)).boxed_unsync());
+        let mut tried = Vec::new();
+        let attempts = 1 + route.retries as usize;
+        let mut last_error = String::from("no upstream could be tried");
+        while tried.len() < attempts.min(rs.upstreams.len()) {
+            let Some((index, in_flight)) = rs.upstreams.pick(&tried) else {
+                break;
+            };
+            tried.push(index);
+            let upstream = in_flight.0;
+            let Ok(uri) = upstream.uri_for(&path_and_query) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_path",
+                    "the request path cannot be forwarded",
+                    &request_id,
+                );
+            };
+            let this_body = if replayable {
+                full(Bytes::new())
+            } else if let Some(b) = body.take() {
+                b
+            } else {
+                break; // a streamed body went with the failed try: it cannot be sent again
+            };
+            let mut up = Request::new(this_body);
+            *up.method_mut() = method.clone();
+            *up.uri_mut() = uri;
+            *up.headers_mut() = head.clone();
+            if route.host_header == HostHeader::Upstream
+                && let Ok(v) = HeaderValue::from_str(upstream.authority())
+            {
+                up.headers_mut().insert(header::HOST, v);
+            }
+            let client = if upstream.h2c { &rs.h2c } else { &rs.http1 };
+            let sent = tokio::time::timeout(route.timeout, client.request(up)).await;
+            match sent {
+                Err(_) => {
+                    tracing::warn!(upstream = %upstream.base, request_id, "upstream response timed out");
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        &format!("the upstream did not answer within {:?}", route.timeout),
+                        &request_id,
+                    );
+                }
+                Ok(Ok(res)) => {
+                    rs.upstreams.succeeded(upstream);
+                    return self.respond(res, client_upgrade, route, &request_id);
+                }
+                Ok(Err(e)) => {
+                    if exceeded.load(Ordering::Acquire) {
+                        return error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "body_too_large",
+                            &format!(
+                                "the request body is over this route's {}-byte limit",
+                                route.max_body
+                            ),
+                            &request_id,
+                        );
+                    }
+                    let connect = e.is_connect();
+                    if connect {
+                        rs.upstreams.connect_failed(upstream);
+                    }
+                    last_error = format!("{e:?}");
+                    tracing::warn!(upstream = %upstream.base, request_id, connect, error = %last_error, "upstream request failed");
+                    // Safe to try elsewhere: nothing reached an upstream (connect failure) and the
+                    // body can be sent again; an idempotent request on a reused connection that
+                    // broke before any response byte is already retried by the pooled client.
+                    let safe = connect && replayable;
+                    if !safe {
+                        break;
+                    }
+                }
+            }
+        }
+        error(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            &format!("no upstream answered: {}", shorten(&last_error)),
+            &request_id,
+        )
+    }
+
+    fn respond(
+        &self,
+        mut res: Response<hyper::body::Incoming>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        route: &Route,
+        request_id: &str,
+    ) -> Response<ProxyBody> {
+        let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            match client_upgrade {
+                Some(client) => {
+                    let upstream = hyper::upgrade::on(&mut res);
+                    let idle = route.upgrade_idle_timeout;
+                    tokio::spawn(tunnel(client, upstream, idle));
+                }
+                None => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        "the upstream switched protocols without being asked to",
+                        request_id,
+                    );
+                }
+            }
+        }
+        let (mut parts, body) = res.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, switching);
+        headers::add_via(&mut parts.headers, parts.version, &self.config.via_name);
+        let sec = &self.config.security_headers;
+        if sec.enabled && !switching {
+            let h = &mut parts.headers;
+            let mut set = |name: HeaderName, value: &str| {
+                if !h.contains_key(&name)
+                    && let Ok(v) = HeaderValue::from_str(value)
+                {
+                    h.insert(name, v);
+                }
+            };
+            set(header::X_FRAME_OPTIONS, &sec.frame_options);
+            set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+            set(header::REFERRER_POLICY, &sec.referrer_policy);
+            if let Some(csp) = &sec.content_security_policy {
+                set(header::CONTENT_SECURITY_POLICY, csp);
+            }
+        }
+        if !parts.headers.contains_key(&REQUEST_ID_HEADER)
+            && let Ok(v) = HeaderValue::from_str(request_id)
+        {
+            parts.headers.insert(REQUEST_ID_HEADER, v);
+        }
+        parts.version = http::Version::default();
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+    }
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections until either
+/// side closes or nothing moves for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade did not complete");
+            return;
+        }
+    };
+    let (mut cr, mut cw) = tokio::io::split(TokioIo::new(client));
+    let (mut ur, mut uw) = tokio::io::split(TokioIo::new(upstream));
+    let started = Instant::now();
+    let last = std::sync::atomic::AtomicU64::new(0);
+    let copy = async |r: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+                      w: &mut (dyn tokio::io::AsyncWrite + Unpin + Send)| {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let Some(chunk) = buf.get(..n) else { break };
+            if w.write_all(chunk).await.is_err() {
+                break;
+            }
+            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            last.store(ms, Ordering::Relaxed);
+        }
+        // ok to ignore: the peer may be gone already
+        let _ = w.shutdown().await;
+    };
+    let watchdog = async {
+        let tick = (idle / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            let quiet = started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            if quiet >= idle {
+                tracing::debug!(?idle, "upgraded connection idle; closing");
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = futures_util::future::join(copy(&mut cr, &mut uw), copy(&mut ur, &mut cw)) => {}
+        () = watchdog => {}
+    }
+}

@@ -1,0 +1,177 @@
+//! A route's upstreams: balancing and passive health (ejection after connect failures).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::Uri;
+
+use crate::config::Balance;
+
+pub(crate) struct Upstream {
+    pub(crate) base: Uri,
+    /// `h2c://`: HTTP/2 over cleartext.
+    pub(crate) h2c: bool,
+    in_flight: AtomicUsize,
+    failures: AtomicU32,
+    ejected_until: Mutex<Option<Instant>>,
+}
+
+impl Upstream {
+    /// `http://authority` for the client, whatever the configured scheme.
+    pub(crate) fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        let authority = self.base.authority().map_or("", |a| a.as_str());
+        Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+    }
+
+    pub(crate) fn authority(&self) -> &str {
+        self.base.authority().map_or("", |a| a.as_str())
+    }
+
+    fn ejected(&self, now: Instant) -> bool {
+        self.ejected_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|t| t > now)
+    }
+}
+
+pub(crate) struct Upstreams {
+    list: Vec<Upstream>,
+    next: AtomicUsize,
+    balance: Balance,
+    eject_after: u32,
+    eject_for: Duration,
+}
+
+/// Marks one request in flight on an upstream until dropped.
+pub(crate) struct InFlight<'a>(pub(crate) &'a Upstream);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstreams {
+    pub(crate) fn new(
+        bases: &[Uri],
+        balance: Balance,
+        eject_after: u32,
+        eject_for: Duration,
+    ) -> Self {
+        Self {
+            list: bases
+                .iter()
+                .map(|b| Upstream {
+                    h2c: b.scheme_str() == Some("h2c"),
+                    base: b.clone(),
+                    in_flight: AtomicUsize::new(0),
+                    failures: AtomicU32::new(0),
+                    ejected_until: Mutex::new(None),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            balance,
+            eject_after,
+            eject_for,
+        }
+    }
+
+    /// Picks an upstream not in `tried` (indexes), preferring healthy ones; `None` when all were
+    /// tried.
+    pub(crate) fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight<'_>)> {
+        let now = Instant::now();
+        let n = self.list.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates = (0..n)
+            .map(|i| (start.wrapping_add(i)) % n)
+            .filter(|i| !tried.contains(i));
+        let healthy: Vec<usize> = candidates
+            .clone()
+            .filter(|i| self.list.get(*i).is_some_and(|u| !u.ejected(now)))
+            .collect();
+        let pool: Vec<usize> = if healthy.is_empty() {
+            candidates.collect() // all ejected: try anyway rather than fail without trying
+        } else {
+            healthy
+        };
+        let chosen = match self.balance {
+            Balance::RoundRobin => pool.first().copied(),
+            Balance::LeastInFlight => pool.iter().copied().min_by_key(|i| {
+                self.list
+                    .get(*i)
+                    .map_or(usize::MAX, |u| u.in_flight.load(Ordering::Relaxed))
+            }),
+        }?;
+        let u = self.list.get(chosen)?;
+        u.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some((chosen, InFlight(u)))
+    }
+
+    pub(crate) fn connect_failed(&self, u: &Upstream) {
+        let f = u.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if f >= self.eject_after {
+            *u.ejected_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(Instant::now() + self.eject_for);
+            u.failures.store(0, Ordering::Relaxed);
+            tracing::warn!(upstream = %u.base, cool_down = ?self.eject_for, "upstream ejected after connect failures");
+        }
+    }
+
+    pub(crate) fn succeeded(&self, u: &Upstream) {
+        u.failures.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ups(b: Balance) -> Upstreams {
+        let bases: Vec<Uri> = ["http://a:1", "http://b:1", "http://c:1"]
+            .iter()
+            .map(|u| u.parse().unwrap())
+            .collect();
+        Upstreams::new(&bases, b, 2, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn round_robin_and_ejection() {
+        let u = ups(Balance::RoundRobin);
+        let picks: Vec<usize> = (0..3).map(|_| u.pick(&[]).unwrap().0).collect();
+        assert_eq!(picks, [0, 1, 2]);
+        let b = &u.list[1];
+        u.connect_failed(b);
+        u.connect_failed(b);
+        for _ in 0..10 {
+            assert_ne!(u.pick(&[]).unwrap().0, 1, "ejected");
+        }
+        assert_eq!(
+            u.pick(&[0, 2]).unwrap().0,
+            1,
+            "all others tried: an ejected one is tried"
+        );
+        assert!(u.pick(&[0, 1, 2]).is_none());
+    }
+
+    #[test]
+    fn least_in_flight() {
+        let u = ups(Balance::LeastInFlight);
+        let (first, _a) = u.pick(&[]).unwrap();
+        let (second, _b) = u.pick(&[]).unwrap();
+        assert_ne!(first, second);
+        let (third, _c) = u.pick(&[]).unwrap();
+        assert!(third != first && third != second);
+    }
+}
