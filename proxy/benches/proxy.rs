@@ -1,0 +1,315 @@
+//! Tidewell's proxy against nginx on the same machine, same upstream, same wrk load.
+//!
+//! Run: `cargo bench -p tidewell-proxy --bench proxy` (needs `wrk` and `nginx`: apt-get install wrk
+//! nginx-light). The upstream is a hyper hello server on its own one-thread runtime; the proxy runs
+//! on a one-thread runtime and nginx with one worker process (keep-alive upstream pool, the same
+//! X-Forwarded-* headers), so each proxy has one core. wrk: `-t1 -c32 -d5s --latency`; figures are
+//! the best of 3 alternating rounds.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "benchmark"
+)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::Frame;
+use tidewell_proxy::{Proxy, ProxyConfig, Route};
+
+const ROUNDS: usize = 3;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The upstream: `/` says hello; `/big` streams 1 GiB.
+fn start_upstream(rt: &tokio::runtime::Runtime) -> SocketAddr {
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                let _ = s.set_nodelay(true);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: http::Request<hyper::body::Incoming>| async move {
+                            if req.uri().path() == "/big" {
+                                let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+                                let frames =
+                                    futures_util::stream::iter((0..16_384).map(move |_| {
+                                        Ok::<_, Infallible>(Frame::data(chunk.clone()))
+                                    }));
+                                return Ok::<_, Infallible>(http::Response::new(
+                                    StreamBody::new(frames).boxed_unsync(),
+                                ));
+                            }
+                            Ok(http::Response::new(
+                                Full::new(Bytes::from_static(b"hello"))
+                                    .map_err(|n| match n {})
+                                    .boxed_unsync(),
+                            ))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    })
+}
+
+fn start_ours(rt: &tokio::runtime::Runtime, upstream: SocketAddr) -> SocketAddr {
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = Proxy::new(
+            ProxyConfig::new().route(
+                Route::new("/", &[&format!("http://{upstream}")])
+                    .unwrap()
+                    .max_body(u64::MAX)
+                    .timeout(Duration::from_secs(120)),
+            ),
+        )
+        .unwrap();
+        tokio::spawn(tidewell_proxy::serve(
+            listener,
+            proxy,
+            std::future::pending::<()>(),
+            Duration::from_secs(1),
+        ));
+        addr
+    })
+}
+
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM to the master stops its workers too; SIGKILL would orphan them.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_nginx(upstream: SocketAddr) -> Nginx {
+    let dir = std::env::temp_dir().join(format!("tidewell-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let conf = format!(
+        r#"worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream up {{ server {upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(&dir)
+        .spawn()
+        .expect("nginx on PATH (apt-get install nginx-light)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Nginx {
+        child,
+        addr,
+        _dir: TempDir(dir),
+    }
+}
+
+/// (requests per second, p99 in ms).
+fn wrk(addr: SocketAddr) -> (f64, f64) {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c32",
+            "-d5s",
+            "--latency",
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .expect("wrk on PATH (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| parse_latency(v.trim()))
+        .unwrap_or_else(|| panic!("no p99 in wrk output: {text}"));
+    (rps, p99)
+}
+
+fn parse_latency(v: &str) -> f64 {
+    if let Some(us) = v.strip_suffix("us") {
+        us.parse::<f64>().unwrap() / 1000.0
+    } else if let Some(ms) = v.strip_suffix("ms") {
+        ms.parse().unwrap()
+    } else if let Some(s) = v.strip_suffix('s') {
+        s.parse::<f64>().unwrap() * 1000.0
+    } else {
+        panic!("latency {v:?}")
+    }
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Downloads 1 GiB through `addr` with curl while sampling the RSS of `pids`; answers the
+/// largest growth over the starting RSS, in bytes.
+fn stream_rss(addr: SocketAddr, pids: &[u32]) -> u64 {
+    let start: Vec<u64> = pids.iter().map(|p| rss_of(*p)).collect();
+    let mut child = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", &format!("http://{addr}/big")])
+        .spawn()
+        .expect("curl on PATH");
+    let mut peak = 0u64;
+    loop {
+        for (p, s) in pids.iter().zip(&start) {
+            peak = peak.max(rss_of(*p).saturating_sub(*s));
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    peak
+}
+
+fn nginx_worker(master: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+fn main() {
+    let up_rt = runtime();
+    let upstream = start_upstream(&up_rt);
+    let ours_rt = runtime();
+    let ours = start_ours(&ours_rt, upstream);
+    let nginx = start_nginx(upstream);
+
+    let (mut best_ours, mut best_nginx) = (0.0f64, 0.0f64);
+    let (mut p99_ours, mut p99_nginx, mut p99_direct) = (f64::MAX, f64::MAX, f64::MAX);
+    for round in 0..ROUNDS {
+        let (d_rps, d_p99) = wrk(upstream);
+        let (o_rps, o_p99) = wrk(ours);
+        let (n_rps, n_p99) = wrk(nginx.addr);
+        eprintln!(
+            "  round {round}: direct {d_rps:.0} req/s p99 {d_p99:.2} ms; tidewell {o_rps:.0} req/s p99 {o_p99:.2} ms; nginx {n_rps:.0} req/s p99 {n_p99:.2} ms"
+        );
+        best_ours = best_ours.max(o_rps);
+        best_nginx = best_nginx.max(n_rps);
+        p99_ours = p99_ours.min(o_p99);
+        p99_nginx = p99_nginx.min(n_p99);
+        p99_direct = p99_direct.min(d_p99);
+    }
+    let me = std::process::id();
+    let ours_rss = stream_rss(ours, &[me]);
+    let nginx_rss = nginx_worker(nginx.child.id())
+        .map(|w| stream_rss(nginx.addr, &[w]))
+        .unwrap_or(0);
+    println!(
+        "bench: proxy_throughput ours={best_ours:.2} baseline={best_nginx:.2} ratio={:.3} unit=req/s",
+        best_ours / best_nginx
+    );
+    let (added_ours, added_nginx) = (p99_ours - p99_direct, p99_nginx - p99_direct);
+    println!(
+        "bench: added_latency_p99 ours={added_ours:.3} baseline={added_nginx:.3} ratio={:.3} unit=ms",
+        added_ours / added_nginx
+    );
+    let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
+    println!(
+        "bench: streaming_rss ours={:.2} baseline={:.2} ratio={:.3} unit=MiB",
+        mib(ours_rss),
+        mib(nginx_rss),
+        if nginx_rss == 0 {
+            0.0
+        } else {
+            ours_rss as f64 / nginx_rss as f64
+        }
+    );
+}
