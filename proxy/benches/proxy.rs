@@ -27,9 +27,10 @@ use tidewell_proxy::{Proxy, ProxyConfig, Route};
 
 const ROUNDS: usize = 3;
 
-fn runtime() -> tokio::runtime::Runtime {
+fn runtime(name: &str) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name(name)
         .enable_all()
         .build()
         .unwrap()
@@ -266,9 +267,9 @@ fn nginx_worker(master: u32) -> Option<u32> {
 }
 
 fn main() {
-    let up_rt = runtime();
+    let up_rt = runtime("upstream");
     let upstream = start_upstream(&up_rt);
-    let ours_rt = runtime();
+    let ours_rt = runtime("tidewell");
     let ours = start_ours(&ours_rt, upstream);
     let nginx = start_nginx(upstream);
 

@@ -21,7 +21,8 @@
 //! - **Errors**: connect failure 502, no response head in time 504, each with a JSON body carrying
 //!   the request id. A request is tried on another upstream only when that is safe: after a
 //!   connect failure, and only if it has no body (a streamed body is never buffered to be sent
-//!   twice). The pooled client itself retries an idempotent request whose reused connection
+//!   twice), within a per-route retry budget (retries at most a fifth of the route's requests,
+//!   plus ten saved up) so a failing fleet is not hit by a retry storm. The pooled client itself retries an idempotent request whose reused connection
 //!   closed before any response byte.
 //! - **Gateway layers**: per-client token-bucket rate limits per route (429 + `Retry-After`),
 //!   security response headers, request id forwarded upstream (`x-request-id`) and echoed.

@@ -57,9 +57,63 @@ impl Limiter {
     }
 }
 
+/// A route's retry budget: each request earns `per_mille`/1000 of a retry, a retry spends one,
+/// and at most `cap` are saved; so retries stay a small share of traffic when every upstream is
+/// failing (no retry storm), while a lone failure is still retried. Counted in thousandths.
+pub(crate) struct RetryBudget {
+    per_mille: u64,
+    cap: u64,
+    tokens: Mutex<u64>,
+}
+
+impl RetryBudget {
+    pub(crate) fn new(per_mille: u64, cap: u64) -> Self {
+        Self {
+            per_mille,
+            cap: cap.saturating_mul(1_000),
+            tokens: Mutex::new(cap.saturating_mul(1_000)),
+        }
+    }
+
+    pub(crate) fn earn(&self) {
+        let mut t = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *t = t.saturating_add(self.per_mille).min(self.cap);
+    }
+
+    pub(crate) fn spend(&self) -> bool {
+        let mut t = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match t.checked_sub(1_000) {
+            Some(left) => {
+                *t = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_budget_caps_retries() {
+        let b = RetryBudget::new(100, 2);
+        assert!(b.spend() && b.spend());
+        assert!(!b.spend(), "saved retries spent");
+        for _ in 0..9 {
+            b.earn();
+        }
+        assert!(!b.spend(), "nine requests earn 0.9 of a retry");
+        b.earn();
+        assert!(b.spend());
+    }
 
     #[test]
     fn burst_then_rate() {

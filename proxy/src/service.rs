@@ -24,8 +24,13 @@ use crate::Error;
 use crate::body::{BoxError, Limited, ProxyBody, full};
 use crate::config::{HostHeader, ProxyConfig, Route};
 use crate::headers;
-use crate::limit::Limiter;
+use crate::limit::{Limiter, RetryBudget};
 use crate::upstream::Upstreams;
+
+/// Share of a route's requests (in thousandths) that may be retries, and the retries a quiet
+/// route saves up.
+const RETRY_RATIO: u64 = 200;
+const RETRY_CAP: u64 = 10;
 
 /// The request header the request id is forwarded upstream in.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -66,6 +71,7 @@ struct RouteState {
     route: Route,
     upstreams: Upstreams,
     limiter: Option<Limiter>,
+    budget: RetryBudget,
     http1: UpstreamClient,
     h2c: UpstreamClient,
 }
@@ -92,6 +98,7 @@ impl Proxy {
                 RouteState {
                     upstreams: Upstreams::new(&r.upstreams, r.balance, r.eject_after, r.eject_for),
                     limiter: r.rate_limit.map(Limiter::new),
+                    budget: RetryBudget::new(RETRY_RATIO, RETRY_CAP),
                     route: r.clone(),
                     http1,
                     h2c,
@@ -262,6 +269,7 @@ impl Inner {
             None => route.upstream_path(&path),
         };
 
+        rs.budget.earn();
         let exceeded = Arc::new(AtomicBool::new(false));
         let replayable = body.is_end_stream();
         let mut body =
@@ -337,7 +345,11 @@ impl Inner {
                     // body can be sent again; an idempotent request on a reused connection that
                     // broke before any response byte is already retried by the pooled client.
                     let safe = connect && replayable;
-                    if !safe {
+                    if !safe || tried.len() >= attempts.min(rs.upstreams.len()) {
+                        break;
+                    }
+                    if !rs.budget.spend() {
+                        last_error.push_str(" (retry budget spent)");
                         break;
                     }
                 }
