@@ -470,3 +470,37 @@ async fn h2c_upstream_and_http2_downstream() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.version(), http::Version::HTTP_2);
 }
+
+#[tokio::test]
+async fn graceful_shutdown_drains_in_flight_requests() {
+    let up = start_upstream().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = tidewell_proxy::Proxy::new(
+        ProxyConfig::new().route(Route::new("/", &[&format!("http://{up}")]).unwrap()),
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tidewell_proxy::serve(
+        listener,
+        proxy,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let in_flight = tokio::spawn(async move { get(addr, "/sleep/500", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let res = in_flight.await.unwrap();
+    assert_eq!(res.status(), 200, "the in-flight request finished");
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "slept");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns once drained")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}

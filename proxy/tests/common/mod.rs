@@ -20,7 +20,7 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 /// The upstream: `/echo` answers the request as JSON (method, path, query, every header value in
-/// order); `/slow` waits 5 s; `/cookies` sets two cookies; `/trailers` sends a chunked body with
+/// order); `/slow` waits 5 s; `/sleep/<ms>` waits that long; `/cookies` sets two cookies; `/trailers` sends a chunked body with
 /// a trailer; `/bytes/<n>` streams n zero bytes; `/count` reads the body and answers its length;
 /// `/ws` echoes WebSocket messages.
 async fn upstream(req: http::Request<Incoming>) -> Result<http::Response<Body>, Infallible> {
@@ -63,6 +63,11 @@ async fn upstream(req: http::Request<Incoming>) -> Result<http::Response<Body>, 
                 }
             }
             http::Response::new(full(n.to_string()))
+        }
+        p if p.starts_with("/sleep/") => {
+            let ms: u64 = p.trim_start_matches("/sleep/").parse().unwrap();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            http::Response::new(full("slept"))
         }
         p if p.starts_with("/bytes/") => {
             let n: u64 = p.trim_start_matches("/bytes/").parse().unwrap();
