@@ -25,7 +25,7 @@ use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 use tidewell_proxy::{Proxy, ProxyConfig, Route};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 2;
 
 fn runtime(name: &str) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -20,10 +20,11 @@
 //!   malformed heads and bad `Host` are 400, oversized heads 431.
 //! - **Errors**: connect failure 502, no response head in time 504, each with a JSON body carrying
 //!   the request id. A request is tried on another upstream only when that is safe: after a
-//!   connect failure, and only if it has no body (a streamed body is never buffered to be sent
-//!   twice), within a per-route retry budget (retries at most a fifth of the route's requests,
-//!   plus ten saved up) so a failing fleet is not hit by a retry storm. The pooled client itself retries an idempotent request whose reused connection
-//!   closed before any response byte.
+//!   failure where nothing of the request was sent (connect failure, a pooled connection found
+//!   closed), streamed body included since it was never read; never after any of it went out;
+//!   and within a per-route retry budget (retries at most a fifth of the route's requests, plus
+//!   ten saved up) so a failing fleet is not hit by a retry storm. Idle upstream connections are
+//!   reused for 4 s at most (below common upstream keep-alive timeouts, e.g. Node's 5 s).
 //! - **Gateway layers**: per-client token-bucket rate limits per route (429 + `Retry-After`),
 //!   security response headers, request id forwarded upstream (`x-request-id`) and echoed.
 //!
@@ -48,6 +49,7 @@ mod config;
 mod error;
 mod headers;
 mod limit;
+mod pool;
 mod server;
 mod service;
 mod upstream;

@@ -14,9 +14,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt as _;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tidewell_core::CorrelationId;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -25,6 +23,7 @@ use crate::body::{BoxError, Limited, ProxyBody, full};
 use crate::config::{HostHeader, ProxyConfig, Route};
 use crate::headers;
 use crate::limit::{Limiter, RetryBudget};
+use crate::pool::SendError;
 use crate::upstream::Upstreams;
 
 /// Share of a route's requests (in thousandths) that may be retries, and the retries a quiet
@@ -65,44 +64,31 @@ struct Inner {
     routes: Vec<RouteState>,
 }
 
-type UpstreamClient = Client<HttpConnector, ProxyBody>;
-
 struct RouteState {
     route: Route,
     upstreams: Upstreams,
     limiter: Option<Limiter>,
     budget: RetryBudget,
-    http1: UpstreamClient,
-    h2c: UpstreamClient,
 }
 
 impl Proxy {
-    /// Builds the proxy (and one pooled upstream client per route). Needs a tokio runtime.
+    /// Builds the proxy (and a connection pool per upstream).
     pub fn new(config: ProxyConfig) -> Result<Self, Error> {
         config.validate()?;
         let routes = config
             .routes
             .iter()
-            .map(|r| {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(r.connect_timeout));
-                connector.set_nodelay(true);
-                connector.enforce_http(true);
-                let http1 = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(256)
-                    .build(connector.clone());
-                let h2c = Client::builder(TokioExecutor::new())
-                    .http2_only(true)
-                    .build(connector);
-                RouteState {
-                    upstreams: Upstreams::new(&r.upstreams, r.balance, r.eject_after, r.eject_for),
-                    limiter: r.rate_limit.map(Limiter::new),
-                    budget: RetryBudget::new(RETRY_RATIO, RETRY_CAP),
-                    route: r.clone(),
-                    http1,
-                    h2c,
-                }
+            .map(|r| RouteState {
+                upstreams: Upstreams::new(
+                    &r.upstreams,
+                    r.balance,
+                    r.eject_after,
+                    r.eject_for,
+                    r.connect_timeout,
+                ),
+                limiter: r.rate_limit.map(Limiter::new),
+                budget: RetryBudget::new(RETRY_RATIO, RETRY_CAP),
+                route: r.clone(),
             })
             .collect();
         Ok(Self {
@@ -247,7 +233,6 @@ impl Inner {
 
         let upgrade = headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let method = req.method().clone();
         let (parts, body) = req.into_parts();
         let mut head = parts.headers;
         headers::strip_hop_by_hop(&mut head, upgrade);
@@ -271,13 +256,14 @@ impl Inner {
 
         rs.budget.earn();
         let exceeded = Arc::new(AtomicBool::new(false));
-        let replayable = body.is_end_stream();
-        let mut body =
-            Some(Limited::new(body, route.max_body, Arc::clone(&exceeded)).boxed_unsync());
+        let body = Limited::new(body, route.max_body, Arc::clone(&exceeded)).boxed_unsync();
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method;
+        *up.headers_mut() = head;
         let mut tried = Vec::new();
-        let attempts = 1 + route.retries as usize;
+        let attempts = (1 + route.retries as usize).min(rs.upstreams.len());
         let mut last_error = String::from("no upstream could be tried");
-        while tried.len() < attempts.min(rs.upstreams.len()) {
+        while tried.len() < attempts {
             let Some((index, in_flight)) = rs.upstreams.pick(&tried) else {
                 break;
             };
@@ -291,24 +277,13 @@ impl Inner {
                     &request_id,
                 );
             };
-            let this_body = if replayable {
-                full(Bytes::new())
-            } else if let Some(b) = body.take() {
-                b
-            } else {
-                break; // a streamed body went with the failed try: it cannot be sent again
-            };
-            let mut up = Request::new(this_body);
-            *up.method_mut() = method.clone();
             *up.uri_mut() = uri;
-            *up.headers_mut() = head.clone();
-            if route.host_header == HostHeader::Upstream
+            if (route.host_header == HostHeader::Upstream || host.is_none())
                 && let Ok(v) = HeaderValue::from_str(upstream.authority())
             {
                 up.headers_mut().insert(header::HOST, v);
             }
-            let client = if upstream.h2c { &rs.h2c } else { &rs.http1 };
-            let sent = tokio::time::timeout(route.timeout, client.request(up)).await;
+            let sent = tokio::time::timeout(route.timeout, upstream.pool.send(up)).await;
             match sent {
                 Err(_) => {
                     tracing::warn!(upstream = %upstream.base, request_id, "upstream response timed out");
@@ -323,7 +298,28 @@ impl Inner {
                     rs.upstreams.succeeded(upstream);
                     return self.respond(res, client_upgrade, route, &request_id);
                 }
-                Ok(Err(e)) => {
+                Ok(Err(SendError::NotSent {
+                    reason,
+                    connect,
+                    request,
+                })) => {
+                    // Nothing of the request left this proxy: safe to try another upstream,
+                    // streamed body included.
+                    if connect {
+                        rs.upstreams.connect_failed(upstream);
+                    }
+                    tracing::warn!(upstream = %upstream.base, request_id, %reason, "upstream not reached");
+                    last_error = reason;
+                    up = *request;
+                    if tried.len() >= attempts {
+                        break;
+                    }
+                    if !rs.budget.spend() {
+                        last_error.push_str(" (retry budget spent)");
+                        break;
+                    }
+                }
+                Ok(Err(SendError::Failed(e))) => {
                     if exceeded.load(Ordering::Acquire) {
                         return error(
                             StatusCode::PAYLOAD_TOO_LARGE,
@@ -335,23 +331,10 @@ impl Inner {
                             &request_id,
                         );
                     }
-                    let connect = e.is_connect();
-                    if connect {
-                        rs.upstreams.connect_failed(upstream);
-                    }
-                    last_error = format!("{e:?}");
-                    tracing::warn!(upstream = %upstream.base, request_id, connect, error = %last_error, "upstream request failed");
-                    // Safe to try elsewhere: nothing reached an upstream (connect failure) and the
-                    // body can be sent again; an idempotent request on a reused connection that
-                    // broke before any response byte is already retried by the pooled client.
-                    let safe = connect && replayable;
-                    if !safe || tried.len() >= attempts.min(rs.upstreams.len()) {
-                        break;
-                    }
-                    if !rs.budget.spend() {
-                        last_error.push_str(" (retry budget spent)");
-                        break;
-                    }
+                    // Part of the request may have reached the upstream: never sent twice.
+                    last_error = e.to_string();
+                    tracing::warn!(upstream = %upstream.base, request_id, error = %last_error, "upstream request failed");
+                    break;
                 }
             }
         }
@@ -365,7 +348,7 @@ impl Inner {
 
     fn respond(
         &self,
-        mut res: Response<hyper::body::Incoming>,
+        mut res: Response<ProxyBody>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         route: &Route,
         request_id: &str,
@@ -414,7 +397,7 @@ impl Inner {
             parts.headers.insert(REQUEST_ID_HEADER, v);
         }
         parts.version = http::Version::default();
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+        Response::from_parts(parts, body)
     }
 }
 

@@ -1,12 +1,13 @@
 //! A route's upstreams: balancing and passive health (ejection after connect failures).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::Uri;
 
 use crate::config::Balance;
+use crate::pool::ConnPool;
 
 pub(crate) struct Upstream {
     pub(crate) base: Uri,
@@ -15,17 +16,22 @@ pub(crate) struct Upstream {
     in_flight: AtomicUsize,
     failures: AtomicU32,
     ejected_until: Mutex<Option<Instant>>,
+    pub(crate) pool: Arc<ConnPool>,
 }
 
 impl Upstream {
-    /// `http://authority` for the client, whatever the configured scheme.
+    /// The request target: origin form (`/path?q`) for HTTP/1.1, absolute (`http://host/path`)
+    /// for HTTP/2, which carries scheme and authority as pseudo-headers.
     pub(crate) fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        let authority = self.base.authority().map_or("", |a| a.as_str());
-        Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path_and_query)
-            .build()
+        if self.h2c {
+            Uri::builder()
+                .scheme("http")
+                .authority(self.authority())
+                .path_and_query(path_and_query)
+                .build()
+        } else {
+            Uri::builder().path_and_query(path_and_query).build()
+        }
     }
 
     pub(crate) fn authority(&self) -> &str {
@@ -63,12 +69,18 @@ impl Upstreams {
         balance: Balance,
         eject_after: u32,
         eject_for: Duration,
+        connect_timeout: Duration,
     ) -> Self {
         Self {
             list: bases
                 .iter()
                 .map(|b| Upstream {
                     h2c: b.scheme_str() == Some("h2c"),
+                    pool: ConnPool::new(
+                        b.authority().map_or("", |a| a.as_str()),
+                        b.scheme_str() == Some("h2c"),
+                        connect_timeout,
+                    ),
                     base: b.clone(),
                     in_flight: AtomicUsize::new(0),
                     failures: AtomicU32::new(0),
@@ -143,7 +155,13 @@ mod tests {
             .iter()
             .map(|u| u.parse().unwrap())
             .collect();
-        Upstreams::new(&bases, b, 2, Duration::from_secs(60))
+        Upstreams::new(
+            &bases,
+            b,
+            2,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        )
     }
 
     #[test]

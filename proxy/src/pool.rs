@@ -1,0 +1,282 @@
+//! Upstream connections: a pool of idle HTTP/1.1 connections per upstream, one shared HTTP/2
+//! connection per `h2c://` upstream, built on hyper's connection API.
+//!
+//! Unlike a general client, a failure is reported with the request handed back whenever nothing
+//! of it was sent (connect failure, a pooled connection found closed), so the proxy can try
+//! another upstream even with a streamed body, which it never buffers.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::body::{BoxError, ProxyBody};
+
+/// Idle HTTP/1.1 connections kept per upstream.
+const MAX_IDLE: usize = 256;
+/// An idle connection older than this is closed rather than reused (upstreams close idle
+/// connections too; Node's default is 5 s, nginx's 75 s).
+const IDLE_FOR: Duration = Duration::from_secs(4);
+
+/// Why a request got no response.
+pub(crate) enum SendError {
+    /// Nothing was sent: the request comes back to be tried elsewhere.
+    NotSent {
+        reason: String,
+        connect: bool,
+        request: Box<Request<ProxyBody>>,
+    },
+    /// The request was (at least partly) sent and failed.
+    Failed(hyper::Error),
+}
+
+pub(crate) struct ConnPool {
+    authority: String,
+    h2c: bool,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<(http1::SendRequest<ProxyBody>, Instant)>>,
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<ProxyBody>>>,
+}
+
+impl ConnPool {
+    pub(crate) fn new(authority: &str, h2c: bool, connect_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            authority: authority.to_owned(),
+            h2c,
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+            h2: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn connect(&self) -> Result<TokioIo<tokio::net::TcpStream>, String> {
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(&self.authority),
+        )
+        .await
+        .map_err(|_| format!("connect timed out after {:?}", self.connect_timeout))?
+        .map_err(|e| format!("connect failed: {e}"))?;
+        // ok to ignore: a socket option is an optimisation
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+
+    fn checkout(&self) -> Option<http1::SendRequest<ProxyBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && now.duration_since(since) < IDLE_FOR {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, sender: http1::SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    /// Sends `req`; the response body returns the connection to the pool when it ends.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, SendError> {
+        if self.h2c {
+            return self.send_h2(req).await;
+        }
+        let mut req = req;
+        loop {
+            let (mut sender, reused) = match self.checkout() {
+                Some(s) => (s, true),
+                None => match self.connect().await {
+                    Ok(io) => match http1::handshake(io).await {
+                        Ok((sender, conn)) => {
+                            tokio::spawn(async move {
+                                if let Err(error) = conn.with_upgrades().await {
+                                    tracing::debug!(%error, "upstream connection ended with an error");
+                                }
+                            });
+                            (sender, false)
+                        }
+                        Err(e) => {
+                            return Err(SendError::NotSent {
+                                reason: format!("handshake failed: {e}"),
+                                connect: true,
+                                request: Box::new(req),
+                            });
+                        }
+                    },
+                    Err(reason) => {
+                        return Err(SendError::NotSent {
+                            reason,
+                            connect: true,
+                            request: Box::new(req),
+                        });
+                    }
+                },
+            };
+            if reused && sender.ready().await.is_err() {
+                continue; // closed while idle: take another
+            }
+            match sender.try_send_request(req).await {
+                Ok(res) => {
+                    if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                        // The connection now belongs to the tunnel.
+                        return Ok(res.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+                    }
+                    let pool = Arc::downgrade(self);
+                    return Ok(res.map(|b| {
+                        PoolReturn {
+                            inner: b,
+                            sender: Some(sender),
+                            pool,
+                        }
+                        .boxed_unsync()
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) if reused => req = back, // the pooled connection went away
+                    Some(back) => {
+                        return Err(SendError::NotSent {
+                            reason: e.into_error().to_string(),
+                            connect: false,
+                            request: Box::new(back),
+                        });
+                    }
+                    None => return Err(SendError::Failed(e.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, SendError> {
+        let mut sender = {
+            let mut shared = self.h2.lock().await;
+            match shared.as_ref().filter(|s| !s.is_closed()) {
+                Some(s) => s.clone(),
+                None => {
+                    let io = match self.connect().await {
+                        Ok(io) => io,
+                        Err(reason) => {
+                            return Err(SendError::NotSent {
+                                reason,
+                                connect: true,
+                                request: Box::new(req),
+                            });
+                        }
+                    };
+                    match http2::handshake(TokioExecutor::new(), io).await {
+                        Ok((sender, conn)) => {
+                            tokio::spawn(async move {
+                                if let Err(error) = conn.await {
+                                    tracing::debug!(%error, "upstream h2c connection ended with an error");
+                                }
+                            });
+                            *shared = Some(sender.clone());
+                            sender
+                        }
+                        Err(e) => {
+                            return Err(SendError::NotSent {
+                                reason: format!("h2c handshake failed: {e}"),
+                                connect: true,
+                                request: Box::new(req),
+                            });
+                        }
+                    }
+                }
+            }
+        };
+        match sender.try_send_request(req).await {
+            Ok(res) => Ok(res.map(|b| b.map_err(BoxError::from).boxed_unsync())),
+            Err(mut e) => match e.take_message() {
+                Some(back) => Err(SendError::NotSent {
+                    reason: e.into_error().to_string(),
+                    connect: false,
+                    request: Box::new(back),
+                }),
+                None => Err(SendError::Failed(e.into_error())),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that gives its connection back to the pool once it has ended (when
+    /// read to its end, or dropped after its last byte: a server stops polling a body whose
+    /// length is exhausted).
+    struct PoolReturn {
+        #[pin]
+        inner: hyper::body::Incoming,
+        sender: Option<http1::SendRequest<ProxyBody>>,
+        pool: Weak<ConnPool>,
+    }
+
+    impl PinnedDrop for PoolReturn {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if this.inner.is_end_stream()
+                && let (Some(sender), Some(pool)) = (this.sender.take(), this.pool.upgrade())
+            {
+                pool.checkin(sender);
+            }
+        }
+    }
+}
+
+impl Body for PoolReturn {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(None) => {
+                if let (Some(sender), Some(pool)) = (this.sender.take(), this.pool.upgrade()) {
+                    pool.checkin(sender);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.sender.take();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.inner.is_end_stream()
+                    && let (Some(sender), Some(pool)) = (this.sender.take(), this.pool.upgrade())
+                {
+                    pool.checkin(sender);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
