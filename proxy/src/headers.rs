@@ -70,18 +70,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Appends this proxy to `Via` (`1.1 tidewell`, or `2 tidewell` for HTTP/2).
-pub(crate) fn add_via(headers: &mut HeaderMap, version: http::Version, name: &str) {
-    let proto = match version {
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_10 => "1.0",
-        _ => "1.1",
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!("{proto} {name}")) {
-        headers.append(header::VIA, v);
-    }
-}
-
 /// Sets `X-Forwarded-For` (the chain kept and extended when `peer` is a trusted proxy, else
 /// replaced by `peer`), `X-Real-IP` (the nearest untrusted address), `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (kept from a trusted proxy, else from this connection).
@@ -112,6 +100,18 @@ pub(crate) fn set_forwarded(
         headers.remove(&X_FORWARDED_HOST);
     }
     let Some(peer) = peer else { return };
+    if !from_trusted {
+        // The common case, without building a chain: the peer is the client.
+        if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+            headers.insert(X_FORWARDED_FOR, v.clone());
+            headers.insert(X_REAL_IP, v);
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(X_FORWARDED_HOST, h);
+        }
+        return;
+    }
     let mut chain = incoming;
     chain.push(peer.to_string());
     // The client is the first address, from the right, that is not one of our proxies.
@@ -227,13 +227,5 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "7.7.7.7, 10.1.1.1, 10.2.2.2");
         assert_eq!(h["x-real-ip"], "7.7.7.7");
         assert_eq!(h["x-forwarded-proto"], "https");
-    }
-
-    #[test]
-    fn via_is_appended() {
-        let mut h = map(&[("via", "1.1 edge")]);
-        add_via(&mut h, http::Version::HTTP_11, "tidewell");
-        let all: Vec<_> = h.get_all("via").iter().collect();
-        assert_eq!(all, ["1.1 edge", "1.1 tidewell"]);
     }
 }

@@ -62,6 +62,10 @@ impl std::fmt::Debug for Proxy {
 struct Inner {
     config: ProxyConfig,
     routes: Vec<RouteState>,
+    /// `Via` values for HTTP/1.0, 1.1 and 2, made once.
+    via: [HeaderValue; 3],
+    /// Security response headers, made once.
+    security: Vec<(HeaderName, HeaderValue)>,
 }
 
 struct RouteState {
@@ -91,8 +95,51 @@ impl Proxy {
                 route: r.clone(),
             })
             .collect();
+        let via_value = |proto: &str| {
+            HeaderValue::from_str(&format!("{proto} {}", config.via_name)).map_err(|_| {
+                Error::Config(format!(
+                    "via_name {:?} is not a header value",
+                    config.via_name
+                ))
+            })
+        };
+        let via = [via_value("1.0")?, via_value("1.1")?, via_value("2")?];
+        let sec = &config.security_headers;
+        let mut security = Vec::new();
+        if sec.enabled {
+            let value = |name: &str, v: &str| {
+                HeaderValue::from_str(v).map_err(|_| {
+                    Error::Config(format!(
+                        "security header {name} {v:?} is not a header value"
+                    ))
+                })
+            };
+            security.push((
+                header::X_FRAME_OPTIONS,
+                value("frame_options", &sec.frame_options)?,
+            ));
+            security.push((
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ));
+            security.push((
+                header::REFERRER_POLICY,
+                value("referrer_policy", &sec.referrer_policy)?,
+            ));
+            if let Some(csp) = &sec.content_security_policy {
+                security.push((
+                    header::CONTENT_SECURITY_POLICY,
+                    value("content_security_policy", csp)?,
+                ));
+            }
+        }
         Ok(Self {
-            inner: Arc::new(Inner { config, routes }),
+            inner: Arc::new(Inner {
+                config,
+                routes,
+                via,
+                security,
+            }),
         })
     }
 }
@@ -147,9 +194,9 @@ fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Res
     res
 }
 
-/// The request's host (no port), from `Host` or the URI authority; `Err` when it is missing on
-/// HTTP/1.1 or malformed.
-fn host_of<B>(req: &Request<B>) -> Result<Option<String>, ()> {
+/// The request's authority, from `Host` or the URI; `Err` when it is missing on HTTP/1.1,
+/// repeated or malformed. The flag says whether it came from a `Host` field.
+fn host_of<B>(req: &Request<B>) -> Result<Option<(http::uri::Authority, bool)>, ()> {
     let from_header = req.headers().get_all(header::HOST);
     let mut values = from_header.iter();
     let header_value = values.next();
@@ -157,21 +204,30 @@ fn host_of<B>(req: &Request<B>) -> Result<Option<String>, ()> {
         return Err(()); // two Host fields: RFC 9112 says 400
     }
     let authority = match header_value {
-        Some(v) => {
-            let text = v.to_str().map_err(|_| ())?;
-            Some(text.parse::<http::uri::Authority>().map_err(|_| ())?)
-        }
-        None => req.uri().authority().cloned(),
+        Some(v) => Some((
+            http::uri::Authority::try_from(v.as_bytes()).map_err(|_| ())?,
+            true,
+        )),
+        None => req.uri().authority().cloned().map(|a| (a, false)),
     };
     match authority {
-        Some(a) if a.as_str().contains('@') => Err(()),
-        Some(a) => Ok(Some(a.as_str().to_owned())),
+        Some((a, _)) if a.as_str().contains('@') => Err(()),
+        Some(a) => Ok(Some(a)),
         None if req.version() == http::Version::HTTP_11 => Err(()),
         None => Ok(None),
     }
 }
 
 impl Inner {
+    fn via(&self, version: http::Version) -> HeaderValue {
+        let [v10, v11, v2] = &self.via;
+        match version {
+            http::Version::HTTP_2 => v2.clone(),
+            http::Version::HTTP_10 => v10.clone(),
+            _ => v11.clone(),
+        }
+    }
+
     async fn handle<B>(&self, mut req: Request<B>) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -187,15 +243,12 @@ impl Inner {
                 &request_id,
             );
         };
-        let host_name = host.as_deref().map(|h| {
-            h.parse::<http::uri::Authority>()
-                .map_or(h.to_owned(), |a| a.host().to_owned())
-        });
-        let path = req.uri().path().to_owned();
+        let host_name = host.as_ref().map(|(a, _)| a.host());
+        let path = req.uri().path();
         let Some(rs) = self
             .routes
             .iter()
-            .find(|r| r.route.matches(req.method(), host_name.as_deref(), &path))
+            .find(|r| r.route.matches(req.method(), host_name, path))
         else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -234,25 +287,45 @@ impl Inner {
         let upgrade = headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
+        let path_and_query = match (&route.rewrite, parts.uri.path_and_query()) {
+            (None, Some(pq)) => pq.clone(),
+            _ => {
+                let path = route.upstream_path(parts.uri.path());
+                let text = match parts.uri.query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path,
+                };
+                match http::uri::PathAndQuery::try_from(text) {
+                    Ok(pq) => pq,
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_path",
+                            "the rewritten path is not valid",
+                            &request_id,
+                        );
+                    }
+                }
+            }
+        };
         let mut head = parts.headers;
         headers::strip_hop_by_hop(&mut head, upgrade);
-        headers::add_via(&mut head, parts.version, &self.config.via_name);
+        head.append(header::VIA, self.via(parts.version));
         headers::set_forwarded(
             &mut head,
             peer,
-            host.as_deref(),
+            host.as_ref().map(|(a, _)| a.as_str()),
             &self.config.trusted_proxies,
         );
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            head.insert(REQUEST_ID_HEADER, v);
+        let request_id_value = HeaderValue::from_str(&request_id).ok();
+        if let Some(v) = &request_id_value {
+            head.insert(REQUEST_ID_HEADER, v.clone());
         }
-        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            head.insert(header::HOST, h);
+        if let Some((a, false)) = &host
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            head.insert(header::HOST, v);
         }
-        let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{}?{q}", route.upstream_path(&path)),
-            None => route.upstream_path(&path),
-        };
 
         rs.budget.earn();
         let exceeded = Arc::new(AtomicBool::new(false));
@@ -296,7 +369,7 @@ impl Inner {
                 }
                 Ok(Ok(res)) => {
                     rs.upstreams.succeeded(upstream);
-                    return self.respond(res, client_upgrade, route, &request_id);
+                    return self.respond(res, client_upgrade, route, request_id_value);
                 }
                 Ok(Err(SendError::NotSent {
                     reason,
@@ -351,7 +424,7 @@ impl Inner {
         mut res: Response<ProxyBody>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         route: &Route,
-        request_id: &str,
+        request_id: Option<HeaderValue>,
     ) -> Response<ProxyBody> {
         let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
@@ -362,37 +435,31 @@ impl Inner {
                     tokio::spawn(tunnel(client, upstream, idle));
                 }
                 None => {
+                    let id = request_id
+                        .as_ref()
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
                     return error(
                         StatusCode::BAD_GATEWAY,
                         "bad_gateway",
                         "the upstream switched protocols without being asked to",
-                        request_id,
+                        id,
                     );
                 }
             }
         }
         let (mut parts, body) = res.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, switching);
-        headers::add_via(&mut parts.headers, parts.version, &self.config.via_name);
-        let sec = &self.config.security_headers;
-        if sec.enabled && !switching {
-            let h = &mut parts.headers;
-            let mut set = |name: HeaderName, value: &str| {
-                if !h.contains_key(&name)
-                    && let Ok(v) = HeaderValue::from_str(value)
-                {
-                    h.insert(name, v);
+        parts.headers.append(header::VIA, self.via(parts.version));
+        if !switching {
+            for (name, value) in &self.security {
+                if !parts.headers.contains_key(name) {
+                    parts.headers.insert(name.clone(), value.clone());
                 }
-            };
-            set(header::X_FRAME_OPTIONS, &sec.frame_options);
-            set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-            set(header::REFERRER_POLICY, &sec.referrer_policy);
-            if let Some(csp) = &sec.content_security_policy {
-                set(header::CONTENT_SECURITY_POLICY, csp);
             }
         }
-        if !parts.headers.contains_key(&REQUEST_ID_HEADER)
-            && let Ok(v) = HeaderValue::from_str(request_id)
+        if let Some(v) = request_id
+            && !parts.headers.contains_key(&REQUEST_ID_HEADER)
         {
             parts.headers.insert(REQUEST_ID_HEADER, v);
         }

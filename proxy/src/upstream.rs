@@ -22,16 +22,17 @@ pub(crate) struct Upstream {
 impl Upstream {
     /// The request target: origin form (`/path?q`) for HTTP/1.1, absolute (`http://host/path`)
     /// for HTTP/2, which carries scheme and authority as pseudo-headers.
-    pub(crate) fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+    pub(crate) fn uri_for(
+        &self,
+        path_and_query: &http::uri::PathAndQuery,
+    ) -> Result<Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
         if self.h2c {
-            Uri::builder()
-                .scheme("http")
-                .authority(self.authority())
-                .path_and_query(path_and_query)
-                .build()
-        } else {
-            Uri::builder().path_and_query(path_and_query).build()
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = self.base.authority().cloned();
         }
+        parts.path_and_query = Some(path_and_query.clone());
+        Uri::from_parts(parts).map_err(http::Error::from)
     }
 
     pub(crate) fn authority(&self) -> &str {
