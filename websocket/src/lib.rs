@@ -1,8 +1,49 @@
 //! # tidewell-websocket
 //!
-//! Authenticated WebSocket rooms on tokio-tungstenite: JWT on upgrade, rooms, heartbeat,
-//! byte-bounded outbound queues, a bridge from the event hub, and fan-out across many nodes.
+//! Authenticated WebSocket rooms on tokio-tungstenite, speaking the protocol of
+//! `docs/protocol.md` (types in `tidewell-protocol`).
 //!
-//! **Status:** this crate is reserved and has no public API yet. Its design and acceptance criteria are
-//! tracked in issue #7; until that lands, depending on it brings in nothing. See the workspace
-//! `ARCHITECTURE.md` for where it fits.
+//! - **Upgrade with a JWT** ([`WsServer::handle`], mountable on hyper or axum): from
+//!   `Authorization: Bearer`, a `bearer.<token>` WebSocket protocol, or `?token=`; a missing or
+//!   invalid token is a 401 before any upgrade, and the token never reaches a log.
+//! - **Rooms**: each connection joins `user:<sub>`, `role:<r>`, `device:<did>` and `broadcast` by
+//!   itself; other rooms go through an authorization hook. Limits per connection: rooms, inbound
+//!   message rate, message size (64 KiB).
+//! - **Heartbeat**: a ping every 30 s; no pong 10 s after a ping closes the connection (4004), so
+//!   half-open TCP is detected.
+//! - **Backpressure**: an outbound queue per connection bounded in bytes, with a policy per room
+//!   kind ([`Overflow`]: drop oldest, coalesce by room, disconnect with 4000); small tungstenite
+//!   buffers; a publish encodes a frame once and shares its bytes with every member.
+//! - **History and recovery**: per room, the last N events (and a TTL) with offsets and an epoch;
+//!   `subscribe` with `since` replays what was missed or says `recovered: false`.
+//! - **Presence** per room kind, and a connection registry (by user, by session;
+//!   [`WsServer::disconnect_session`] for revoked sessions).
+//! - **Shutdown**: [`WsServer::shutdown`] refuses new upgrades and closes every connection with 1001.
+//!
+//! Not built yet (issue #7): the event-hub bridge, the multi-node backplane, the native client.
+//!
+//! ```no_run
+//! use tidewell_auth::{KeySet, Verifier, VerifyingKey};
+//! use tidewell_websocket::WsServer;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = KeySet::from_keys([VerifyingKey::hs256("k1", b"a secret of at least 32 bytes!!!")?]);
+//! let server = WsServer::builder(Verifier::new(keys, "auth", "tidewell"))
+//!     .authorize(|claims, room| room.strip_prefix("payment:").is_some() && claims.has_role("admin"))
+//!     .build()?;
+//! // In a hyper or axum handler for GET /ws: `return server.handle(request);`
+//! server.publish_json("user:42", r#"{"id":"01J...","type":"payments.payment.created"}"#)?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod connection;
+mod error;
+mod outbox;
+mod server;
+
+pub use config::{Overflow, WsConfig};
+pub use error::Error;
+pub use server::{Authorize, ConnectionInfo, WsServer, WsServerBuilder, WsStats};
+/// Re-exported: the wire types.
+pub use tidewell_protocol as protocol;
