@@ -99,6 +99,7 @@ type ErasedHandler = Arc<dyn Fn(RawEnvelope) -> BoxFuture<'static, Outcome> + Se
 #[derive(Clone, Default)]
 pub struct Router {
     routes: HashMap<&'static str, ErasedHandler>,
+    fallback: Option<ErasedHandler>,
 }
 
 impl fmt::Debug for Router {
@@ -139,6 +140,22 @@ impl Router {
         self
     }
 
+    /// Handles every event type without a route, as a [`RawEnvelope`] (payload still JSON): for
+    /// code that forwards events it does not know the Rust types of, such as the WebSocket bridge.
+    #[must_use]
+    pub fn fallback<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(RawEnvelope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.fallback = Some(Arc::new(move |raw: RawEnvelope| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move { Outcome::Handled(handler(raw).await) })
+        }));
+        self
+    }
+
     /// The event types this router handles.
     pub fn event_types(&self) -> Vec<&'static str> {
         let mut types: Vec<_> = self.routes.keys().copied().collect();
@@ -147,7 +164,7 @@ impl Router {
     }
 
     pub(crate) fn dispatch(&self, raw: RawEnvelope) -> BoxFuture<'static, Outcome> {
-        match self.routes.get(raw.event_type()) {
+        match self.routes.get(raw.event_type()).or(self.fallback.as_ref()) {
             Some(handler) => handler(raw),
             None => {
                 let message = format!(

@@ -56,6 +56,7 @@ pub use metrics::HubMetrics;
 pub use redis_dedup::RedisDedup;
 pub use retry::RetryPolicy;
 pub use subscriber::Subscription;
+pub use topic::matches as topic_matches;
 pub use topology::{QueueType, ServiceQueue, Topology};
 
 /// Re-exported so that users register metrics with the same `prometheus` version.

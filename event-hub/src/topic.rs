@@ -14,8 +14,16 @@ pub(crate) fn is_valid_pattern(pattern: &str) -> bool {
         })
 }
 
-/// Whether routing key `key` matches topic `pattern`.
-pub(crate) fn matches(pattern: &str, key: &str) -> bool {
+/// Whether event type (routing key) `key` matches topic `pattern`, with RabbitMQ's rules: words
+/// separated by `.`, `*` matches one word, `#` zero or more.
+///
+/// ```
+/// use tidewell_event_hub::topic_matches;
+/// assert!(topic_matches("payments.payment.*", "payments.payment.created"));
+/// assert!(topic_matches("admin.#", "admin.user.role.changed"));
+/// assert!(!topic_matches("payments.*", "payments.payment.created"));
+/// ```
+pub fn matches(pattern: &str, key: &str) -> bool {
     let pattern: Vec<&str> = pattern.split('.').collect();
     let key: Vec<&str> = key.split('.').collect();
     match_words(&pattern, &key)

@@ -20,7 +20,11 @@
 //!   [`WsServer::disconnect_session`] for revoked sessions).
 //! - **Shutdown**: [`WsServer::shutdown`] refuses new upgrades and closes every connection with 1001.
 //!
-//! Not built yet (issue #7): the event-hub bridge, the multi-node backplane, the native client.
+//! - **Event bridge** ([`Bridge`], feature `event-hub`): events from an event-hub subscription
+//!   fanned out to rooms by rules on their type; a session-revoked event closes that session's
+//!   connections. The message is acknowledged after the local fan-out and history append.
+//!
+//! Not built yet (issue #7): the multi-node backplane, the native client.
 //!
 //! ```no_run
 //! use tidewell_auth::{KeySet, Verifier, VerifyingKey};
@@ -36,12 +40,16 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "event-hub")]
+mod bridge;
 mod config;
 mod connection;
 mod error;
 mod outbox;
 mod server;
 
+#[cfg(feature = "event-hub")]
+pub use bridge::Bridge;
 pub use config::{Overflow, WsConfig};
 pub use error::Error;
 pub use server::{Authorize, ConnectionInfo, WsServer, WsServerBuilder, WsStats};
