@@ -14,10 +14,10 @@
 //! - [`Carrier`] with [`inject_span`] / [`set_span_parent`]: W3C trace context through HTTP
 //!   headers, AMQP headers (the event hub does it for you) and any other header map;
 //!   [`record_error`] marks a span failed with an `exception` event, as every OTLP backend shows.
-//! - Adapters that register the event hub's and the cache's metrics (features `event-hub`,
-//!   `cache`).
+//! - Adapters that register the event hub's, the cache's and the WebSocket server's metrics
+//!   (features `event-hub`, `cache`, `websocket`).
 //!
-//! The crate also ships Grafana dashboards (`dashboards/*.json`: HTTP RED, event hub, cache) and
+//! The crate also ships Grafana dashboards (`dashboards/*.json`: HTTP RED, event hub, cache, WebSocket) and
 //! Prometheus alert rules (`alerts.yml`), checked by its tests against the metrics that exist.
 //!
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -33,6 +33,8 @@ mod telemetry;
 pub use adapters::register_cache;
 #[cfg(feature = "event-hub")]
 pub use adapters::register_event_hub;
+#[cfg(feature = "websocket")]
+pub use adapters::register_websocket;
 pub use correlation::{
     CORRELATION_HEADER, CorrelationFuture, CorrelationLayer, CorrelationService, REQUEST_ID_HEADER,
     correlation_id_of,

@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tidewell_core::{Envelope, Event};
 use tidewell_event_hub::{HandlerError, Hub, RetryPolicy, ServiceQueue, Subscription, Topology};
-use tidewell_observability::{HttpMetrics, MetricsRegistry, register_cache, register_event_hub};
+use tidewell_observability::{
+    HttpMetrics, MetricsRegistry, register_cache, register_event_hub, register_websocket,
+};
 use tower::{Layer, ServiceExt, service_fn};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -81,6 +83,17 @@ async fn known_metrics() -> HashSet<String> {
         .await
         .unwrap();
 
+    let ws = tidewell_websocket::WsServer::builder(tidewell_auth::Verifier::new(
+        tidewell_auth::KeySet::from_keys([
+            tidewell_auth::VerifyingKey::hs256("k1", &[7; 32]).unwrap()
+        ]),
+        "auth",
+        "tidewell",
+    ))
+    .build()
+    .unwrap();
+    register_websocket(&registry, &ws.metrics()).unwrap();
+
     let scrape = registry.render().unwrap().1;
     hub.shutdown(Duration::from_secs(1)).await.unwrap();
     let mut names = HashSet::new();
@@ -118,8 +131,8 @@ async fn dashboards_parse_and_use_only_existing_metrics() {
         .collect();
     files.sort();
     assert!(
-        files.len() >= 3,
-        "HTTP, event hub and cache dashboards ship"
+        files.len() >= 4,
+        "HTTP, event hub, cache and WebSocket dashboards ship"
     );
     for file in files {
         let dash: serde_json::Value =

@@ -45,6 +45,7 @@ mod bridge;
 mod config;
 mod connection;
 mod error;
+mod metrics;
 mod outbox;
 mod server;
 
@@ -52,6 +53,7 @@ mod server;
 pub use bridge::Bridge;
 pub use config::{Overflow, WsConfig};
 pub use error::Error;
+pub use metrics::WsMetrics;
 pub use server::{Authorize, ConnectionInfo, WsServer, WsServerBuilder, WsStats};
 /// Re-exported: the wire types.
 pub use tidewell_protocol as protocol;

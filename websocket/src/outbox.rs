@@ -21,8 +21,8 @@ pub(crate) struct Frame {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Pushed {
     Queued,
-    /// Queued after dropping or replacing older frames.
-    Shed,
+    /// Queued after dropping or replacing this many older frames.
+    Shed(u64),
     /// The queue overflowed under the disconnect policy: the connection must close.
     Overflowed,
     /// The connection is closing; nothing was queued.
@@ -61,7 +61,7 @@ impl Outbox {
         if st.closed {
             return Pushed::Closed;
         }
-        let mut shed = false;
+        let mut shed = 0u64;
         if st.bytes + size > self.limit {
             match policy {
                 Overflow::Disconnect => {
@@ -79,8 +79,7 @@ impl Outbox {
                         && let Some(old) = st.frames.remove(pos)
                     {
                         st.bytes -= old.text.len();
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                        shed = true;
+                        shed += 1;
                     }
                 }
                 Overflow::DropOldest => {}
@@ -92,8 +91,7 @@ impl Outbox {
                 };
                 if let Some(old) = st.frames.remove(pos) {
                     st.bytes -= old.text.len();
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    shed = true;
+                    shed += 1;
                 }
             }
         }
@@ -101,7 +99,12 @@ impl Outbox {
         st.frames.push_back(frame);
         drop(st);
         self.notify.notify_one();
-        if shed { Pushed::Shed } else { Pushed::Queued }
+        if shed > 0 {
+            self.dropped.fetch_add(shed, Ordering::Relaxed);
+            Pushed::Shed(shed)
+        } else {
+            Pushed::Queued
+        }
     }
 
     /// Takes everything queued; `None` once closed and empty.
@@ -152,7 +155,7 @@ mod tests {
         );
         assert_eq!(
             o.push(frame(Some("a"), 40), Overflow::DropOldest),
-            Pushed::Shed
+            Pushed::Shed(1)
         );
         assert!(o.queued_bytes() <= 100);
         let mut out = Vec::new();
@@ -169,7 +172,7 @@ mod tests {
         o.push(frame(Some("price:b"), 40), Overflow::CoalesceByRoom);
         assert_eq!(
             o.push(frame(Some("price:a"), 40), Overflow::CoalesceByRoom),
-            Pushed::Shed
+            Pushed::Shed(1)
         );
         let mut out = Vec::new();
         o.drain(&mut out);

@@ -111,6 +111,7 @@ pub(crate) struct Inner {
     pub(crate) closing: AtomicBool,
     rejected: AtomicU64,
     delivered: AtomicU64,
+    shed: AtomicU64,
     pub(crate) slow_disconnects: AtomicU64,
     pub(crate) heartbeat_timeouts: AtomicU64,
 }
@@ -174,6 +175,7 @@ impl WsServerBuilder {
                 closing: AtomicBool::new(false),
                 rejected: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
+                shed: AtomicU64::new(0),
                 slow_disconnects: AtomicU64::new(0),
                 heartbeat_timeouts: AtomicU64::new(0),
             }),
@@ -381,20 +383,22 @@ impl WsServer {
         v
     }
 
+    /// The server's Prometheus metrics (read from [`WsServer::stats`] at scrape time).
+    pub fn metrics(&self) -> crate::WsMetrics {
+        crate::WsMetrics::new(self.clone())
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> WsStats {
         let i = &self.inner;
-        let (shed, queued_bytes) = i
+        let queued_bytes = i
             .conns
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .fold((0, 0), |(s, q), c| {
-                (
-                    s + c.outbox.dropped.load(Ordering::Relaxed),
-                    q + c.outbox.queued_bytes() as u64,
-                )
-            });
+            .map(|c| c.outbox.queued_bytes() as u64)
+            .sum();
+        let shed = i.shed.load(Ordering::Relaxed);
         WsStats {
             connections: i.conns.lock().unwrap_or_else(PoisonError::into_inner).len() as u64,
             rooms: i.rooms.lock().unwrap_or_else(PoisonError::into_inner).len() as u64,
@@ -566,8 +570,12 @@ impl Inner {
 
     fn deliver(&self, conn: &Conn, frame: Frame, policy: Overflow) {
         match conn.outbox.push(frame, policy) {
-            Pushed::Queued | Pushed::Shed => {
+            Pushed::Queued => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Pushed::Shed(n) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                self.shed.fetch_add(n, Ordering::Relaxed);
             }
             Pushed::Overflowed => {
                 self.slow_disconnects.fetch_add(1, Ordering::Relaxed);
