@@ -24,7 +24,11 @@
 //!   fanned out to rooms by rules on their type; a session-revoked event closes that session's
 //!   connections. The message is acknowledged after the local fan-out and history append.
 //!
-//! Not built yet (issue #7): the multi-node backplane, the native client.
+//! - **Native client** ([`WsClient`]): token, reconnect with backoff and jitter, re-subscribe with
+//!   `since`, a bounded queue of requests made offline, events de-duplicated by envelope id,
+//!   [`ClientEvent::Gap`] when a room could not be recovered.
+//!
+//! Not built yet (issue #7): the multi-node backplane.
 //!
 //! ```no_run
 //! use tidewell_auth::{KeySet, Verifier, VerifyingKey};
@@ -42,6 +46,7 @@
 
 #[cfg(feature = "event-hub")]
 mod bridge;
+mod client;
 mod config;
 mod connection;
 mod error;
@@ -51,6 +56,7 @@ mod server;
 
 #[cfg(feature = "event-hub")]
 pub use bridge::Bridge;
+pub use client::{ClientConfig, ClientEvent, WsClient};
 pub use config::{Overflow, WsConfig};
 pub use error::Error;
 pub use metrics::WsMetrics;

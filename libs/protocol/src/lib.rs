@@ -77,7 +77,9 @@ pub struct Since {
 }
 
 /// Frames the server sends.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// Deserializing works from any JSON source; an `event` keeps its envelope as raw JSON text.
+#[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ServerFrame {
@@ -145,6 +147,101 @@ pub enum ServerFrame {
         /// For people.
         message: String,
     },
+}
+
+// serde's internally tagged enums buffer their input, and a buffered value cannot hold a
+// `RawValue`; so frames are read from their JSON text: the type first, then the variant.
+impl<'de> Deserialize<'de> for ServerFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        parse_server_frame(raw.get()).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    #[derive(Deserialize)]
+    struct EventFrame {
+        room: String,
+        offset: u64,
+        epoch: String,
+        event: Box<RawValue>,
+    }
+    #[derive(Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum Other {
+        Welcome {
+            connection_id: String,
+            protocol: u32,
+            server_time_ms: u64,
+            rooms: Vec<String>,
+        },
+        Subscribed {
+            #[serde(default)]
+            id: Option<u64>,
+            room: String,
+            epoch: String,
+            offset: u64,
+            #[serde(default)]
+            recovered: Option<bool>,
+        },
+        Ack {
+            id: u64,
+        },
+        Presence {
+            room: String,
+            user: String,
+            joined: bool,
+        },
+        Error {
+            #[serde(default)]
+            id: Option<u64>,
+            code: String,
+            message: String,
+        },
+    }
+    if serde_json::from_str::<Kind>(text)?.kind == "event" {
+        let e: EventFrame = serde_json::from_str(text)?;
+        return Ok(ServerFrame::Event {
+            room: e.room,
+            offset: e.offset,
+            epoch: e.epoch,
+            event: e.event,
+        });
+    }
+    Ok(match serde_json::from_str::<Other>(text)? {
+        Other::Welcome {
+            connection_id,
+            protocol,
+            server_time_ms,
+            rooms,
+        } => ServerFrame::Welcome {
+            connection_id,
+            protocol,
+            server_time_ms,
+            rooms,
+        },
+        Other::Subscribed {
+            id,
+            room,
+            epoch,
+            offset,
+            recovered,
+        } => ServerFrame::Subscribed {
+            id,
+            room,
+            epoch,
+            offset,
+            recovered,
+        },
+        Other::Ack { id } => ServerFrame::Ack { id },
+        Other::Presence { room, user, joined } => ServerFrame::Presence { room, user, joined },
+        Other::Error { id, code, message } => ServerFrame::Error { id, code, message },
+    })
 }
 
 /// Stable error codes in [`ServerFrame::Error`].
@@ -219,6 +316,23 @@ mod tests {
             serde_json::to_string(&frame).unwrap(),
             r#"{"type":"event","room":"user:7","offset":3,"epoch":"e","event":{"id":"x","type":"a.b"}}"#
         );
+    }
+
+    #[test]
+    fn every_server_frame_reads_back() {
+        for text in [
+            r#"{"type":"welcome","connection_id":"c","protocol":1,"server_time_ms":5,"rooms":["broadcast"]}"#,
+            r#"{"type":"subscribed","id":1,"room":"r","epoch":"e","offset":3,"recovered":true}"#,
+            r#"{"type":"ack","id":2}"#,
+            r#"{"type":"event","room":"user:7","offset":3,"epoch":"e","event":{"id":"x","type":"a.b"}}"#,
+            r#"{"type":"presence","room":"r","user":"u","joined":false}"#,
+            r#"{"type":"error","code":"forbidden","message":"no"}"#,
+        ] {
+            let frame: ServerFrame = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&frame).unwrap(), text);
+        }
+        assert!(serde_json::from_str::<ServerFrame>(r#"{"type":"nope"}"#).is_err());
+        assert!(serde_json::from_str::<ServerFrame>(r#"{"type":"event","room":"r"}"#).is_err());
     }
 
     #[test]
