@@ -28,7 +28,9 @@
 //!   `since`, a bounded queue of requests made offline, events de-duplicated by envelope id,
 //!   [`ClientEvent::Gap`] when a room could not be recovered.
 //!
-//! Not built yet (issue #7): the multi-node backplane.
+//! - **Many nodes** ([`WsServer::connect_backplane`], feature `redis`): publishes go through
+//!   Redis (offset and epoch per room from Redis, one pub/sub channel) to every node, so offsets
+//!   are the same everywhere and a client recovers on whichever node it reconnects to.
 //!
 //! ```no_run
 //! use tidewell_auth::{KeySet, Verifier, VerifyingKey};
@@ -44,6 +46,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "redis")]
+mod backplane;
 #[cfg(feature = "event-hub")]
 mod bridge;
 mod client;

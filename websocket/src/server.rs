@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     shed: AtomicU64,
     pub(crate) slow_disconnects: AtomicU64,
     pub(crate) heartbeat_timeouts: AtomicU64,
+    #[cfg(feature = "redis")]
+    backplane: std::sync::OnceLock<crate::backplane::Backplane>,
 }
 
 /// The WebSocket server: give it upgrade requests with [`WsServer::handle`] (from hyper or axum),
@@ -178,6 +180,8 @@ impl WsServerBuilder {
                 shed: AtomicU64::new(0),
                 slow_disconnects: AtomicU64::new(0),
                 heartbeat_timeouts: AtomicU64::new(0),
+                #[cfg(feature = "redis")]
+                backplane: std::sync::OnceLock::new(),
             }),
         };
         let weak = Arc::downgrade(&server.inner);
@@ -325,22 +329,43 @@ impl WsServer {
     }
 
     /// Publishes an event envelope (any JSON object, normally a `tidewell_core::Envelope`) to
-    /// `room`: appended to the room's history, encoded once, queued to every member. Answers the
-    /// event's offset.
-    pub fn publish<T: serde::Serialize>(&self, room: &str, envelope: &T) -> Result<u64, Error> {
+    /// `room`: appended to the room's history, encoded once, queued to every member. With a
+    /// backplane ([`WsServer::connect_backplane`]) it goes through Redis to every node, this one
+    /// included, in publish order.
+    pub fn publish<T: serde::Serialize>(&self, room: &str, envelope: &T) -> Result<(), Error> {
         let json = serde_json::to_string(envelope)
             .map_err(|e| Error::Config(format!("cannot encode the event: {e}")))?;
         self.publish_json(room, &json)
     }
 
     /// Like [`WsServer::publish`] with the envelope already in JSON.
-    pub fn publish_json(&self, room: &str, json: &str) -> Result<u64, Error> {
+    pub fn publish_json(&self, room: &str, json: &str) -> Result<(), Error> {
         if !is_valid_room(room) {
             return Err(Error::Config(format!("{room:?} is not a valid room name")));
         }
         let event = RawValue::from_string(json.to_owned())
             .map_err(|e| Error::Config(format!("the event is not JSON: {e}")))?;
-        Ok(self.inner.publish(room, event))
+        #[cfg(feature = "redis")]
+        if let Some(b) = self.inner.backplane.get() {
+            return b.publish(room, event.get().to_owned());
+        }
+        self.inner.publish(room, event);
+        Ok(())
+    }
+
+    /// Joins the nodes sharing `prefix` on the Redis at `url` (feature `redis`): every publish on
+    /// any node reaches the members on every node, with the same offsets and epochs everywhere,
+    /// so a client recovers with `since` on whichever node it reconnects to. Fails fast if Redis
+    /// is unreachable; afterwards a lost subscription is retried by itself (and the node's
+    /// histories are forgotten, so a window it missed answers `recovered: false`).
+    #[cfg(feature = "redis")]
+    pub async fn connect_backplane(&self, url: &str, prefix: &str) -> Result<(), Error> {
+        let b =
+            crate::backplane::Backplane::start(url, prefix, Arc::downgrade(&self.inner)).await?;
+        self.inner
+            .backplane
+            .set(b)
+            .map_err(|_| Error::Config("this server already has a backplane".into()))
     }
 
     /// The open connections of `user`.
@@ -623,6 +648,65 @@ impl Inner {
             );
         }
         r.offset
+    }
+
+    /// An event from the backplane, with the offset and epoch Redis gave it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn deliver_remote(&self, room: &str, offset: u64, epoch: &str, json: &str) {
+        let Ok(event) = RawValue::from_string(json.to_owned()) else {
+            return;
+        };
+        let policy = self.config.overflow_for(room);
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        let r = rooms.entry(room.to_owned()).or_insert_with(Room::new);
+        if *r.epoch != *epoch {
+            r.epoch = epoch.into();
+            r.history.clear();
+        } else if offset <= r.offset {
+            return; // already seen
+        } else if offset != r.offset + 1 {
+            r.history.clear(); // a gap this node did not see: never replay across it
+        }
+        r.offset = offset;
+        r.touched = Instant::now();
+        let frame = ServerFrame::Event {
+            room: room.to_owned(),
+            offset,
+            epoch: epoch.to_owned(),
+            event,
+        };
+        let Ok(text) = serde_json::to_string(&frame) else {
+            return;
+        };
+        let text = Utf8Bytes::from(text);
+        r.history.push_back((offset, Instant::now(), text.clone()));
+        while r.history.len() > self.config.history_len {
+            r.history.pop_front();
+        }
+        let room_name: Arc<str> = room.into();
+        for conn in r.members.values() {
+            self.deliver(
+                conn,
+                Frame {
+                    text: text.clone(),
+                    room: Some(Arc::clone(&room_name)),
+                },
+                policy,
+            );
+        }
+    }
+
+    /// Forgets every room's history (the backplane subscription dropped: events were missed).
+    #[cfg(feature = "redis")]
+    pub(crate) fn forget_histories(&self) {
+        for r in self
+            .rooms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values_mut()
+        {
+            r.history.clear();
+        }
     }
 
     /// Joins `room`, answering `subscribed` and replaying what `since` missed, atomically with
