@@ -11,6 +11,8 @@
 //! - `idle_conn_memory`: server RSS growth per idle connection, at CONNS connections (authenticated
 //!   for Tidewell). The fd limit here is 20,000 per process, so the 20,000 connections are
 //!   measured as CONNS.
+//! - `delivery_latency_p99`: LAT_EVENTS events published at LAT_RATE per second to the same
+//!   CONNS connections; p99 of (received - sent) on a sample of connections, in ms.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -32,6 +34,11 @@ use tidewell_websocket::{WsConfig, WsServer};
 
 const CONNS: usize = 5_000;
 const EVENTS: usize = 100;
+/// `delivery_latency_p99`: this many events at LAT_RATE per second, latency sampled on every
+/// LAT_SAMPLE-th connection.
+const LAT_EVENTS: usize = 1_000;
+const LAT_RATE: usize = 1_000;
+const LAT_SAMPLE: usize = 50;
 const SIZE: usize = 1024;
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -68,6 +75,18 @@ fn main() {
     }
     fleet.wait_for("done");
     let ours_rate = (CONNS * EVENTS) as f64 / started.elapsed().as_secs_f64();
+    fleet.send("go");
+    // Each event is stamped with the time it was due, so falling behind counts as latency.
+    let schedule_us = now_us();
+    let start = Instant::now();
+    for i in 0..LAT_EVENTS {
+        let due_us = schedule_us + (i * 1_000_000 / LAT_RATE) as u64;
+        let event = serde_json::json!({"id": "ev", "type": "bench.thing.happened",
+            "payload": {"sent_us": due_us, "pad": "x".repeat(SIZE - 64)}});
+        server.publish("broadcast", &event).unwrap();
+        pace(start, i);
+    }
+    let ours_p99 = fleet.p99();
     drop(fleet);
     eprintln!(
         "  tidewell: {ours_rate:.0} deliveries/s, {ours_idle:.0} B per idle connection; {:?}",
@@ -96,6 +115,21 @@ fn main() {
     assert!(out.status.success());
     fleet.wait_for("done");
     let node_rate = (CONNS * EVENTS) as f64 / started.elapsed().as_secs_f64();
+    fleet.send("go");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            &format!(
+                "http://127.0.0.1:{port}/paced?n={LAT_EVENTS}&rate={LAT_RATE}&size={}",
+                SIZE - 64
+            ),
+        ])
+        .output()
+        .expect("curl on PATH");
+    assert!(out.status.success());
+    let node_p99 = fleet.p99();
     drop(fleet);
     let _ = node.kill();
     let _ = node.wait();
@@ -106,9 +140,28 @@ fn main() {
         ours_rate / node_rate
     );
     println!(
+        "bench: delivery_latency_p99 ours={ours_p99:.2} baseline={node_p99:.2} ratio={:.3} unit=ms",
+        ours_p99 / node_p99
+    );
+    println!(
         "bench: idle_conn_memory ours={ours_idle:.0} baseline={node_idle:.0} ratio={:.3} unit=bytes/connection",
         ours_idle / node_idle
     );
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Sleeps until event `i + 1` is due at LAT_RATE per second.
+fn pace(start: Instant, i: usize) {
+    let due = start + Duration::from_secs_f64((i + 1) as f64 / LAT_RATE as f64);
+    let now = Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    }
 }
 
 async fn start_ours() -> (WsServer, SocketAddr) {
@@ -118,7 +171,7 @@ async fn start_ours() -> (WsServer, SocketAddr) {
         "tidewell",
     );
     let mut config = WsConfig::default();
-    config.queue_bytes = 4 * 1024 * 1024; // the burst of 100 events must not be shed
+    config.queue_bytes = 4 * 1024 * 1024; // bursts must queue, not be shed: frames are shared bytes
     config.history_len = 16;
     let server = WsServer::builder(verifier).config(config).build().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -208,6 +261,16 @@ impl Fleet {
         assert_eq!(line.trim(), word, "client fleet");
     }
 
+    /// Waits for the fleet's `p99 <ms>` line.
+    fn p99(&mut self) -> f64 {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix("p99 ")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("client fleet said {line:?}"))
+    }
+
     fn send(&mut self, word: &str) {
         writeln!(self.stdin, "{word}").unwrap();
         self.stdin.flush().unwrap();
@@ -235,7 +298,8 @@ fn clients() {
     rt.block_on(async move {
         let (welcomed_tx, mut welcomed) = tokio::sync::mpsc::unbounded_channel::<()>();
         let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<()>();
-        for _ in 0..CONNS {
+        let (lat_tx, mut lat_done) = tokio::sync::mpsc::unbounded_channel::<Vec<u64>>();
+        for index in 0..CONNS {
             let mut req =
                 tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
                     url.as_str(),
@@ -244,11 +308,13 @@ fn clients() {
             req.headers_mut()
                 .insert("authorization", format!("Bearer {token}").parse().unwrap());
             let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-            let (welcomed_tx, done_tx) = (welcomed_tx.clone(), done_tx.clone());
+            let (welcomed_tx, done_tx, lat_tx) =
+                (welcomed_tx.clone(), done_tx.clone(), lat_tx.clone());
             tokio::spawn(async move {
                 let (_sink, mut stream) = ws.split();
                 let mut events = 0;
                 let mut welcomed = false;
+                let mut latencies = Vec::new();
                 while let Some(Ok(m)) = stream.next().await {
                     if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
                         if !welcomed {
@@ -260,6 +326,14 @@ fn clients() {
                             events += 1;
                             if events == EVENTS {
                                 let _ = done_tx.send(());
+                            }
+                            if events > EVENTS && index % LAT_SAMPLE == 0 {
+                                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                                let sent = v["event"]["payload"]["sent_us"].as_u64().unwrap();
+                                latencies.push(now_us().saturating_sub(sent));
+                            }
+                            if events == EVENTS + LAT_EVENTS {
+                                let _ = lat_tx.send(std::mem::take(&mut latencies));
                             }
                         }
                     }
@@ -281,6 +355,17 @@ fn clients() {
             done.recv().await.unwrap();
         }
         println!("done");
+        std::io::stdout().flush().unwrap();
+        let mut all = Vec::new();
+        for _ in 0..CONNS {
+            all.extend(lat_done.recv().await.unwrap());
+        }
+        all.sort_unstable();
+        let p99 = all
+            .get(all.len().saturating_sub(1) * 99 / 100)
+            .copied()
+            .unwrap_or(0);
+        println!("p99 {:.3}", p99 as f64 / 1000.0);
         std::io::stdout().flush().unwrap();
         std::future::pending::<()>().await;
     });

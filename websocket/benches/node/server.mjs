@@ -21,6 +21,29 @@ const server = http.createServer((req, res) => {
     res.end("ok");
     return;
   }
+  if (req.method === "POST" && url.pathname === "/paced") {
+    // n events at `rate` per second, each stamped with the time it was due (µs since the epoch), so
+    // a sender that falls behind its schedule counts the lag (no coordinated omission).
+    const n = Number(url.searchParams.get("n"));
+    const rate = Number(url.searchParams.get("rate"));
+    const pad = "x".repeat(Number(url.searchParams.get("size")));
+    const start = performance.now();
+    let sent = 0;
+    const tick = () => {
+      const due = Math.min(n, Math.floor(((performance.now() - start) / 1000) * rate) + 1);
+      for (; sent < due; sent++) {
+        const msg = JSON.stringify({
+          type: "event", room: "broadcast", offset: sent + 1, epoch: "e",
+          event: { id: "ev", type: "bench.thing.happened",
+                   payload: { sent_us: Math.round((performance.timeOrigin + start + (sent * 1000) / rate) * 1000), pad } },
+        });
+        for (const c of wss.clients) c.send(msg);
+      }
+      if (sent < n) setTimeout(tick, 1); else res.end("ok");
+    };
+    tick();
+    return;
+  }
   res.statusCode = 404;
   res.end();
 });
