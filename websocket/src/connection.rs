@@ -34,7 +34,7 @@ impl WsServer {
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
                 .await;
         let conn = self.register(claims);
-        let key = self.inner.key_of(&conn);
+        let key = conn.key;
         let (sink, stream) = ws.split();
         let started = Instant::now();
         let last_pong = Arc::new(AtomicU64::new(0));

@@ -61,6 +61,8 @@ pub struct WsStats {
 }
 
 pub(crate) struct Conn {
+    /// The registry key.
+    pub(crate) key: u64,
     pub(crate) info: ConnectionInfo,
     pub(crate) claims: Claims,
     pub(crate) outbox: Outbox,
@@ -459,6 +461,7 @@ impl WsServer {
     pub(crate) fn register(&self, claims: Claims) -> Arc<Conn> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
+            key: id,
             info: ConnectionInfo {
                 id: format!("{}-{id}", uuid::Uuid::now_v7().simple()),
                 user: claims.sub.clone(),
@@ -515,15 +518,14 @@ impl WsServer {
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
             .collect();
-        let id = self.inner.conn_key(conn);
         for r in rooms {
-            self.inner.leave(conn, id, &r);
+            self.inner.leave(conn, conn.key, &r);
         }
         self.inner
             .conns
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, c| !Arc::ptr_eq(c, conn));
+            .remove(&conn.key);
     }
 }
 
@@ -555,15 +557,6 @@ impl Inner {
             .filter(|c| pred(c))
             .cloned()
             .collect()
-    }
-
-    fn conn_key(&self, conn: &Arc<Conn>) -> u64 {
-        self.conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find(|(_, c)| Arc::ptr_eq(c, conn))
-            .map_or(0, |(k, _)| *k)
     }
 
     /// Queues an answer (never shed) to one connection.
@@ -612,15 +605,21 @@ impl Inner {
         }
     }
 
-    fn publish(&self, room: &str, event: Box<RawValue>) -> u64 {
-        let policy = self.config.overflow_for(room);
+    fn publish(&self, room: &str, event: Box<RawValue>) {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         let r = rooms.entry(room.to_owned()).or_insert_with(Room::new);
-        r.offset += 1;
+        let offset = r.offset + 1;
+        self.append_and_fan_out(r, room, offset, event);
+    }
+
+    /// Records `event` at `offset` in the room's history (offset and epoch already decided) and
+    /// queues its frame, encoded once, to every member.
+    fn append_and_fan_out(&self, r: &mut Room, room: &str, offset: u64, event: Box<RawValue>) {
+        r.offset = offset;
         r.touched = Instant::now();
         let frame = ServerFrame::Event {
             room: room.to_owned(),
-            offset: r.offset,
+            offset,
             epoch: r.epoch.to_string(),
             event,
         };
@@ -628,14 +627,14 @@ impl Inner {
             Ok(t) => Utf8Bytes::from(t),
             Err(error) => {
                 tracing::warn!(%error, "cannot encode an event frame");
-                return r.offset;
+                return;
             }
         };
-        r.history
-            .push_back((r.offset, Instant::now(), text.clone()));
+        r.history.push_back((offset, Instant::now(), text.clone()));
         while r.history.len() > self.config.history_len {
             r.history.pop_front();
         }
+        let policy = self.config.overflow_for(room);
         let room_name: Arc<str> = room.into();
         for conn in r.members.values() {
             self.deliver(
@@ -647,7 +646,6 @@ impl Inner {
                 policy,
             );
         }
-        r.offset
     }
 
     /// An event from the backplane, with the offset and epoch Redis gave it.
@@ -656,7 +654,6 @@ impl Inner {
         let Ok(event) = RawValue::from_string(json.to_owned()) else {
             return;
         };
-        let policy = self.config.overflow_for(room);
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         let r = rooms.entry(room.to_owned()).or_insert_with(Room::new);
         if *r.epoch != *epoch {
@@ -667,33 +664,7 @@ impl Inner {
         } else if offset != r.offset + 1 {
             r.history.clear(); // a gap this node did not see: never replay across it
         }
-        r.offset = offset;
-        r.touched = Instant::now();
-        let frame = ServerFrame::Event {
-            room: room.to_owned(),
-            offset,
-            epoch: epoch.to_owned(),
-            event,
-        };
-        let Ok(text) = serde_json::to_string(&frame) else {
-            return;
-        };
-        let text = Utf8Bytes::from(text);
-        r.history.push_back((offset, Instant::now(), text.clone()));
-        while r.history.len() > self.config.history_len {
-            r.history.pop_front();
-        }
-        let room_name: Arc<str> = room.into();
-        for conn in r.members.values() {
-            self.deliver(
-                conn,
-                Frame {
-                    text: text.clone(),
-                    room: Some(Arc::clone(&room_name)),
-                },
-                policy,
-            );
-        }
+        self.append_and_fan_out(r, room, offset, event);
     }
 
     /// Forgets every room's history (the backplane subscription dropped: events were missed).
@@ -853,9 +824,5 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, r| !r.members.is_empty() || now.duration_since(r.touched) < ttl);
-    }
-
-    pub(crate) fn key_of(&self, conn: &Arc<Conn>) -> u64 {
-        self.conn_key(conn)
     }
 }
