@@ -22,11 +22,11 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::Error;
 
-/// The message format version this build speaks.
+/// The format version this build speaks.
 pub const VERSION: u64 = 1;
 
 /// Messages longer than this (in bytes of JSON) are refused, sent or received.
@@ -36,7 +36,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const MAX_ID_BYTES: usize = 128;
 
 /// One cross-tab message.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Message {
     /// The format version, [`VERSION`].
     pub v: u64,
@@ -45,39 +45,60 @@ pub struct Message {
     /// The sending tab.
     pub tab: String,
     /// What happened.
-    #[serde(flatten)]
     pub kind: Kind,
 }
 
-/// What a message says.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+/// What a message says. Application data (`state`, `tokens`) stays JSON text: the browser hands
+/// it to `JSON.parse` as it is.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
     /// The user logged out (in the sending tab, or the device was revoked).
     Logout {
         /// Why, as the sender put it (`"user"`, `"revoked"`, ...).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
         /// With a revocation: the revoked session, so that a tab handles each revocation once
         /// however many tabs report it.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<String>,
     },
     /// The application's auth state changed (any JSON value the application chooses).
     AuthState {
-        /// The new state.
-        state: Value,
+        /// The new state, as JSON text.
+        state: Json,
     },
     /// New tokens, from a refresh in the sending tab.
     TokenRefresh {
-        /// The tokens, as the application's refresh function returned them.
-        tokens: Value,
+        /// The tokens, as JSON text.
+        tokens: Json,
     },
     /// A refresh in the sending tab failed; tabs waiting for it stop waiting.
     RefreshFailed {
         /// The error, as text.
         error: String,
     },
+}
+
+/// A JSON value kept as its text (validated JSON).
+#[derive(Clone, Debug)]
+pub struct Json(Box<RawValue>);
+
+impl Json {
+    /// Validates `text` as one JSON value.
+    pub fn new(text: String) -> Result<Self, Error> {
+        RawValue::from_string(text)
+            .map(Self)
+            .map_err(|e| Error::InvalidArgument(format!("not JSON: {e}")))
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 impl Kind {
@@ -90,6 +111,38 @@ impl Kind {
             Self::RefreshFailed { .. } => "refresh-failed",
         }
     }
+}
+
+/// The wire form: every field of every kind, each optional, unknown fields refused. One pass of
+/// one small deserializer (this code ships in the browser, where size counts).
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<'a> {
+    #[serde(default)]
+    v: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tab: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    state: Option<&'a RawValue>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    tokens: Option<&'a RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Only the version (other fields ignored): tells a message of another version from garbage.
+#[derive(Deserialize)]
+struct VersionProbe {
+    #[serde(default)]
+    v: Option<u64>,
 }
 
 impl Message {
@@ -105,8 +158,24 @@ impl Message {
 
     /// The JSON text; refused when over [`MAX_MESSAGE_BYTES`].
     pub fn encode(&self) -> Result<String, Error> {
+        let mut wire = Wire {
+            v: Some(self.v),
+            id: Some(self.id.clone()),
+            tab: Some(self.tab.clone()),
+            kind: Some(self.kind.name().to_owned()),
+            ..Wire::default()
+        };
+        match &self.kind {
+            Kind::Logout { reason, session } => {
+                wire.reason.clone_from(reason);
+                wire.session.clone_from(session);
+            }
+            Kind::AuthState { state } => wire.state = Some(&state.0),
+            Kind::TokenRefresh { tokens } => wire.tokens = Some(&tokens.0),
+            Kind::RefreshFailed { error } => wire.error = Some(error.clone()),
+        }
         let text =
-            serde_json::to_string(self).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            serde_json::to_string(&wire).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if text.len() > MAX_MESSAGE_BYTES {
             return Err(Error::InvalidArgument(format!(
                 "a session-sync message is {} bytes, over the 64 KiB limit; broadcast less \
@@ -122,16 +191,35 @@ impl Message {
     pub fn decode(text: &str) -> Result<Self, Error> {
         if text.len() > MAX_MESSAGE_BYTES {
             return Err(Error::Malformed(format!(
-                "{} bytes, over the {MAX_MESSAGE_BYTES}-byte limit",
+                "{} bytes, over the 64 KiB limit",
                 text.len()
             )));
         }
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| Error::Malformed(format!("not JSON: {e}")))?;
-        let Some(object) = value.as_object() else {
-            return Err(Error::Malformed("not a JSON object".into()));
+        // serde would also read a struct from a JSON array.
+        if !text.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => Error::Malformed("not a JSON object".into()),
+                Err(e) => Error::Malformed(format!("not JSON: {e}")),
+            });
+        }
+        let wire: Wire<'_> = match serde_json::from_str(text) {
+            Ok(w) => w,
+            Err(e) => {
+                // Tell another version apart from garbage: a JSON object whose `v` is not ours.
+                let version = serde_json::from_str::<VersionProbe>(text)
+                    .ok()
+                    .and_then(|p| p.v);
+                return Err(match version {
+                    Some(found) if found != VERSION => Error::Version {
+                        found,
+                        expected: VERSION,
+                    },
+                    _ if e.is_syntax() || e.is_eof() => Error::Malformed(format!("not JSON: {e}")),
+                    _ => Error::Malformed(e.to_string()),
+                });
+            }
         };
-        match object.get("v").and_then(Value::as_u64) {
+        match wire.v {
             Some(VERSION) => {}
             Some(found) => {
                 return Err(Error::Version {
@@ -141,30 +229,78 @@ impl Message {
             }
             None => return Err(Error::Malformed("no version field `v`".into())),
         }
-        // serde's `deny_unknown_fields` does not combine with `flatten`: check the fields here.
-        let own: &[&str] = match object.get("type").and_then(Value::as_str) {
-            Some("logout") => &["reason", "session"],
-            Some("auth-state") => &["state"],
-            Some("token-refresh") => &["tokens"],
-            Some("refresh-failed") => &["error"],
+        let mut ids =
+            [("id", wire.id), ("tab", wire.tab)]
+                .into_iter()
+                .map(|(field, id)| match id {
+                    Some(id) if !id.is_empty() && id.len() <= MAX_ID_BYTES => Ok(id),
+                    Some(_) => Err(Error::Malformed(format!(
+                        "`{field}` must be 1 to {MAX_ID_BYTES} bytes"
+                    ))),
+                    None => Err(Error::Malformed(format!("missing field `{field}`"))),
+                });
+        let id = ids
+            .next()
+            .unwrap_or_else(|| Err(Error::Malformed("id".into())))?;
+        let tab = ids
+            .next()
+            .unwrap_or_else(|| Err(Error::Malformed("tab".into())))?;
+        let only = |allowed: &[&str]| -> Result<(), Error> {
+            let present = [
+                ("reason", wire.reason.is_some()),
+                ("session", wire.session.is_some()),
+                ("state", wire.state.is_some()),
+                ("tokens", wire.tokens.is_some()),
+                ("error", wire.error.is_some()),
+            ];
+            match present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
+                Some((f, _)) => Err(Error::Malformed(format!(
+                    "unknown field `{f}` for this type"
+                ))),
+                None => Ok(()),
+            }
+        };
+        let json = |raw: Option<&RawValue>, field: &str| {
+            raw.map(|r| Json(r.to_owned()))
+                .ok_or_else(|| Error::Malformed(format!("missing field `{field}`")))
+        };
+        let kind = match wire.kind.as_deref() {
+            Some("logout") => {
+                only(&["reason", "session"])?;
+                Kind::Logout {
+                    reason: wire.reason,
+                    session: wire.session,
+                }
+            }
+            Some("auth-state") => {
+                only(&["state"])?;
+                Kind::AuthState {
+                    state: json(wire.state, "state")?,
+                }
+            }
+            Some("token-refresh") => {
+                only(&["tokens"])?;
+                Kind::TokenRefresh {
+                    tokens: json(wire.tokens, "tokens")?,
+                }
+            }
+            Some("refresh-failed") => {
+                only(&["error"])?;
+                Kind::RefreshFailed {
+                    error: wire
+                        .error
+                        .ok_or_else(|| Error::Malformed("missing field `error`".into()))?,
+                }
+            }
             Some(other) => return Err(Error::Malformed(format!("unknown type `{other}`"))),
             None => return Err(Error::Malformed("no `type` field".into())),
         };
-        if let Some(field) = object.keys().find(|k| {
-            !["v", "id", "tab", "type"].contains(&k.as_str()) && !own.contains(&k.as_str())
-        }) {
-            return Err(Error::Malformed(format!("unknown field `{field}`")));
-        }
-        let message: Self =
-            serde_json::from_value(value).map_err(|e| Error::Malformed(e.to_string()))?;
-        for (field, id) in [("id", &message.id), ("tab", &message.tab)] {
-            if id.is_empty() || id.len() > MAX_ID_BYTES {
-                return Err(Error::Malformed(format!(
-                    "`{field}` must be 1 to {MAX_ID_BYTES} bytes"
-                )));
-            }
-        }
-        Ok(message)
+        Ok(Self {
+            v: VERSION,
+            id,
+            tab,
+            kind,
+        })
     }
 }
 
@@ -186,10 +322,10 @@ mod tests {
                 session: Some("s-1".into()),
             },
             Kind::AuthState {
-                state: serde_json::json!({"user": {"id": 7}}),
+                state: Json::new(r#"{"user":{"id":7}}"#.into()).unwrap(),
             },
             Kind::TokenRefresh {
-                tokens: serde_json::json!({"access": "a", "refresh": "r"}),
+                tokens: Json::new(r#"{"access":"a","refresh":"r"}"#.into()).unwrap(),
             },
             Kind::RefreshFailed {
                 error: "HTTP 401".into(),
@@ -211,7 +347,7 @@ mod tests {
             ("42", "not a JSON object"),
             ("[1]", "not a JSON object"),
             (r#"{"type":"logout"}"#, "no version"),
-            (r#"{"v":"1","type":"logout"}"#, "no version"),
+            (r#"{"v":"1","type":"logout"}"#, "expected u64"),
             (r#"{"v":1,"id":"a","tab":"b","type":"explode"}"#, "explode"),
             (r#"{"v":1,"id":"a","tab":"b"}"#, "type"),
             (r#"{"v":1,"id":"a","tab":"b","type":"logout","x":1}"#, "x"),
@@ -253,7 +389,7 @@ mod tests {
             "a",
             "b",
             Kind::AuthState {
-                state: Value::String(big.clone()),
+                state: Json::new(format!("\"{big}\"")).unwrap(),
             },
         );
         assert!(matches!(m.encode(), Err(Error::InvalidArgument(_))));

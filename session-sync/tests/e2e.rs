@@ -1,1 +1,100 @@
-//! End-to-end tests in Chromium (being written).
+//! End to end in Debian's Chromium (playwright-core, `tests/e2e/run.mjs`) over the demo page,
+//! served with the real registry, event hub bridge and WebSocket server (`tests/support`).
+//! Needs `session-sync/scripts/build-pkg`, `npm ci --prefix session-sync/tests/e2e` and
+//! `apt-get install chromium` (scripts/test does all three); each test says which is missing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use support::{preflight, run, start};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_in_one_tab_logs_out_the_other() {
+    preflight();
+    let demo = start().await;
+    let r = run(&demo, "logout", 20).await;
+    assert_eq!(r["transport"], "broadcast-channel");
+    assert_eq!(r["runs"], 20);
+    // Measured, not asserted (times are noisy here): the benchmark compares them.
+    eprintln!("logout latency over BroadcastChannel: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_broadcast_channel_local_storage_carries_the_logout() {
+    preflight();
+    let demo = start().await;
+    let r = run(&demo, "logout-local-storage", 10).await;
+    assert_eq!(r["transport"], "local-storage");
+    eprintln!("logout latency over localStorage: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_tabs_refreshing_at_once_send_one_request_with_web_locks() {
+    preflight();
+    let demo = start().await;
+    let r = run(&demo, "refresh", 1).await;
+    assert_eq!(r["locks"], true);
+    assert_eq!(r["tokens"]["access"], "A1");
+    assert_eq!(demo.refreshes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_tabs_refreshing_at_once_send_one_request_with_the_storage_lease() {
+    preflight();
+    let demo = start().await;
+    let r = run(&demo, "refresh-lease", 1).await;
+    assert_eq!(r["locks"], false);
+    assert_eq!(r["transport"], "local-storage");
+    assert_eq!(r["tokens"]["access"], "A1");
+    assert_eq!(demo.refreshes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_channel_is_ignored_and_reported() {
+    preflight();
+    let demo = start().await;
+    let r = run(&demo, "garbage", 1).await;
+    assert_eq!(r["errors"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_device_logs_out_its_tabs_through_the_websocket() {
+    preflight();
+    let demo = start().await;
+    let r = run(&demo, "revoke", 1).await;
+    let user = r["user"].as_str().unwrap();
+    // The registry agrees: one device left for the user, the revoking one.
+    let devices = demo.registry.list(user).await.unwrap();
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    let latency = r["latency_ms"].as_f64().unwrap();
+    assert!(
+        latency < 1_000.0,
+        "a revoked device logs out within a second, took {latency} ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_declarations_are_real_types() {
+    preflight();
+    let dir = support::crate_dir().join("tests/e2e");
+    let out = tokio::process::Command::new(dir.join("node_modules/.bin/tsc"))
+        .args(["--noEmit", "-p"])
+        .arg(dir.join("tsconfig.json"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tsc found errors in tests/e2e/types.ts against the generated .d.ts:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -15,6 +15,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::Error;
+use crate::message::Json;
 
 pub use device::{clear_device_id, get_device_id, get_device_name, get_device_type};
 pub use device_session::DeviceSessionSync;
@@ -158,8 +159,8 @@ pub(crate) fn describe_js(value: &JsValue) -> String {
         .unwrap_or_else(|| String::from(js_sys::JsString::from(value.clone())))
 }
 
-/// A JavaScript value as JSON (via `JSON.stringify`).
-pub(crate) fn to_json(value: &JsValue) -> Result<serde_json::Value, Error> {
+/// A JavaScript value as JSON text (via `JSON.stringify`).
+pub(crate) fn to_json(value: &JsValue) -> Result<Json, Error> {
     let text = JSON::stringify(value)
         .ok()
         .and_then(|s| s.as_string())
@@ -168,15 +169,12 @@ pub(crate) fn to_json(value: &JsValue) -> Result<serde_json::Value, Error> {
                 "the value is not JSON-serialisable (undefined, a function, or a cycle)".into(),
             )
         })?;
-    serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(e.to_string()))
+    Json::new(text)
 }
 
-/// JSON as a JavaScript value (via `JSON.parse`).
-pub(crate) fn from_json(value: &serde_json::Value) -> JsValue {
-    serde_json::to_string(value)
-        .ok()
-        .and_then(|t| JSON::parse(&t).ok())
-        .unwrap_or(JsValue::NULL)
+/// JSON text as a JavaScript value (via `JSON.parse`).
+pub(crate) fn from_json(value: &Json) -> JsValue {
+    JSON::parse(value.get()).unwrap_or(JsValue::NULL)
 }
 
 /// An object from key/value pairs.

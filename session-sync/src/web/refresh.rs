@@ -125,7 +125,8 @@ async fn with_lease(
         if now_ms() > give_up {
             return Err(js_error(&Error::InvalidArgument(format!(
                 "refreshOnce: no tab finished a refresh within {} ms",
-                give_up - started
+                // Truncation intended: whole milliseconds.
+                (give_up - started) as u64
             ))));
         }
         sleep(POLL_MS).await;

@@ -1,0 +1,83 @@
+// The demo page of @tidewell/session-sync, also the page the end-to-end tests drive.
+// Query flags (for the tests): ?nobc=1 removes BroadcastChannel before the package loads;
+// ?nolocks=1 removes the Web Locks API; ?channel=<name> picks the channel.
+import init, {
+  SessionSync, DeviceSessionSync, getDeviceId, getDeviceName, getDeviceType,
+} from "./pkg/tidewell_session_sync.js";
+
+const params = new URLSearchParams(location.search);
+if (params.has("nobc")) delete window.BroadcastChannel;
+if (params.has("nolocks")) delete Navigator.prototype.locks;
+
+const now = () => performance.timeOrigin + performance.now();
+const log = (line) => {
+  document.getElementById("log").textContent += line + "\n";
+};
+
+const demo = {
+  logouts: [],
+  errors: [],
+  tokens: [],
+  states: [],
+  async load() {
+    await init();
+    this.sync = new SessionSync(params.get("channel") ?? "demo");
+    this.sync.onLogout((e) => {
+      this.logouts.push({ at: now(), reason: e.reason, fromTab: e.fromTab });
+      log(`logged out (${e.reason ?? "no reason"}) by ${e.fromTab ?? "the server"}`);
+    });
+    this.sync.onError((e) => {
+      this.errors.push(e);
+      log(`ignored: ${e.code}: ${e.message}`);
+    });
+    this.sync.onTokenRefresh((t, from) => {
+      this.tokens.push(t);
+      log(`tokens from ${from}: ${JSON.stringify(t)}`);
+    });
+    this.sync.onAuthState((s) => this.states.push(s));
+    document.getElementById("tab").textContent = this.sync.tabId;
+    document.getElementById("transport").textContent = this.sync.transport;
+    document.getElementById("device").textContent =
+      `${getDeviceName()} (${getDeviceType()}) ${getDeviceId()}`;
+    return { tabId: this.sync.tabId, transport: this.sync.transport, locks: "locks" in navigator };
+  },
+  logout() {
+    const at = now();
+    this.sync.broadcastLogout("user");
+    return at;
+  },
+  refresh() {
+    return this.sync.refreshOnce(() =>
+      fetch("/api/refresh", { method: "POST" }).then((r) => {
+        if (!r.ok) throw new Error(`refresh: HTTP ${r.status}`);
+        return r.json();
+      }));
+  },
+  async login(user) {
+    const device = getDeviceId();
+    const r = await fetch(`/api/login?user=${encodeURIComponent(user)}&device=${device}`
+      + `&name=${encodeURIComponent(getDeviceName())}&type=${getDeviceType()}`, { method: "POST" });
+    if (!r.ok) throw new Error(`login: HTTP ${r.status}`);
+    return { device, ...(await r.json()) };
+  },
+  watchDevice(token, sessionId) {
+    const ws = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+    this.devices = new DeviceSessionSync(this.sync, ws, token, sessionId);
+    return new Promise((resolve) => {
+      this.devices.client.onStatus((s) => { if (s.status === "open") resolve(true); });
+    });
+  },
+  async revoke(token, device) {
+    const r = await fetch(`/api/devices/${device}/revoke`, {
+      method: "POST", headers: { authorization: `Bearer ${token}` },
+    });
+    return { status: r.status, at: now() };
+  },
+};
+window.demo = demo;
+window.demoReady = demo.load();
+
+document.getElementById("logout").onclick = () => demo.logout();
+document.getElementById("refresh").onclick = async () => {
+  try { log(`refreshed: ${JSON.stringify(await demo.refresh())}`); } catch (e) { log(String(e)); }
+};
