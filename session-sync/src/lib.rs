@@ -12,9 +12,9 @@
 //!   device identity, and `RealtimeClient` / `DeviceSessionSync` (the Tidewell WebSocket protocol;
 //!   a revoked device logs every tab out). The JavaScript API is documented in the README and in
 //!   the generated `.d.ts`.
-//! - **The server** (feature `server`): [`server::DeviceRegistry`], the devices of each user on
+//! - **The server** (feature `server`): `server::DeviceRegistry`, the devices of each user on
 //!   Postgres or SQLite, whose revocations publish `auth.session.revoked` through the event hub,
-//!   and [`server::RevokedSessions`], the check a gateway runs on every token.
+//!   and `server::RevokedSessions`, the check a gateway runs on every token.
 //!
 //! What both halves agree on, the cross-tab [`message`] format and the [`device`] description,
 //! is plain Rust and tested natively.

@@ -16,7 +16,7 @@
 //! | `observability` | `observability` | metrics registry, HTTP RED and correlation layers (partial, issue #5) |
 //! | `proxy` | `proxy` | streaming reverse proxy (reserved, issue #6) |
 //! | `websocket` | `websocket` | WebSocket rooms (reserved, issue #7) |
-//! | `session_sync` | `session-sync` | WASM cross-tab session sync (reserved, issue #8) |
+//! | `session_sync` | `session-sync` | cross-tab session sync in the browser (wasm32), device registry (feature `server`) |
 //!
 //! ```
 //! use tidewell::core::Backoff;

@@ -28,6 +28,11 @@ const LEASE_MARGIN_MS: f64 = 1_000.0;
 const SETTLE_MS: f64 = 30.0;
 /// How often a waiting tab looks at the lease and the tokens.
 const POLL_MS: f64 = 20.0;
+/// How long the refreshing tab keeps the lock after broadcasting the tokens. The lock and the
+/// broadcast travel separate ways between tabs: without it, the next tab in line may get the
+/// lock before the tokens and refresh again (with a single-use refresh token, logging everyone
+/// out). The refreshing tab's caller gets the tokens at once; only the release waits.
+const GRACE_MS: f64 = 100.0;
 
 /// Starts (or joins, within this tab) a refresh.
 pub(crate) fn refresh_once(inner: Rc<Inner>, refresh: Function, options: &JsValue) -> Promise {
@@ -61,11 +66,36 @@ async fn with_lock(
     timeout: f64,
 ) -> Result<JsValue, JsValue> {
     let name = format!("tidewell-session-sync:{}:refresh", inner.channel);
+    // The caller's answer, settled inside the lock, before the lock's grace period ends.
+    let mut settle: Option<(Function, Function)> = None;
+    let answer = Promise::new(&mut |resolve, reject| settle = Some((resolve, reject)));
+    let Some((resolve, reject)) = settle else {
+        return Err(js_error(&Error::Unsupported("Promise")));
+    };
     let holder = Rc::clone(inner);
+    let reject_request = reject.clone();
     let callback = Closure::once_into_js(move |_lock: JsValue| -> Promise {
-        future_to_promise(async move { critical(&holder, &refresh, mark, timeout).await })
+        future_to_promise(async move {
+            match critical(&holder, &refresh, mark, timeout).await {
+                Ok(tokens) => {
+                    let _ = resolve.call1(&JsValue::UNDEFINED, &tokens);
+                    sleep(GRACE_MS).await;
+                }
+                Err(error) => {
+                    let _ = reject.call1(&JsValue::UNDEFINED, &error);
+                }
+            }
+            Ok(JsValue::UNDEFINED)
+        })
     });
-    JsFuture::from(manager.request(&name, &callback)).await
+    let request = manager.request(&name, &callback);
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Err(error) = JsFuture::from(request).await {
+            // The request itself failed (e.g. the document went away): the caller hears why.
+            let _ = reject_request.call1(&JsValue::UNDEFINED, &error);
+        }
+    });
+    JsFuture::from(answer).await
 }
 
 async fn with_lease(
@@ -108,17 +138,23 @@ async fn with_lease(
                     Some(tokens) => Ok(tokens),
                     None => critical(inner, refresh, mark, timeout).await,
                 };
-                let still_ours = storage
-                    .get_item(&key)
-                    .ok()
-                    .flatten()
-                    .as_deref()
-                    .and_then(Lease::decode)
-                    .is_some_and(|l| l.owner == inner.tab_id && l.nonce == lease.nonce);
-                if still_ours {
-                    // ok to ignore: a lease left behind expires by itself
-                    let _ = storage.remove_item(&key);
-                }
+                // Release after the grace period (see GRACE_MS), without keeping the caller.
+                let tab = inner.tab_id.clone();
+                let grace = if result.is_ok() { GRACE_MS } else { 0.0 };
+                wasm_bindgen_futures::spawn_local(async move {
+                    sleep(grace).await;
+                    let still_ours = storage
+                        .get_item(&key)
+                        .ok()
+                        .flatten()
+                        .as_deref()
+                        .and_then(Lease::decode)
+                        .is_some_and(|l| l.owner == tab && l.nonce == lease.nonce);
+                    if still_ours {
+                        // ok to ignore: a lease left behind expires by itself
+                        let _ = storage.remove_item(&key);
+                    }
+                });
                 return result;
             }
         }

@@ -224,7 +224,7 @@ impl State {
             (Method::POST, "/api/refresh") => {
                 let n = self.refreshes.fetch_add(1, Ordering::SeqCst) + 1;
                 // Long enough that refreshes started together overlap.
-                tokio::time::sleep(Duration::from_millis(150)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
                 json(
                     StatusCode::OK,
                     serde_json::json!({ "access": format!("A{n}") }),
