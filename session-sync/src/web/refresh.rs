@@ -24,8 +24,10 @@ const DEFAULT_TIMEOUT_MS: f64 = 10_000.0;
 /// How long a lease outlives its refresh timeout: a dead holder frees it this long after the
 /// timeout.
 const LEASE_MARGIN_MS: f64 = 1_000.0;
-/// How long a tab waits after writing its lease before reading it back.
-const SETTLE_MS: f64 = 30.0;
+/// How long a tab waits after writing its lease before reading it back: longer than a write
+/// takes to reach the other tabs' view of `localStorage` (each renderer process keeps a copy,
+/// updated asynchronously; at 30 ms, two tabs on a loaded machine sometimes both kept theirs).
+const SETTLE_MS: f64 = 100.0;
 /// How often a waiting tab looks at the lease and the tokens.
 const POLL_MS: f64 = 20.0;
 /// How long the refreshing tab keeps the lock after broadcasting the tokens. The lock and the
