@@ -16,28 +16,46 @@
 //! assert!(Lease::decode(&text).is_some_and(|l| l.is_held_by("tab-a", "n1", 500.0)));
 //! ```
 
-use serde::{Deserialize, Serialize};
-
-/// A lease record, stored as JSON.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A lease record, stored as `v1|<owner>|<nonce>|<expires_at>` (no JSON parser needed in the
+/// browser).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Lease {
     /// The holder's tab id.
     pub owner: String,
     /// Unique per attempt, so that a tab tells its current attempt from an older one.
     pub nonce: String,
-    /// When the hold ends, in milliseconds since the Unix epoch.
+    /// When the hold ends, in milliseconds since the Unix epoch (whole milliseconds are kept).
     pub expires_at: f64,
 }
 
 impl Lease {
     /// The stored text.
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        // Truncation intended: whole milliseconds; negative times read as 0.
+        let expires = self.expires_at.max(0.0) as u64;
+        format!("v1|{}|{}|{expires}", self.owner, self.nonce)
     }
 
     /// Parses a stored record; `None` for anything else (treated as no lease).
     pub fn decode(text: &str) -> Option<Self> {
-        serde_json::from_str(text).ok()
+        let mut parts = text.split('|');
+        let (Some("v1"), Some(owner), Some(nonce), Some(expires), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        if owner.is_empty() || nonce.is_empty() {
+            return None;
+        }
+        Some(Self {
+            owner: owner.to_owned(),
+            nonce: nonce.to_owned(),
+            expires_at: expires.parse::<u64>().ok()? as f64,
+        })
     }
 
     /// Whether `tab` may write its record now, given the stored one: there is none, it is not a
@@ -61,9 +79,18 @@ mod tests {
 
     #[test]
     fn garbage_in_the_slot_does_not_block_anyone() {
-        assert!(Lease::may_take(Some("{"), "t", 0.0));
-        assert!(Lease::may_take(Some("null"), "t", 0.0));
-        assert!(Lease::may_take(Some(r#"{"owner":1}"#), "t", 0.0));
+        for garbage in [
+            "{",
+            "null",
+            "v1|a|b",
+            "v1|a|b|x",
+            "v1||b|5",
+            "v2|a|b|5",
+            "v1|a|b|5|6",
+        ] {
+            assert!(Lease::decode(garbage).is_none(), "{garbage}");
+            assert!(Lease::may_take(Some(garbage), "t", 0.0), "{garbage}");
+        }
     }
 
     #[test]

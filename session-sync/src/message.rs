@@ -11,6 +11,10 @@
 //! version, an unknown type or field, over [`MAX_MESSAGE_BYTES`]) is refused with an [`Error`]
 //! and reaches no handler.
 //!
+//! The rules are written once, against [`Object`], a view of a parsed JSON object: natively over
+//! `serde_json` ([`Message::decode`]), in the browser over the object `JSON.parse` returns (so the
+//! `.wasm` carries no JSON parser of its own).
+//!
 //! ```
 //! use tidewell_session_sync::message::{Kind, Message};
 //!
@@ -21,7 +25,6 @@
 //! # Ok::<(), tidewell_session_sync::Error>(())
 //! ```
 
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::Error;
@@ -35,9 +38,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Ids (message and tab) longer than this are refused.
 const MAX_ID_BYTES: usize = 128;
 
-/// One cross-tab message.
+/// One cross-tab message; `P` is how application data (auth state, tokens) is held: [`Json`]
+/// text natively, the JavaScript value in the browser.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Message {
+pub struct Message<P = Json> {
     /// The format version, [`VERSION`].
     pub v: u64,
     /// Unique per message.
@@ -45,13 +49,12 @@ pub struct Message {
     /// The sending tab.
     pub tab: String,
     /// What happened.
-    pub kind: Kind,
+    pub kind: Kind<P>,
 }
 
-/// What a message says. Application data (`state`, `tokens`) stays JSON text: the browser hands
-/// it to `JSON.parse` as it is.
+/// What a message says.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Kind {
+pub enum Kind<P = Json> {
     /// The user logged out (in the sending tab, or the device was revoked).
     Logout {
         /// Why, as the sender put it (`"user"`, `"revoked"`, ...).
@@ -62,19 +65,31 @@ pub enum Kind {
     },
     /// The application's auth state changed (any JSON value the application chooses).
     AuthState {
-        /// The new state, as JSON text.
-        state: Json,
+        /// The new state.
+        state: P,
     },
     /// New tokens, from a refresh in the sending tab.
     TokenRefresh {
-        /// The tokens, as JSON text.
-        tokens: Json,
+        /// The tokens.
+        tokens: P,
     },
     /// A refresh in the sending tab failed; tabs waiting for it stop waiting.
     RefreshFailed {
         /// The error, as text.
         error: String,
     },
+}
+
+impl<P> Kind<P> {
+    /// The `type` field of this kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Logout { .. } => "logout",
+            Self::AuthState { .. } => "auth-state",
+            Self::TokenRefresh { .. } => "token-refresh",
+            Self::RefreshFailed { .. } => "refresh-failed",
+        }
+    }
 }
 
 /// A JSON value kept as its text (validated JSON).
@@ -101,53 +116,36 @@ impl PartialEq for Json {
     }
 }
 
-impl Kind {
-    /// The `type` field of this kind.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Logout { .. } => "logout",
-            Self::AuthState { .. } => "auth-state",
-            Self::TokenRefresh { .. } => "token-refresh",
-            Self::RefreshFailed { .. } => "refresh-failed",
-        }
-    }
+/// One field of a parsed JSON object, as the rules need it.
+#[derive(Debug)]
+pub enum Field<R> {
+    /// Not there.
+    Absent,
+    /// `null`.
+    Null,
+    /// A string.
+    Str(String),
+    /// A non-negative integer.
+    Uint(u64),
+    /// Anything else (kept as the parser holds it).
+    Other(R),
 }
 
-/// The wire form: every field of every kind, each optional, unknown fields refused. One pass of
-/// one small deserializer (this code ships in the browser, where size counts).
-#[derive(Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire<'a> {
-    #[serde(default)]
-    v: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tab: Option<String>,
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    session: Option<String>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    state: Option<&'a RawValue>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    tokens: Option<&'a RawValue>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+/// A parsed JSON object: what decoding reads.
+pub trait Object {
+    /// How the parser holds a value.
+    type Raw;
+    /// The object's keys.
+    fn keys(&self) -> Vec<String>;
+    /// The field `key`.
+    fn field(&self, key: &str) -> Field<Self::Raw>;
+    /// The field `key` as it is, whatever its type (`None` when absent).
+    fn raw(&self, key: &str) -> Option<Self::Raw>;
 }
 
-/// Only the version (other fields ignored): tells a message of another version from garbage.
-#[derive(Deserialize)]
-struct VersionProbe {
-    #[serde(default)]
-    v: Option<u64>,
-}
-
-impl Message {
+impl<P> Message<P> {
     /// A message of this build's version.
-    pub fn new(id: impl Into<String>, tab: impl Into<String>, kind: Kind) -> Self {
+    pub fn new(id: impl Into<String>, tab: impl Into<String>, kind: Kind<P>) -> Self {
         Self {
             v: VERSION,
             id: id.into(),
@@ -156,144 +154,68 @@ impl Message {
         }
     }
 
-    /// The JSON text; refused when over [`MAX_MESSAGE_BYTES`].
-    pub fn encode(&self) -> Result<String, Error> {
-        let mut wire = Wire {
-            v: Some(self.v),
-            id: Some(self.id.clone()),
-            tab: Some(self.tab.clone()),
-            kind: Some(self.kind.name().to_owned()),
-            ..Wire::default()
-        };
-        match &self.kind {
-            Kind::Logout { reason, session } => {
-                wire.reason.clone_from(reason);
-                wire.session.clone_from(session);
-            }
-            Kind::AuthState { state } => wire.state = Some(&state.0),
-            Kind::TokenRefresh { tokens } => wire.tokens = Some(&tokens.0),
-            Kind::RefreshFailed { error } => wire.error = Some(error.clone()),
-        }
-        let text =
-            serde_json::to_string(&wire).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        if text.len() > MAX_MESSAGE_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "a session-sync message is {} bytes, over the 64 KiB limit; broadcast less \
-                 (for example an id, not a whole profile)",
-                text.len()
-            )));
-        }
-        Ok(text)
-    }
-
-    /// Parses and validates one message: the version first (so a message of another version is
-    /// reported as such, not as malformed), then the shape.
-    pub fn decode(text: &str) -> Result<Self, Error> {
-        if text.len() > MAX_MESSAGE_BYTES {
-            return Err(Error::Malformed(format!(
-                "{} bytes, over the 64 KiB limit",
-                text.len()
-            )));
-        }
-        // serde would also read a struct from a JSON array.
-        if !text.trim_start().starts_with('{') {
-            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-                Ok(_) => Error::Malformed("not a JSON object".into()),
-                Err(e) => Error::Malformed(format!("not JSON: {e}")),
-            });
-        }
-        let wire: Wire<'_> = match serde_json::from_str(text) {
-            Ok(w) => w,
-            Err(e) => {
-                // Tell another version apart from garbage: a JSON object whose `v` is not ours.
-                let version = serde_json::from_str::<VersionProbe>(text)
-                    .ok()
-                    .and_then(|p| p.v);
-                return Err(match version {
-                    Some(found) if found != VERSION => Error::Version {
-                        found,
-                        expected: VERSION,
-                    },
-                    _ if e.is_syntax() || e.is_eof() => Error::Malformed(format!("not JSON: {e}")),
-                    _ => Error::Malformed(e.to_string()),
-                });
-            }
-        };
-        match wire.v {
-            Some(VERSION) => {}
-            Some(found) => {
+    /// Validates a parsed JSON object: the version first (so a message of another version is
+    /// reported as such, not as malformed), then the type, the fields and the ids.
+    pub fn from_object<O: Object<Raw = P>>(object: &O) -> Result<Self, Error> {
+        match object.field("v") {
+            Field::Uint(VERSION) => {}
+            Field::Uint(found) => {
                 return Err(Error::Version {
                     found,
                     expected: VERSION,
                 });
             }
-            None => return Err(Error::Malformed("no version field `v`".into())),
+            Field::Absent => return Err(Error::Malformed("no version field `v`".into())),
+            _ => {
+                return Err(Error::Malformed(
+                    "`v` must be a non-negative integer".into(),
+                ));
+            }
         }
-        let mut ids =
-            [("id", wire.id), ("tab", wire.tab)]
-                .into_iter()
-                .map(|(field, id)| match id {
-                    Some(id) if !id.is_empty() && id.len() <= MAX_ID_BYTES => Ok(id),
-                    Some(_) => Err(Error::Malformed(format!(
-                        "`{field}` must be 1 to {MAX_ID_BYTES} bytes"
-                    ))),
-                    None => Err(Error::Malformed(format!("missing field `{field}`"))),
-                });
-        let id = ids
-            .next()
-            .unwrap_or_else(|| Err(Error::Malformed("id".into())))?;
-        let tab = ids
-            .next()
-            .unwrap_or_else(|| Err(Error::Malformed("tab".into())))?;
-        let only = |allowed: &[&str]| -> Result<(), Error> {
-            let present = [
-                ("reason", wire.reason.is_some()),
-                ("session", wire.session.is_some()),
-                ("state", wire.state.is_some()),
-                ("tokens", wire.tokens.is_some()),
-                ("error", wire.error.is_some()),
-            ];
-            match present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
-                Some((f, _)) => Err(Error::Malformed(format!(
-                    "unknown field `{f}` for this type"
-                ))),
-                None => Ok(()),
-            }
+        let kind = match object.field("type") {
+            Field::Str(kind) => kind,
+            Field::Absent => return Err(Error::Malformed("no `type` field".into())),
+            _ => return Err(Error::Malformed("`type` must be a string".into())),
         };
-        let json = |raw: Option<&RawValue>, field: &str| {
-            raw.map(|r| Json(r.to_owned()))
-                .ok_or_else(|| Error::Malformed(format!("missing field `{field}`")))
+        let own: &[&str] = match kind.as_str() {
+            "logout" => &["reason", "session"],
+            "auth-state" => &["state"],
+            "token-refresh" => &["tokens"],
+            "refresh-failed" => &["error"],
+            other => return Err(Error::Malformed(format!("unknown type `{other}`"))),
         };
-        let kind = match wire.kind.as_deref() {
-            Some("logout") => {
-                only(&["reason", "session"])?;
-                Kind::Logout {
-                    reason: wire.reason,
-                    session: wire.session,
-                }
-            }
-            Some("auth-state") => {
-                only(&["state"])?;
-                Kind::AuthState {
-                    state: json(wire.state, "state")?,
-                }
-            }
-            Some("token-refresh") => {
-                only(&["tokens"])?;
-                Kind::TokenRefresh {
-                    tokens: json(wire.tokens, "tokens")?,
-                }
-            }
-            Some("refresh-failed") => {
-                only(&["error"])?;
-                Kind::RefreshFailed {
-                    error: wire
-                        .error
-                        .ok_or_else(|| Error::Malformed("missing field `error`".into()))?,
-                }
-            }
-            Some(other) => return Err(Error::Malformed(format!("unknown type `{other}`"))),
-            None => return Err(Error::Malformed("no `type` field".into())),
+        if let Some(field) = object.keys().into_iter().find(|k| {
+            !["v", "id", "tab", "type"].contains(&k.as_str()) && !own.contains(&k.as_str())
+        }) {
+            return Err(Error::Malformed(format!("unknown field `{field}`")));
+        }
+        let id = id_field(object, "id")?;
+        let tab = id_field(object, "tab")?;
+        let text = |key: &str| match object.field(key) {
+            Field::Absent | Field::Null => Ok(None),
+            Field::Str(s) => Ok(Some(s)),
+            _ => Err(Error::Malformed(format!("`{key}` must be a string"))),
+        };
+        let raw = |key: &str| {
+            object
+                .raw(key)
+                .ok_or_else(|| Error::Malformed(format!("missing field `{key}`")))
+        };
+        let kind = match kind.as_str() {
+            "logout" => Kind::Logout {
+                reason: text("reason")?,
+                session: text("session")?,
+            },
+            "auth-state" => Kind::AuthState {
+                state: raw("state")?,
+            },
+            "token-refresh" => Kind::TokenRefresh {
+                tokens: raw("tokens")?,
+            },
+            _ => Kind::RefreshFailed {
+                error: text("error")?
+                    .ok_or_else(|| Error::Malformed("missing field `error`".into()))?,
+            },
         };
         Ok(Self {
             v: VERSION,
@@ -301,6 +223,105 @@ impl Message {
             tab,
             kind,
         })
+    }
+}
+
+fn id_field<O: Object>(object: &O, key: &str) -> Result<String, Error> {
+    match object.field(key) {
+        Field::Str(id) if !id.is_empty() && id.len() <= MAX_ID_BYTES => Ok(id),
+        Field::Absent => Err(Error::Malformed(format!("missing field `{key}`"))),
+        _ => Err(Error::Malformed(format!(
+            "`{key}` must be a string of 1 to {MAX_ID_BYTES} bytes"
+        ))),
+    }
+}
+
+/// The size check of an encoded message.
+pub fn check_size(text: &str) -> Result<(), Error> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "a session-sync message is {} bytes, over the 64 KiB limit; broadcast less \
+             (for example an id, not a whole profile)",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Object for serde_json::Map<String, serde_json::Value> {
+    type Raw = Json;
+
+    fn keys(&self) -> Vec<String> {
+        self.keys().cloned().collect()
+    }
+
+    fn field(&self, key: &str) -> Field<Json> {
+        use serde_json::Value;
+        match self.get(key) {
+            None => Field::Absent,
+            Some(Value::Null) => Field::Null,
+            Some(Value::String(s)) => Field::Str(s.clone()),
+            Some(Value::Number(n)) if n.as_u64().is_some() => {
+                Field::Uint(n.as_u64().unwrap_or_default())
+            }
+            Some(_) => self.raw(key).map_or(Field::Absent, Field::Other),
+        }
+    }
+
+    fn raw(&self, key: &str) -> Option<Json> {
+        self.get(key)
+            .and_then(|v| serde_json::value::to_raw_value(v).ok())
+            .map(Json)
+    }
+}
+
+impl Message<Json> {
+    /// The JSON text; refused when over [`MAX_MESSAGE_BYTES`].
+    pub fn encode(&self) -> Result<String, Error> {
+        use serde_json::Value;
+        let mut o = serde_json::Map::new();
+        o.insert("v".into(), Value::from(self.v));
+        o.insert("id".into(), Value::from(self.id.clone()));
+        o.insert("tab".into(), Value::from(self.tab.clone()));
+        o.insert("type".into(), Value::from(self.kind.name()));
+        let raw = |j: &Json| serde_json::from_str::<Value>(j.get()).unwrap_or(Value::Null);
+        match &self.kind {
+            Kind::Logout { reason, session } => {
+                for (k, v) in [("reason", reason), ("session", session)] {
+                    if let Some(v) = v {
+                        o.insert(k.into(), Value::from(v.clone()));
+                    }
+                }
+            }
+            Kind::AuthState { state } => {
+                o.insert("state".into(), raw(state));
+            }
+            Kind::TokenRefresh { tokens } => {
+                o.insert("tokens".into(), raw(tokens));
+            }
+            Kind::RefreshFailed { error } => {
+                o.insert("error".into(), Value::from(error.clone()));
+            }
+        }
+        let text = Value::Object(o).to_string();
+        check_size(&text)?;
+        Ok(text)
+    }
+
+    /// Parses and validates one message.
+    pub fn decode(text: &str) -> Result<Self, Error> {
+        if text.len() > MAX_MESSAGE_BYTES {
+            return Err(Error::Malformed(format!(
+                "{} bytes, over the 64 KiB limit",
+                text.len()
+            )));
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::Malformed(format!("not JSON: {e}")))?;
+        match value {
+            serde_json::Value::Object(o) => Self::from_object(&o),
+            _ => Err(Error::Malformed("not a JSON object".into())),
+        }
     }
 }
 
@@ -347,7 +368,7 @@ mod tests {
             ("42", "not a JSON object"),
             ("[1]", "not a JSON object"),
             (r#"{"type":"logout"}"#, "no version"),
-            (r#"{"v":"1","type":"logout"}"#, "expected u64"),
+            (r#"{"v":"1","type":"logout"}"#, "non-negative integer"),
             (r#"{"v":1,"id":"a","tab":"b","type":"explode"}"#, "explode"),
             (r#"{"v":1,"id":"a","tab":"b"}"#, "type"),
             (r#"{"v":1,"id":"a","tab":"b","type":"logout","x":1}"#, "x"),
@@ -367,6 +388,19 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn null_reason_reads_as_none() {
+        let m =
+            Message::decode(r#"{"v":1,"id":"a","tab":"b","type":"logout","reason":null}"#).unwrap();
+        assert_eq!(
+            m.kind,
+            Kind::Logout {
+                reason: None,
+                session: None
+            }
+        );
     }
 
     #[test]

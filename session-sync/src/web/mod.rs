@@ -15,7 +15,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::Error;
-use crate::message::Json;
+use crate::message::{Field, Kind, Message, Object, check_size};
 
 pub use device::{clear_device_id, get_device_id, get_device_name, get_device_type};
 pub use device_session::DeviceSessionSync;
@@ -159,22 +159,113 @@ pub(crate) fn describe_js(value: &JsValue) -> String {
         .unwrap_or_else(|| String::from(js_sys::JsString::from(value.clone())))
 }
 
-/// A JavaScript value as JSON text (via `JSON.stringify`).
-pub(crate) fn to_json(value: &JsValue) -> Result<Json, Error> {
-    let text = JSON::stringify(value)
-        .ok()
-        .and_then(|s| s.as_string())
-        .ok_or_else(|| {
-            Error::InvalidArgument(
-                "the value is not JSON-serialisable (undefined, a function, or a cycle)".into(),
-            )
-        })?;
-    Json::new(text)
+/// A message as JSON text, by the browser's `JSON.stringify` (no JSON code in the `.wasm`).
+pub(crate) fn encode(message: &Message<JsValue>) -> Result<String, Error> {
+    let payload = |v: &JsValue| {
+        if v.is_undefined() || v.is_function() || v.is_symbol() {
+            Err(Error::InvalidArgument(
+                "the value is not JSON-serialisable (undefined, a function or a symbol)".into(),
+            ))
+        } else {
+            Ok(v.clone())
+        }
+    };
+    let mut fields: Vec<(&str, JsValue)> = vec![
+        // Versions are small integers.
+        ("v", JsValue::from_f64(message.v as f64)),
+        ("id", JsValue::from_str(&message.id)),
+        ("tab", JsValue::from_str(&message.tab)),
+        ("type", JsValue::from_str(message.kind.name())),
+    ];
+    match &message.kind {
+        Kind::Logout { reason, session } => {
+            for (k, v) in [("reason", reason), ("session", session)] {
+                if let Some(v) = v {
+                    fields.push((k, JsValue::from_str(v)));
+                }
+            }
+        }
+        Kind::AuthState { state } => fields.push(("state", payload(state)?)),
+        Kind::TokenRefresh { tokens } => fields.push(("tokens", payload(tokens)?)),
+        Kind::RefreshFailed { error } => fields.push(("error", JsValue::from_str(error))),
+    }
+    let text = JSON::stringify(&object(&fields))
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "the value is not JSON-serialisable: {}",
+                describe_js(&e)
+            ))
+        })?
+        .as_string()
+        .ok_or_else(|| Error::InvalidArgument("the value is not JSON-serialisable".into()))?;
+    check_size(&text)?;
+    Ok(text)
 }
 
-/// JSON text as a JavaScript value (via `JSON.parse`).
-pub(crate) fn from_json(value: &Json) -> JsValue {
-    JSON::parse(value.get()).unwrap_or(JsValue::NULL)
+/// Parses and validates a message with the browser's `JSON.parse`.
+pub(crate) fn decode(text: &str) -> Result<Message<JsValue>, Error> {
+    if text.len() > crate::message::MAX_MESSAGE_BYTES {
+        return Err(Error::Malformed(format!(
+            "{} bytes, over the 64 KiB limit",
+            text.len()
+        )));
+    }
+    let value = JSON::parse(text)
+        .map_err(|e| Error::Malformed(format!("not JSON: {}", describe_js(&e))))?;
+    if !value.is_object() || js_sys::Array::is_array(&value) {
+        return Err(Error::Malformed("not a JSON object".into()));
+    }
+    Message::from_object(&JsObject(value))
+}
+
+/// A parsed JSON object, read through `Reflect`.
+pub(crate) struct JsObject(pub(crate) JsValue);
+
+impl Object for JsObject {
+    type Raw = JsValue;
+
+    fn keys(&self) -> Vec<String> {
+        self.0
+            .dyn_ref::<js_sys::Object>()
+            .map(|o| {
+                js_sys::Object::keys(o)
+                    .iter()
+                    .filter_map(|k| k.as_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn field(&self, key: &str) -> Field<JsValue> {
+        let Some(v) = self.raw(key) else {
+            return Field::Absent;
+        };
+        if v.is_null() {
+            return Field::Null;
+        }
+        if let Some(s) = v.as_string() {
+            return Field::Str(s);
+        }
+        match v.as_f64() {
+            // Exact integers only (2^53: JavaScript's safe range).
+            Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_992.0 => {
+                Field::Uint(n as u64)
+            }
+            _ => Field::Other(v),
+        }
+    }
+
+    fn raw(&self, key: &str) -> Option<JsValue> {
+        // Own properties only: `JSON.parse` makes nothing else, and the prototype's are not data.
+        let has = self
+            .0
+            .dyn_ref::<js_sys::Object>()
+            .is_some_and(|o| js_sys::Object::has_own(o, &JsValue::from_str(key)));
+        if !has {
+            return None;
+        }
+        js_sys::Reflect::get(&self.0, &JsValue::from_str(key)).ok()
+    }
 }
 
 /// An object from key/value pairs.

@@ -1,17 +1,30 @@
 //! `RealtimeClient`: the Tidewell WebSocket protocol (docs/protocol.md) in the browser, with
 //! reconnects (exponential backoff, full jitter), re-subscription with `since` so that missed
 //! events are replayed, and de-duplication by event id.
+//!
+//! Frames are read with the browser's `JSON.parse` and written with `JSON.stringify`, not with
+//! `tidewell-protocol`'s serde types: serde_json doubled the size of the `.wasm`. The frame
+//! shapes here follow docs/protocol.md; the protocol crate gives the version, close codes and
+//! room rule.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::{Rc, Weak};
 
 use js_sys::Function;
-use tidewell_protocol::{ClientFrame, ServerFrame, Since, close, is_valid_room};
+use tidewell_protocol::{PROTOCOL_VERSION, close, is_valid_room};
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-use super::{Listeners, describe_js, js_error, number_option, object, once_fn};
+use super::{JsObject, Listeners, describe_js, js_error, number_option, object, once_fn};
+use crate::message::{Field, Object as _};
+
+/// A position in a room: the `since` of a subscribe.
+#[derive(Clone, Debug)]
+struct Since {
+    epoch: String,
+    offset: u64,
+}
 use crate::Error;
 
 /// Event ids remembered for de-duplication.
@@ -237,7 +250,12 @@ impl Rt {
                 rt.rooms.borrow_mut().remove(&room);
                 if rt.open.get() {
                     let id = rt.request_id();
-                    rt.send(&ClientFrame::Unsubscribe { id: Some(id), room });
+                    rt.send(&[
+                        ("type", "unsubscribe".into()),
+                        // Request ids stay far below 2^53.
+                        ("id", JsValue::from_f64(id as f64)),
+                        ("room", room.as_str().into()),
+                    ]);
                 }
             }
         }))
@@ -251,15 +269,30 @@ impl Rt {
 
     fn send_subscribe(&self, room: &str, since: Option<Since>) {
         let id = self.request_id();
-        self.send(&ClientFrame::Subscribe {
-            id: Some(id),
-            room: room.to_owned(),
-            since,
-        });
+        let mut frame = vec![
+            ("type", JsValue::from_str("subscribe")),
+            // Request ids stay far below 2^53.
+            ("id", JsValue::from_f64(id as f64)),
+            ("room", JsValue::from_str(room)),
+        ];
+        if let Some(since) = since {
+            frame.push((
+                "since",
+                object(&[
+                    ("epoch", JsValue::from_str(&since.epoch)),
+                    // Offsets stay far below 2^53.
+                    ("offset", JsValue::from_f64(since.offset as f64)),
+                ]),
+            ));
+        }
+        self.send(&frame);
     }
 
-    fn send(&self, frame: &ClientFrame) {
-        let Ok(text) = serde_json::to_string(frame) else {
+    fn send(&self, frame: &[(&str, JsValue)]) {
+        let Some(text) = js_sys::JSON::stringify(&object(frame))
+            .ok()
+            .and_then(|t| t.as_string())
+        else {
             return;
         };
         if let Some(s) = self.socket.borrow().as_ref()
@@ -334,9 +367,10 @@ impl Rt {
 
     fn opened(&self) {
         self.open.set(true);
-        self.send(&ClientFrame::Hello {
-            protocol: tidewell_protocol::PROTOCOL_VERSION,
-        });
+        self.send(&[
+            ("type", "hello".into()),
+            ("protocol", PROTOCOL_VERSION.into()),
+        ]);
         let rooms: Vec<(String, Option<Since>)> = self
             .rooms
             .borrow()
@@ -359,35 +393,50 @@ impl Rt {
                 ),
             ]);
         };
-        let frame: ServerFrame = match serde_json::from_str(&text) {
-            Ok(f) => f,
+        let bad = |message: String| {
+            self.emit_status(&[
+                ("status", "error".into()),
+                ("code", "bad_frame".into()),
+                ("message", message.into()),
+            ]);
+        };
+        let frame = match js_sys::JSON::parse(&text) {
+            Ok(v) if v.is_object() && !js_sys::Array::is_array(&v) => JsObject(v),
+            Ok(_) => return bad("a frame that is not a JSON object".into()),
             Err(e) => {
-                return self.emit_status(&[
-                    ("status", "error".into()),
-                    ("code", "bad_frame".into()),
-                    (
-                        "message",
-                        format!("unreadable frame from the server: {e}").into(),
-                    ),
-                ]);
+                return bad(format!(
+                    "unreadable frame from the server: {}",
+                    describe_js(&e)
+                ));
             }
         };
-        match frame {
-            ServerFrame::Welcome { connection_id, .. } => {
+        let text_of = |key: &str| match frame.field(key) {
+            Field::Str(s) => Some(s),
+            _ => None,
+        };
+        let uint = |key: &str| match frame.field(key) {
+            Field::Uint(n) => Some(n),
+            _ => None,
+        };
+        match text_of("type").as_deref() {
+            Some("welcome") => {
                 // The connection is usable: the next drop starts the backoff from the bottom.
                 self.attempt.set(0);
                 self.emit_status(&[
                     ("status", "open".into()),
-                    ("connectionId", connection_id.into()),
+                    (
+                        "connectionId",
+                        text_of("connection_id").unwrap_or_default().into(),
+                    ),
                 ]);
             }
-            ServerFrame::Subscribed {
-                room,
-                epoch,
-                offset,
-                recovered,
-                ..
-            } => {
+            Some("subscribed") => {
+                let (Some(room), Some(epoch), Some(offset)) =
+                    (text_of("room"), text_of("epoch"), uint("offset"))
+                else {
+                    return bad("a subscribed frame without room, epoch or offset".into());
+                };
+                let recovered = frame.raw("recovered").and_then(|v| v.as_bool());
                 let mut rooms = self.rooms.borrow_mut();
                 if let Some(since) = rooms.get_mut(&room)
                     && (since.is_none() || recovered == Some(false))
@@ -399,28 +448,31 @@ impl Rt {
                     self.emit_status(&[("status", "gap".into()), ("room", room.into())]);
                 }
             }
-            ServerFrame::Event {
-                room,
-                offset,
-                epoch,
-                event,
-            } => self.event(room, offset, epoch, event.get()),
-            ServerFrame::Error { code, message, .. } => self.emit_status(&[
+            Some("event") => {
+                let (Some(room), Some(epoch), Some(offset), Some(event)) = (
+                    text_of("room"),
+                    text_of("epoch"),
+                    uint("offset"),
+                    frame.raw("event").filter(JsValue::is_object),
+                ) else {
+                    return bad("an event frame without room, epoch, offset or event".into());
+                };
+                self.event(room, offset, epoch, event);
+            }
+            Some("error") => self.emit_status(&[
                 ("status", "error".into()),
-                ("code", code.into()),
-                ("message", message.into()),
+                ("code", text_of("code").unwrap_or_default().into()),
+                ("message", text_of("message").unwrap_or_default().into()),
             ]),
+            // ack, presence, and frame types of later protocol versions.
             _ => {}
         }
     }
 
-    fn event(&self, room: String, offset: u64, epoch: String, raw: &str) {
+    fn event(&self, room: String, offset: u64, epoch: String, parsed: JsValue) {
         if let Some(since) = self.rooms.borrow_mut().get_mut(&room) {
             *since = Some(Since { epoch, offset });
         }
-        let Ok(parsed) = js_sys::JSON::parse(raw) else {
-            return;
-        };
         let id = js_sys::Reflect::get(&parsed, &JsValue::from_str("id"))
             .ok()
             .and_then(|v| v.as_string());

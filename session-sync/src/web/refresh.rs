@@ -12,9 +12,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
 use super::sync::Inner;
-use super::{
-    describe_js, js_error, local_storage, locks, now_ms, number_option, random_id, sleep, to_json,
-};
+use super::{describe_js, js_error, local_storage, locks, now_ms, number_option, random_id, sleep};
 use crate::Error;
 use crate::lease::Lease;
 use crate::message::Kind;
@@ -184,15 +182,19 @@ async fn critical(
     }
     match call_with_timeout(refresh, timeout).await {
         Ok(tokens) => {
-            let json = to_json(&tokens).map_err(|e| {
-                js_error(&Error::InvalidArgument(format!(
-                    "refreshOnce: the refresh function's result must be JSON-serialisable: {e}"
-                )))
-            })?;
-            inner.store_tokens(tokens.clone());
-            if let Err(e) = inner.broadcast(Kind::TokenRefresh { tokens: json }) {
-                inner.report("refresh", &format!("could not tell the other tabs: {e}"));
+            match inner.broadcast(Kind::TokenRefresh {
+                tokens: tokens.clone(),
+            }) {
+                Ok(()) => {}
+                Err(e @ Error::InvalidArgument(_)) => {
+                    return Err(js_error(&Error::InvalidArgument(format!(
+                        "refreshOnce: the refresh function's result must be JSON-serialisable \
+                         and at most 64 KiB: {e}"
+                    ))));
+                }
+                Err(e) => inner.report("refresh", &format!("could not tell the other tabs: {e}")),
             }
+            inner.store_tokens(tokens.clone());
             Ok(tokens)
         }
         Err(error) => {
@@ -211,7 +213,8 @@ async fn call_with_timeout(f: &Function, timeout_ms: f64) -> Result<JsValue, JsV
     let work = Promise::resolve(&returned);
     let timer = Promise::new(&mut |_resolve, reject| {
         let message =
-            format!("refreshOnce: the refresh function did not settle within {timeout_ms} ms");
+            // Truncation intended: whole milliseconds.
+            format!("refreshOnce: the refresh function did not settle within {} ms", timeout_ms as u64);
         let error: JsValue = js_sys::Error::new(&message).into();
         let fire = Closure::once_into_js(move || {
             let _ = reject.call1(&JsValue::UNDEFINED, &error);

@@ -7,7 +7,7 @@ use js_sys::Function;
 use wasm_bindgen::prelude::*;
 
 use super::transport::{self, Transport};
-use super::{Listeners, from_json, js_error, object, once_fn, random_id, to_json};
+use super::{Listeners, decode, encode, js_error, object, once_fn, random_id};
 use crate::Error;
 use crate::message::{Kind, Message};
 
@@ -179,7 +179,6 @@ impl SessionSync {
         &self,
         #[wasm_bindgen(unchecked_param_type = "unknown")] state: JsValue,
     ) -> Result<(), JsValue> {
-        let state = to_json(&state).map_err(|e| js_error(&e))?;
         self.inner
             .broadcast(Kind::AuthState { state })
             .map_err(|e| js_error(&e))
@@ -192,11 +191,13 @@ impl SessionSync {
         &self,
         #[wasm_bindgen(unchecked_param_type = "unknown")] tokens: JsValue,
     ) -> Result<(), JsValue> {
-        let json = to_json(&tokens).map_err(|e| js_error(&e))?;
-        self.inner.store_tokens(tokens);
         self.inner
-            .broadcast(Kind::TokenRefresh { tokens: json })
-            .map_err(|e| js_error(&e))
+            .broadcast(Kind::TokenRefresh {
+                tokens: tokens.clone(),
+            })
+            .map_err(|e| js_error(&e))?;
+        self.inner.store_tokens(tokens);
+        Ok(())
     }
 
     /// See the `SessionSync` interface in the `.d.ts`.
@@ -230,13 +231,13 @@ impl Inner {
     }
 
     /// Sends one message to the other tabs.
-    pub(crate) fn broadcast(&self, kind: Kind) -> Result<(), Error> {
+    pub(crate) fn broadcast(&self, kind: Kind<JsValue>) -> Result<(), Error> {
         if self.destroyed.get() {
             return Err(Error::InvalidArgument(
                 "this SessionSync was destroyed; make a new one".into(),
             ));
         }
-        let text = Message::new(random_id(), self.tab_id.clone(), kind).encode()?;
+        let text = encode(&Message::new(random_id(), self.tab_id.clone(), kind))?;
         match self.transport.borrow().as_ref() {
             Some(t) => t.send(&text),
             None => Err(Error::InvalidArgument(
@@ -303,7 +304,7 @@ impl Inner {
             );
             return;
         };
-        let message = match Message::decode(&text) {
+        let message = match decode(&text) {
             Ok(m) => m,
             Err(e @ Error::Version { .. }) => return self.report("version", &e.to_string()),
             Err(e) => return self.report("malformed", &e.to_string()),
@@ -324,10 +325,9 @@ impl Inner {
             }
             Kind::AuthState { state } => {
                 self.auth_state
-                    .call(&[from_json(&state), from], |e| self.handler_threw(&e));
+                    .call(&[state, from], |e| self.handler_threw(&e));
             }
             Kind::TokenRefresh { tokens } => {
-                let tokens = from_json(&tokens);
                 self.store_tokens(tokens.clone());
                 self.token_refresh
                     .call(&[tokens, from], |e| self.handler_threw(&e));
