@@ -2,12 +2,24 @@
 // Query flags (for the tests): ?nobc=1 removes BroadcastChannel before the package loads;
 // ?nolocks=1 removes the Web Locks API; ?channel=<name> picks the channel.
 import init, {
-  SessionSync, DeviceSessionSync, getDeviceId, getDeviceName, getDeviceType,
+  SessionSync, DeviceSessionSync, RealtimeClient, getDeviceId, getDeviceName, getDeviceType,
 } from "./pkg/tidewell_session_sync.js";
 
 const params = new URLSearchParams(location.search);
 if (params.has("nobc")) delete window.BroadcastChannel;
 if (params.has("nolocks")) delete Navigator.prototype.locks;
+if (params.has("spy")) {
+  // Keeps every WebSocket the package opens, so a test can cut one as a network drop would.
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = function WebSocket(url, protocols) {
+    const ws = new Native(url, protocols);
+    window.__sockets.push(ws);
+    return ws;
+  };
+  window.WebSocket.prototype = Native.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+}
 
 const now = () => performance.timeOrigin + performance.now();
 const log = (line) => {
@@ -65,6 +77,17 @@ const demo = {
     this.devices = new DeviceSessionSync(this.sync, ws, token, sessionId);
     return new Promise((resolve) => {
       this.devices.client.onStatus((s) => { if (s.status === "open") resolve(true); });
+    });
+  },
+  realtime(token, room) {
+    const ws = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+    this.received = [];
+    this.statuses = [];
+    this.rt = new RealtimeClient(ws, token, { minBackoffMs: 300, maxBackoffMs: 600 });
+    this.rt.onStatus((s) => this.statuses.push(s));
+    this.rt.subscribe(room, (e) => this.received.push({ offset: e.offset, id: e.event.id }));
+    return new Promise((resolve) => {
+      this.rt.onStatus((s) => { if (s.status === "open") resolve(true); });
     });
   },
   async revoke(token, device) {

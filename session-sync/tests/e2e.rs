@@ -82,6 +82,25 @@ async fn revoking_a_device_logs_out_its_tabs_through_the_websocket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_realtime_client_reconnects_and_replays_what_it_missed_once() {
+    preflight();
+    let demo = start().await;
+    let r = run(&demo, "reconnect", 1).await;
+    assert_eq!(r["offsets"], serde_json::json!([1, 2, 3, 4, 5, 6]));
+    let statuses: Vec<&str> = r["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    let closed = statuses.iter().position(|s| *s == "closed").unwrap();
+    assert!(
+        statuses[closed..].contains(&"open"),
+        "open again after the drop: {statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_declarations_are_real_types() {
     preflight();
     let dir = support::crate_dir().join("tests/e2e");

@@ -162,6 +162,37 @@ async function revokeDevice() {
   return { latency_ms: latency, user };
 }
 
+/** A realtime client loses its connection, reconnects, and gets what it missed exactly once. */
+async function reconnect() {
+  const context = await browser.newContext();
+  const t = await tab(context, "?spy=1");
+  const user = `rt-${Date.now()}`;
+  const login = await t.page.evaluate((u) => demo.login(u), user);
+  const room = `user:${user}`;
+  await t.page.evaluate(([tok, r]) => demo.realtime(tok, r), [login.token, room]);
+  const publish = (n) => t.page.evaluate(([r, k]) =>
+    fetch(`/api/publish?room=${encodeURIComponent(r)}&n=${k}`, { method: "POST" }).then((x) => x.status), [room, n]);
+  // The subscription is answered before the first publish.
+  await new Promise((r) => setTimeout(r, 200));
+  check((await publish(3)) === 200, "publish failed");
+  await waitFor(t.page, "demo.received.length >= 3");
+  // Cut the connection; publish while the client is away.
+  await t.page.evaluate(() => window.__sockets.at(-1).close());
+  await waitFor(t.page, "demo.statuses.some((s) => s.status === 'closed')");
+  check((await publish(3)) === 200, "publish failed");
+  await waitFor(t.page, "demo.received.length >= 6", 5000);
+  await new Promise((r) => setTimeout(r, 300));
+  const received = await t.page.evaluate(() => demo.received);
+  const statuses = await t.page.evaluate(() => demo.statuses.map((s) => s.status));
+  const sockets = await t.page.evaluate(() => window.__sockets.length);
+  const offsets = received.map((e) => e.offset);
+  check(JSON.stringify(offsets) === JSON.stringify([1, 2, 3, 4, 5, 6]), `offsets ${offsets}`);
+  check(new Set(received.map((e) => e.id)).size === 6, "an event arrived twice");
+  check(sockets === 2, `sockets opened: ${sockets}`);
+  await context.close();
+  return { offsets, statuses };
+}
+
 try {
   let result;
   switch (scenario) {
@@ -172,6 +203,7 @@ try {
     case "refresh-lease": result = await refreshOnce("?nobc=1&nolocks=1"); break;
     case "garbage": result = await garbage(); break;
     case "revoke": result = await revokeDevice(); break;
+    case "reconnect": result = await reconnect(); break;
     default: throw new Error(`unknown scenario ${scenario}`);
   }
   console.log(`result: ${JSON.stringify(result)}`);

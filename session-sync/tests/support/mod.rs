@@ -230,6 +230,26 @@ impl State {
                     serde_json::json!({ "access": format!("A{n}") }),
                 )
             }
+            (Method::POST, "/api/publish") => {
+                // n test events into a room, as the event bridge would publish them.
+                let room = param("room");
+                let n: u32 = param("n").parse().unwrap_or(1);
+                for i in 0..n {
+                    let id = tidewell_testkit::unique_name("evt");
+                    let event = serde_json::json!({
+                        "id": id, "type": "demo.test.published", "version": 1, "source": "demo",
+                        "occurred_at": "2026-11-26T00:00:00Z", "correlation_id": id,
+                        "payload": { "i": i },
+                    });
+                    if self.ws.publish_json(&room, &event.to_string()).is_err() {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            serde_json::json!({ "error": "bad room" }),
+                        );
+                    }
+                }
+                json(StatusCode::OK, serde_json::json!({ "published": n }))
+            }
             (Method::POST, "/api/login") => {
                 let (user, device) = (param("user"), param("device"));
                 let session = format!("s-{}", tidewell_testkit::unique_name("sid"));
