@@ -58,12 +58,13 @@ const demo = {
     this.sync.broadcastLogout("user");
     return at;
   },
-  refresh() {
+  refresh(delayMs, timeoutMs) {
+    const url = delayMs === undefined ? "/api/refresh" : `/api/refresh?delay=${delayMs}`;
     return this.sync.refreshOnce(() =>
-      fetch("/api/refresh", { method: "POST" }).then((r) => {
+      fetch(url, { method: "POST" }).then((r) => {
         if (!r.ok) throw new Error(`refresh: HTTP ${r.status}`);
         return r.json();
-      }));
+      }), timeoutMs === undefined ? undefined : { timeoutMs });
   },
   async login(user) {
     const device = getDeviceId();

@@ -58,6 +58,35 @@ async fn three_tabs_refreshing_at_once_send_one_request_with_the_storage_lease()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_closed_while_refreshing_releases_the_lock_at_once() {
+    preflight();
+    let demo = start().await;
+    let r = run(&demo, "holder-dies", 1).await;
+    assert_eq!(r["locks"], true);
+    // A's request (which never answered A) and B's own.
+    assert_eq!(r["tokens"]["access"], "A2");
+    assert_eq!(demo.refreshes.load(Ordering::SeqCst), 2);
+    eprintln!("waited with Web Locks: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_closed_while_refreshing_frees_the_lease_within_its_bound() {
+    preflight();
+    let demo = start().await;
+    let r = run(&demo, "holder-dies-lease", 1).await;
+    assert_eq!(r["locks"], false);
+    assert_eq!(r["tokens"]["access"], "A2");
+    assert_eq!(demo.refreshes.load(Ordering::SeqCst), 2);
+    // The lease outlives its holder by at most timeoutMs (1 s) + 1 s.
+    let waited = r["waited_ms"].as_f64().unwrap();
+    assert!(
+        waited < 4_000.0,
+        "the lease bound is 2 s after A started, waited {waited} ms"
+    );
+    eprintln!("waited with the lease: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_channel_is_ignored_and_reported() {
     preflight();
     let demo = start().await;

@@ -95,6 +95,24 @@ async function refreshOnce(query) {
   return { locks: tabs[0].info.locks, transport: tabs[0].info.transport, tokens: results[0] };
 }
 
+/** The refreshing tab closes mid-refresh: a waiting tab gets the lock and refreshes itself. */
+async function holderDies(query) {
+  const context = await browser.newContext();
+  const a = await tab(context, query);
+  const b = await tab(context, query);
+  // A's refresh hangs on the server; its timeout (1 s) bounds a lease it cannot release.
+  a.page.evaluate(() => demo.refresh(20000, 1000)).catch(() => {});
+  await new Promise((r) => setTimeout(r, 300));
+  const started = Date.now();
+  const waiting = b.page.evaluate(() => demo.refresh(50, 1000));
+  await new Promise((r) => setTimeout(r, 200));
+  await a.page.close();
+  const tokens = await waiting;
+  const waitedMs = Date.now() - started;
+  await context.close();
+  return { locks: a.info.locks, tokens, waited_ms: waitedMs };
+}
+
 /** Garbage on the channel (both transports): ignored, reported to onError. */
 async function garbage() {
   const context = await browser.newContext();
@@ -202,6 +220,8 @@ try {
     case "refresh": result = await refreshOnce(""); break;
     case "refresh-lease": result = await refreshOnce("?nobc=1&nolocks=1"); break;
     case "garbage": result = await garbage(); break;
+    case "holder-dies": result = await holderDies(""); break;
+    case "holder-dies-lease": result = await holderDies("?nobc=1&nolocks=1"); break;
     case "revoke": result = await revokeDevice(); break;
     case "reconnect": result = await reconnect(); break;
     default: throw new Error(`unknown scenario ${scenario}`);

@@ -224,7 +224,8 @@ impl State {
             (Method::POST, "/api/refresh") => {
                 let n = self.refreshes.fetch_add(1, Ordering::SeqCst) + 1;
                 // Long enough that refreshes started together overlap.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                let delay = param("delay").parse().unwrap_or(300).min(30_000);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
                 json(
                     StatusCode::OK,
                     serde_json::json!({ "access": format!("A{n}") }),
