@@ -103,6 +103,20 @@ async fn revoking_a_device_logs_out_its_tabs_through_the_websocket() {
     // The registry agrees: one device left for the user, the revoking one.
     let devices = demo.registry.list(user).await.unwrap();
     assert_eq!(devices.len(), 1, "{devices:?}");
+    // Every node learns through the hub, and the WebSocket server refuses the revoked token.
+    let sid = r["revoked_session"].as_str().unwrap();
+    assert!(demo.revoked.contains(sid));
+    let token = r["revoked_token"].as_str().unwrap();
+    let upgrade = http::Request::builder()
+        .uri("/ws")
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    assert_eq!(demo.ws.handle(upgrade).status(), 401);
     let latency = r["latency_ms"].as_f64().unwrap();
     assert!(
         latency < 1_000.0,

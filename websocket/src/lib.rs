@@ -64,6 +64,6 @@ pub use client::{ClientConfig, ClientEvent, WsClient};
 pub use config::{Overflow, WsConfig};
 pub use error::Error;
 pub use metrics::WsMetrics;
-pub use server::{Authorize, ConnectionInfo, WsServer, WsServerBuilder, WsStats};
+pub use server::{Admit, Authorize, ConnectionInfo, WsServer, WsServerBuilder, WsStats};
 /// Re-exported: the wire types.
 pub use tidewell_protocol as protocol;

@@ -22,6 +22,9 @@ use crate::outbox::{Frame, Outbox, Pushed};
 /// (`user:<sub>`, `role:<r>` for its roles, `device:<did>`, `broadcast`) are always allowed.
 pub type Authorize = dyn Fn(&Claims, &str) -> bool + Send + Sync;
 
+/// Decides whether a verified token may connect at all (see [`WsServerBuilder::admit`]).
+pub type Admit = dyn Fn(&Claims) -> bool + Send + Sync;
+
 /// What is known about one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -107,6 +110,7 @@ pub(crate) struct Inner {
     pub(crate) config: WsConfig,
     verifier: Verifier,
     authorize: Box<Authorize>,
+    admit: Box<Admit>,
     rooms: Mutex<HashMap<String, Room>>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
@@ -140,6 +144,7 @@ pub struct WsServerBuilder {
     config: WsConfig,
     verifier: Verifier,
     authorize: Box<Authorize>,
+    admit: Box<Admit>,
 }
 
 impl std::fmt::Debug for WsServerBuilder {
@@ -165,6 +170,16 @@ impl WsServerBuilder {
         self
     }
 
+    /// Sets which verified tokens may connect (default: all). A token refused here gets 401
+    /// `session_revoked` before any upgrade. The check runs on every upgrade, so keep it to
+    /// memory: e.g. `tidewell_session_sync::server::RevokedSessions::permits`, which a hub
+    /// subscription keeps current.
+    #[must_use]
+    pub fn admit(mut self, f: impl Fn(&Claims) -> bool + Send + Sync + 'static) -> Self {
+        self.admit = Box::new(f);
+        self
+    }
+
     /// Builds the server; starts a sweeper for idle rooms on the current tokio runtime.
     pub fn build(self) -> Result<WsServer, Error> {
         self.config.validate()?;
@@ -173,6 +188,7 @@ impl WsServerBuilder {
                 config: self.config,
                 verifier: self.verifier,
                 authorize: self.authorize,
+                admit: self.admit,
                 rooms: Mutex::new(HashMap::new()),
                 conns: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
@@ -245,6 +261,7 @@ impl WsServer {
             config: WsConfig::default(),
             verifier,
             authorize: Box::new(|_, _| false),
+            admit: Box::new(|_| true),
         }
     }
 
@@ -305,6 +322,14 @@ impl WsServer {
                 return json_error(StatusCode::UNAUTHORIZED, "bad_token", &e.to_string());
             }
         };
+        if !(self.inner.admit)(&claims) {
+            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "session_revoked",
+                "this session was revoked; sign in again",
+            );
+        }
         let upgrade = hyper::upgrade::on(&mut req);
         let server = self.clone();
         tokio::spawn(async move {

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tidewell_auth::{Issuer, SigningKey};
-use tidewell_websocket::{Overflow, WsConfig};
+use tidewell_auth::{Issuer, KeySet, SigningKey, Verifier, VerifyingKey};
+use tidewell_websocket::{Overflow, WsConfig, WsServer};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -371,6 +371,40 @@ async fn revoked_session_and_shutdown_close_with_their_codes() {
     assert!(
         matches!(connect(addr, &token("u9", &[], "s9")).await, Err(WsError::Http(r)) if r.status() == 503)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admit_refuses_revoked_sessions_before_the_upgrade() {
+    let verifier = Verifier::new(
+        KeySet::from_keys([VerifyingKey::hs256("k1", SECRET).unwrap()]),
+        "auth",
+        "tidewell",
+    );
+    let server = WsServer::builder(verifier)
+        .admit(|claims| claims.sid.as_deref() != Some("s-revoked"))
+        .build()
+        .unwrap();
+    let upgrade = |tok: &str| {
+        http::Request::builder()
+            .uri("/ws")
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+            .header("authorization", format!("Bearer {tok}"))
+            .body(())
+            .unwrap()
+    };
+    let refused = server.handle(upgrade(&token("u1", &[], "s-revoked")));
+    assert_eq!(refused.status(), 401);
+    let body = http_body_util::BodyExt::collect(refused.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("session_revoked"));
+    assert_eq!(server.stats().rejected, 1);
+    let admitted = server.handle(upgrade(&token("u1", &[], "s-ok")));
+    assert_eq!(admitted.status(), 101);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,7 +177,7 @@ async function revokeDevice() {
   const latency = Math.max(e1[0].at, e2[0].at) - revoked.at;
   await deviceA.close();
   await deviceB.close();
-  return { latency_ms: latency, user };
+  return { latency_ms: latency, user, revoked_token: lb.token, revoked_session: lb.session_id };
 }
 
 /** A realtime client loses its connection, reconnects, and gets what it missed exactly once. */

@@ -25,7 +25,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use tidewell_auth::{Issuer, KeySet, SigningKey, Verifier, VerifyingKey};
 use tidewell_event_hub::{Hub, ServiceQueue, Subscription, Topology};
-use tidewell_session_sync::server::{DeviceRegistry, NewDevice};
+use tidewell_session_sync::server::{DeviceRegistry, NewDevice, RevokedSessions};
 use tidewell_websocket::{Bridge, WsServer};
 
 const SECRET: &[u8] = b"demo-secret-demo-secret-demo-secret!";
@@ -38,6 +38,10 @@ pub struct Demo {
     pub refreshes: Arc<AtomicU64>,
     /// The device registry behind it.
     pub registry: DeviceRegistry,
+    /// The revoked sessions the WebSocket server refuses (fed by the hub).
+    pub revoked: RevokedSessions,
+    /// The WebSocket server.
+    pub ws: WsServer,
 }
 
 impl Demo {
@@ -109,15 +113,27 @@ pub async fn start() -> Demo {
         "tidewell",
     );
     let gateway = ServiceQueue::new("gateway").bind("auth.#");
-    let queue = gateway.name();
-    let hub = Hub::memory("demo", Topology::new().service(gateway))
-        .await
-        .unwrap();
+    let revocations = ServiceQueue::new("gateway-revoked").bind("auth.session.revoked");
+    let (queue, revoked_queue) = (gateway.name(), revocations.name());
+    let hub = Hub::memory(
+        "demo",
+        Topology::new().service(gateway).service(revocations),
+    )
+    .await
+    .unwrap();
     let registry = DeviceRegistry::connect("sqlite::memory:")
         .await
         .unwrap()
         .with_hub(hub.clone());
-    let ws = WsServer::builder(verifier.clone()).build().unwrap();
+    let revoked = RevokedSessions::new(registry.clone(), 10_000, Duration::from_secs(600));
+    hub.subscribe_router(Subscription::new(revoked_queue), revoked.router())
+        .await
+        .unwrap();
+    let admit = revoked.clone();
+    let ws = WsServer::builder(verifier.clone())
+        .admit(move |claims| admit.permits(claims))
+        .build()
+        .unwrap();
     let bridge = Bridge::new(ws.clone()).revoke_sessions("auth.session.revoked", |e| {
         let p = e.payload();
         Some((
@@ -133,7 +149,7 @@ pub async fn start() -> Demo {
         issuer,
         verifier,
         registry: registry.clone(),
-        ws,
+        ws: ws.clone(),
         refreshes: Arc::new(AtomicU64::new(0)),
         _hub: hub,
     });
@@ -162,6 +178,8 @@ pub async fn start() -> Demo {
         addr,
         refreshes,
         registry,
+        revoked,
+        ws,
     }
 }
 
