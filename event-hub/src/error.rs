@@ -119,6 +119,18 @@ pub enum Error {
     /// Configuration from the environment is invalid.
     #[error(transparent)]
     Config(tidewell_core::Error),
+
+    /// The outbox's database refused or failed an operation (feature `outbox`).
+    #[error(
+        "outbox: could not {operation}: {source}; check the database URL and that the database is up"
+    )]
+    Outbox {
+        /// What was attempted.
+        operation: &'static str,
+        /// What the database reported.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl Error {

@@ -38,6 +38,9 @@ mod hub;
 mod memory;
 mod message;
 mod metrics;
+#[cfg(feature = "outbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
+pub mod outbox;
 #[cfg(feature = "redis")]
 mod redis_dedup;
 mod retry;
