@@ -1,0 +1,137 @@
+//! The auth reference service: accounts (argon2id), sign-in with short access tokens and
+//! rotating refresh tokens (a refresh token used twice revokes its session), sign-out, and the
+//! user's devices (list, sign out one, sign out all others) on `tidewell-session-sync`'s device
+//! registry. Every event (`auth.user.created|login|logout`, `auth.session.revoked`) is written
+//! through the transactional outbox in the same transaction as the change.
+//!
+//! `AuthService::start(config, hub)` then `router()`; the binary `auth` runs it on its own
+//! (`AUTH_*`, `TIDEWELL_JWT_SECRET`, `TIDEWELL_EVENT_HUB_URL`), the `platform` binary beside the
+//! other services.
+
+mod api;
+mod config;
+pub mod events;
+mod passwords;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use sqlx::AnyPool;
+use tidewell_auth::{Issuer, KeySet, SigningKey, Verifier, VerifyingKey};
+use tidewell_event_hub::Hub;
+use tidewell_event_hub::outbox::Outbox;
+use tidewell_session_sync::server::{DeviceRegistry, RevokedSessions};
+use tokio_util::sync::CancellationToken;
+
+pub use config::AuthConfig;
+
+/// Token issuer and audience shared by every reference service.
+pub const ISSUER: &str = "tidewell-auth";
+/// The audience of access tokens.
+pub const AUDIENCE: &str = "tidewell";
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The JWT secret is unusable.
+    #[error("TIDEWELL_JWT_SECRET: {0}")]
+    Secret(#[from] tidewell_auth::Error),
+    /// The database or the outbox failed.
+    #[error(transparent)]
+    Database(#[from] tidewell_event_hub::Error),
+    /// The device registry failed.
+    #[error(transparent)]
+    Devices(#[from] tidewell_session_sync::Error),
+}
+
+/// A running auth service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuthService {
+    state: Arc<api::State>,
+}
+
+impl AuthService {
+    /// Connects the database (running migrations), the device registry (same database) and the
+    /// outbox relay to `hub`; the relay stops with `stop`.
+    pub async fn start(
+        config: AuthConfig,
+        hub: Hub,
+        stop: CancellationToken,
+    ) -> Result<Self, Error> {
+        let signing = SigningKey::hs256("k1", &config.jwt_secret)?;
+        let verifier = Verifier::new(
+            KeySet::from_keys([VerifyingKey::hs256("k1", &config.jwt_secret)?]),
+            ISSUER,
+            AUDIENCE,
+        );
+        let issuer = Issuer::new(signing, ISSUER, AUDIENCE).ttl(config.access_ttl);
+        let db: AnyPool = tidewell_service_kit::database(&config.database_url, &MIGRATIONS).await?;
+        let outbox = Outbox::new(db.clone()).await?;
+        // The registry's own revocation events would bypass the outbox: it gets no hub, and the
+        // service writes `auth.session.revoked` to the outbox itself.
+        let devices = DeviceRegistry::connect(&config.database_url).await?;
+        let revoked = RevokedSessions::new(devices.clone(), 100_000, config.refresh_ttl);
+        outbox.spawn_relay(
+            hub.clone(),
+            Duration::from_secs(1),
+            tidewell_core::Backoff::builder()
+                .min(Duration::from_millis(100))
+                .max(Duration::from_secs(10))
+                .build()
+                .map_err(|e| Error::Database(tidewell_event_hub::Error::Config(e)))?,
+            stop,
+        );
+        Ok(Self {
+            state: Arc::new(api::State {
+                db,
+                outbox,
+                hub,
+                issuer,
+                verifier,
+                devices,
+                revoked,
+                refresh_ttl: config.refresh_ttl,
+                access_ttl: config.access_ttl,
+                admin_emails: config.admin_emails,
+            }),
+        })
+    }
+
+    /// The routes, under `/api/auth`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/auth/register", post(api::register))
+            .route("/api/auth/login", post(api::login))
+            .route("/api/auth/refresh", post(api::refresh))
+            .route("/api/auth/logout", post(api::logout))
+            .route("/api/auth/me", get(api::me))
+            .route("/api/auth/devices", get(api::devices))
+            .route("/api/auth/devices/revoke-others", post(api::revoke_others))
+            .route("/api/auth/devices/{device_id}/revoke", post(api::revoke))
+            .route("/healthz", get(|| async { "ok" }))
+            .layer(DefaultBodyLimit::max(16 * 1024))
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// A verifier for the tokens this service issues (for the other services and the gateway).
+    pub fn verifier(&self) -> Verifier {
+        self.state.verifier.clone()
+    }
+
+    /// The revoked sessions this service knows of.
+    pub fn revoked_sessions(&self) -> RevokedSessions {
+        self.state.revoked.clone()
+    }
+
+    /// Events written and not yet relayed.
+    pub async fn outbox_pending(&self) -> Result<u64, Error> {
+        Ok(self.state.outbox.pending().await?)
+    }
+}

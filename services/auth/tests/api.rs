@@ -1,0 +1,468 @@
+//! The auth API over HTTP (in process), on SQLite and on Postgres: accounts, sign-in, refresh
+//! rotation and reuse detection, sign-out, devices, input validation, and the events that leave
+//! through the outbox.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tidewell_auth_service::{AuthConfig, AuthService};
+use tidewell_core::RawEnvelope;
+use tidewell_event_hub::{Hub, Router as EventRouter, ServiceQueue, Subscription, Topology};
+use tidewell_testkit::{TestDatabase, unique_name};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+
+struct App {
+    router: Router,
+    events: Arc<Mutex<Vec<RawEnvelope>>>,
+    service: AuthService,
+    _stop: tokio_util::sync::DropGuard,
+    _db: Option<TestDatabase>,
+    _file: Option<std::path::PathBuf>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(f) = &self._file {
+            for s in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{s}", f.display()));
+            }
+        }
+    }
+}
+
+async fn app(postgres: bool) -> App {
+    let (url, db, file) = if postgres {
+        let db = TestDatabase::create().await;
+        (db.url().to_owned(), Some(db), None)
+    } else {
+        let f = std::env::temp_dir().join(format!("{}.db", unique_name("auth")));
+        (format!("sqlite://{}?mode=rwc", f.display()), None, Some(f))
+    };
+    let audit = ServiceQueue::new(unique_name("audit")).bind("auth.#");
+    let queue = audit.name();
+    let hub = Hub::memory("auth", Topology::new().service(audit))
+        .await
+        .unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let e = Arc::clone(&events);
+    hub.subscribe_router(
+        Subscription::new(queue),
+        EventRouter::new().fallback(move |env: RawEnvelope| {
+            let e = Arc::clone(&e);
+            async move {
+                e.lock().unwrap().push(env);
+                Ok(())
+            }
+        }),
+    )
+    .await
+    .unwrap();
+    let mut config = AuthConfig::new(url, SECRET.to_vec());
+    config.admin_emails = vec!["root@example.com".into()];
+    let stop = CancellationToken::new();
+    let service = AuthService::start(config, hub, stop.clone()).await.unwrap();
+    App {
+        router: tidewell_service_kit::layers(service.router()),
+        events,
+        service,
+        _stop: stop.drop_guard(),
+        _db: db,
+        _file: file,
+    }
+}
+
+impl App {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path).header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0 Safari/537.36",
+        );
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_owned())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        (status, value)
+    }
+
+    async fn json(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, token, Some(&body.to_string()))
+            .await
+    }
+
+    async fn register_and_login(&self, email: &str, device: &str) -> Value {
+        let (s, _) = self
+            .json(
+                "/api/auth/register",
+                None,
+                json!({"email": email, "password": "a sound password 42", "name": "Ann"}),
+            )
+            .await;
+        assert!(s == StatusCode::CREATED || s == StatusCode::CONFLICT, "{s}");
+        let (s, t) = self
+            .json(
+                "/api/auth/login",
+                None,
+                json!({"email": email, "password": "a sound password 42", "device_id": device}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{t}");
+        t
+    }
+
+    async fn event_types(&self, n: usize) -> Vec<String> {
+        for _ in 0..200 {
+            if self.events.lock().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.event_type().to_owned())
+            .collect()
+    }
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+async fn accounts_and_sessions(postgres: bool) {
+    let app = app(postgres).await;
+    let (s, user) = app
+        .json(
+            "/api/auth/register",
+            None,
+            json!({"email": " Ann@Example.com ", "password": "a sound password 42", "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{user}");
+    assert_eq!(user["email"], "ann@example.com");
+    assert_eq!(user["role"], "user");
+    let (s, dup) = app
+        .json(
+            "/api/auth/register",
+            None,
+            json!({"email": "ann@example.com", "password": "another password 1", "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(error_code(&dup), "email_taken");
+    assert!(dup["error"]["request_id"].is_string(), "{dup}");
+
+    // Wrong password and unknown email: the same refusal.
+    let (s1, e1) = app
+        .json(
+            "/api/auth/login",
+            None,
+            json!({"email": "ann@example.com", "password": "wrong password 1"}),
+        )
+        .await;
+    let (s2, e2) = app
+        .json(
+            "/api/auth/login",
+            None,
+            json!({"email": "bob@example.com", "password": "wrong password 1"}),
+        )
+        .await;
+    assert_eq!(
+        (s1, s2),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(e1["error"]["message"], e2["error"]["message"]);
+
+    let laptop = app.register_and_login("ann@example.com", "laptop-1").await;
+    let phone = app.register_and_login("ann@example.com", "phone-1").await;
+    let access = laptop["access_token"].as_str().unwrap();
+    let (s, me) = app.call("GET", "/api/auth/me", Some(access), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me["id"], user["id"]);
+
+    // Refresh rotates; the old refresh token used again revokes the session.
+    let r0 = laptop["refresh_token"].as_str().unwrap();
+    let (s, next) = app
+        .json("/api/auth/refresh", None, json!({"refresh_token": r0}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{next}");
+    assert_eq!(next["session_id"], laptop["session_id"]);
+    assert_ne!(next["refresh_token"], laptop["refresh_token"]);
+    let (s, reuse) = app
+        .json("/api/auth/refresh", None, json!({"refresh_token": r0}))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        reuse["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
+    let (s, _) = app
+        .json(
+            "/api/auth/refresh",
+            None,
+            json!({"refresh_token": next["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the whole session is revoked");
+    let (s, _) = app
+        .call(
+            "GET",
+            "/api/auth/me",
+            Some(next["access_token"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "and its access tokens with it");
+
+    // Devices: the phone sees itself; a new laptop login; the phone signs out the others.
+    let laptop = app.register_and_login("ann@example.com", "laptop-1").await;
+    let phone_access = phone["access_token"].as_str().unwrap();
+    let (s, list) = app
+        .call("GET", "/api/auth/devices", Some(phone_access), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(
+        list.iter()
+            .any(|d| d["device_id"] == "phone-1" && d["current"] == true)
+    );
+    assert!(list.iter().all(|d| d["name"] == "Chrome on Linux"));
+    let (s, out) = app
+        .json(
+            "/api/auth/devices/revoke-others",
+            Some(phone_access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    assert_eq!(out["revoked"], json!(["laptop-1"]));
+    let (s, _) = app
+        .call(
+            "GET",
+            "/api/auth/me",
+            Some(laptop["access_token"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = app
+        .call("GET", "/api/auth/me", Some(phone_access), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Another user cannot revoke Ann's device: the same 404 as an unknown one.
+    let bob = app.register_and_login("bob@example.com", "bob-1").await;
+    let bob_access = bob["access_token"].as_str().unwrap();
+    let (s, e) = app
+        .call(
+            "POST",
+            "/api/auth/devices/phone-1/revoke",
+            Some(bob_access),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    let (s, e2) = app
+        .call(
+            "POST",
+            "/api/auth/devices/nope/revoke",
+            Some(bob_access),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(e["error"]["message"], e2["error"]["message"]);
+    let (s, _) = app
+        .call("GET", "/api/auth/me", Some(phone_access), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Sign out: the access token stops working at once.
+    let (s, _) = app
+        .call("POST", "/api/auth/logout", Some(phone_access), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app
+        .call("GET", "/api/auth/me", Some(phone_access), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Every change left through the outbox.
+    let types = app.event_types(9).await;
+    let count = |t: &str| types.iter().filter(|x| *x == t).count();
+    assert_eq!(count("auth.user.created"), 2, "{types:?}");
+    assert_eq!(count("auth.user.login"), 4, "{types:?}");
+    assert_eq!(count("auth.session.revoked"), 2, "{types:?}");
+    assert_eq!(count("auth.user.logout"), 1, "{types:?}");
+    assert_eq!(app.service.outbox_pending().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_accounts_sessions_and_devices() {
+    accounts_and_sessions(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_accounts_sessions_and_devices() {
+    accounts_and_sessions(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_4xx_with_a_code_never_a_500() {
+    let app = app(false).await;
+    let cases: Vec<(&str, Option<&str>, StatusCode, &str)> = vec![
+        (
+            "/api/auth/register",
+            Some("{not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "/api/auth/register",
+            Some(r#"{"email":"a@b.co"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "/api/auth/register",
+            Some(r#"{"email":"a@b.co","password":"a sound password 42","name":"A","admin":true}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "/api/auth/register",
+            Some(
+                r#"{"email":"' OR 1=1; DROP TABLE users; --","password":"a sound password 42","name":"A"}"#,
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_email",
+        ),
+        (
+            "/api/auth/register",
+            Some(r#"{"email":"a@b.co","password":"short1","name":"A"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "weak_password",
+        ),
+        (
+            "/api/auth/register",
+            Some(r#"{"email":"a@b.co","password":"a sound password 42","name":""}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+        ),
+        (
+            "/api/auth/login",
+            Some(r#"{"email":"x@y.zz","password":"p","device_id":"../../etc"}"#),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/api/auth/refresh",
+            Some(r#"{"refresh_token":"forged"}"#),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+    ];
+    for (path, body, status, code) in cases {
+        let (s, v) = app.call("POST", path, None, body).await;
+        assert_eq!((s, error_code(&v)), (status, code), "{path} {body:?}: {v}");
+    }
+    // The injection string did not hurt: a normal account works.
+    app.register_and_login("carol@example.com", "c-1").await;
+    // Oversized body.
+    let big = format!(
+        r#"{{"email":"a@b.co","password":"a sound password 42","name":"{}"}}"#,
+        "x".repeat(20_000)
+    );
+    let (s, v) = app
+        .call("POST", "/api/auth/register", None, Some(&big))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        "{v}"
+    );
+    // Without JSON content type.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/auth/register")
+        .body(Body::from("{}"))
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Tokens: none, garbage, forged with another secret.
+    for token in [
+        None,
+        Some("garbage"),
+        Some("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."),
+    ] {
+        let (s, v) = app.call("GET", "/api/auth/me", token, None).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{token:?}"
+        );
+    }
+    let forged = tidewell_auth::Issuer::new(
+        tidewell_auth::SigningKey::hs256("k1", b"another-secret-another-secret-anoth").unwrap(),
+        tidewell_auth_service::ISSUER,
+        tidewell_auth_service::AUDIENCE,
+    );
+    let t = forged.sign(&forged.claims_for("someone")).unwrap();
+    let (s, _) = app
+        .call("GET", "/api/auth/me", Some(t.as_str()), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_are_named_by_configuration() {
+    let app = app(false).await;
+    let (s, v) = app
+        .json(
+            "/api/auth/register",
+            None,
+            json!({"email": "root@example.com", "password": "a sound password 42", "name": "Root"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(v["role"], "admin");
+}

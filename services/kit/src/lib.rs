@@ -1,0 +1,40 @@
+//! What every Tidewell reference service shares, so that each service is mostly its own routes:
+//!
+//! - [`ApiError`]: every error is `{"error": {"code", "message", "request_id"}}` with the right
+//!   status; the request id is the correlation id of the request ([`serve`] sets it up).
+//! - [`JsonBody`]: strict JSON input. Malformed JSON is a 400, a body of the wrong shape (a
+//!   missing field, a wrong type, an unknown field with `#[serde(deny_unknown_fields)]`) a 422, a
+//!   body over the limit a 413; never a 500.
+//! - [`AuthUser`]: the verified claims of the `Authorization: Bearer` token, or a 401.
+//! - [`database`]: a Postgres or SQLite pool (sqlx `Any`) with the service's migrations run.
+//! - [`serve`]: correlation ids, request ids in errors, graceful shutdown.
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use serde::Deserialize;
+//! use tidewell_service_kit::{ApiError, JsonBody};
+//!
+//! #[derive(Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Greet { name: String }
+//!
+//! async fn greet(JsonBody(g): JsonBody<Greet>) -> Result<String, ApiError> {
+//!     if g.name.is_empty() {
+//!         return Err(ApiError::unprocessable("invalid_name", "name must not be empty"));
+//!     }
+//!     Ok(format!("hello {}", g.name))
+//! }
+//! let app: Router = Router::new().route("/greet", post(greet));
+//! ```
+
+mod auth;
+mod db;
+mod error;
+mod extract;
+mod serve;
+
+pub use auth::{AuthState, AuthUser};
+pub use db::database;
+pub use error::{ApiError, request_id};
+pub use extract::JsonBody;
+pub use serve::{layers, serve, shutdown_signal};

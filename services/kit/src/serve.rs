@@ -1,0 +1,50 @@
+//! Serving a router.
+
+use std::future::Future;
+
+use axum::Router;
+use tidewell_observability::CorrelationLayer;
+use tokio::net::TcpListener;
+
+/// Serves `router` on `listener` with correlation ids (`x-correlation-id` in and out, the
+/// `request_id` of errors) until `shutdown` resolves, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, layers(router))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `router` with what every service has: correlation ids (`x-correlation-id` in and out) and
+/// the request id of [`ApiError`](crate::ApiError)s. [`serve`] applies it.
+pub fn layers(router: Router) -> Router {
+    router
+        .layer(axum::middleware::from_fn(crate::request_id))
+        .layer(CorrelationLayer)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        // ok to ignore: without a signal handler the service runs until killed
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
