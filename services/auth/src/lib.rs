@@ -21,7 +21,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use sqlx::AnyPool;
-use tidewell_auth::{Issuer, KeySet, SigningKey, Verifier, VerifyingKey};
+use tidewell_auth::Verifier;
 use tidewell_event_hub::Hub;
 use tidewell_event_hub::outbox::Outbox;
 use tidewell_session_sync::server::{DeviceRegistry, RevokedSessions};
@@ -29,10 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::AuthConfig;
 
-/// Token issuer and audience shared by every reference service.
-pub const ISSUER: &str = "tidewell-auth";
-/// The audience of access tokens.
-pub const AUDIENCE: &str = "tidewell";
+pub use tidewell_service_kit::{AUDIENCE, ISSUER};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -65,13 +62,8 @@ impl AuthService {
         hub: Hub,
         stop: CancellationToken,
     ) -> Result<Self, Error> {
-        let signing = SigningKey::hs256("k1", &config.jwt_secret)?;
-        let verifier = Verifier::new(
-            KeySet::from_keys([VerifyingKey::hs256("k1", &config.jwt_secret)?]),
-            ISSUER,
-            AUDIENCE,
-        );
-        let issuer = Issuer::new(signing, ISSUER, AUDIENCE).ttl(config.access_ttl);
+        let verifier = tidewell_service_kit::verifier(&config.jwt_secret)?;
+        let issuer = tidewell_service_kit::issuer(&config.jwt_secret, config.access_ttl)?;
         let db: AnyPool = tidewell_service_kit::database(&config.database_url, &MIGRATIONS).await?;
         let outbox = Outbox::new(db.clone()).await?;
         // The registry's own revocation events would bypass the outbox: it gets no hub, and the

@@ -1,10 +1,31 @@
 //! Bearer tokens.
 
+use std::time::Duration;
+
 use axum::extract::FromRequestParts;
 use http::request::Parts;
-use tidewell_auth::{Claims, Verifier};
+use tidewell_auth::{Claims, Issuer, KeySet, SigningKey, Verifier, VerifyingKey};
 
 use crate::ApiError;
+
+/// The issuer (`iss`) of the reference services' access tokens.
+pub const ISSUER: &str = "tidewell-auth";
+/// Their audience (`aud`).
+pub const AUDIENCE: &str = "tidewell";
+
+/// Verifies the reference services' access tokens (HS256 with the shared `TIDEWELL_JWT_SECRET`).
+pub fn verifier(secret: &[u8]) -> Result<Verifier, tidewell_auth::Error> {
+    Ok(Verifier::new(
+        KeySet::from_keys([VerifyingKey::hs256("k1", secret)?]),
+        ISSUER,
+        AUDIENCE,
+    ))
+}
+
+/// Issues them (the auth service; tests).
+pub fn issuer(secret: &[u8], ttl: Duration) -> Result<Issuer, tidewell_auth::Error> {
+    Ok(Issuer::new(SigningKey::hs256("k1", secret)?, ISSUER, AUDIENCE).ttl(ttl))
+}
 
 /// What a service's state gives [`AuthUser`].
 pub trait AuthState {

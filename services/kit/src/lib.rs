@@ -33,7 +33,7 @@ mod error;
 mod extract;
 mod serve;
 
-pub use auth::{AuthState, AuthUser};
+pub use auth::{AUDIENCE, AuthState, AuthUser, ISSUER, issuer, verifier};
 pub use db::database;
 pub use error::{ApiError, request_id};
 pub use extract::JsonBody;
