@@ -63,7 +63,7 @@ const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 #[derive(Clone)]
 pub struct RevokedSessions {
     sessions: Cache<String, ()>,
-    registry: DeviceRegistry,
+    registry: Option<DeviceRegistry>,
 }
 
 impl fmt::Debug for RevokedSessions {
@@ -92,6 +92,27 @@ impl RevokedSessions {
     /// # Ok(()) }
     /// ```
     pub fn new(registry: DeviceRegistry, capacity: u64, ttl: Duration) -> Self {
+        Self::build(Some(registry), capacity, ttl)
+    }
+
+    /// Like [`new`](Self::new) without a registry, for a process that does not reach the device
+    /// database (a gateway): it learns only through [`insert`](Self::insert) and the hub
+    /// subscription ([`router`](Self::router)), and [`is_revoked`](Self::is_revoked) answers
+    /// from memory.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tidewell_session_sync::server::RevokedSessions;
+    ///
+    /// let revoked = RevokedSessions::in_memory(100_000, Duration::from_secs(15 * 60));
+    /// revoked.insert("session-1");
+    /// assert!(revoked.contains("session-1"));
+    /// ```
+    pub fn in_memory(capacity: u64, ttl: Duration) -> Self {
+        Self::build(None, capacity, ttl)
+    }
+
+    fn build(registry: Option<DeviceRegistry>, capacity: u64, ttl: Duration) -> Self {
         let sessions = Cache::builder()
             .max_capacity(capacity)
             .time_to_live(ttl.min(MAX_TTL))
@@ -162,7 +183,10 @@ impl RevokedSessions {
         if self.contains(session_id) {
             return Ok(true);
         }
-        let revoked = self.registry.is_revoked(session_id).await?;
+        let Some(registry) = &self.registry else {
+            return Ok(false);
+        };
+        let revoked = registry.is_revoked(session_id).await?;
         if revoked {
             self.insert(session_id);
         }
