@@ -1,0 +1,156 @@
+//! The profile reference service: each user's profile and preferences, made when the auth
+//! service publishes `auth.user.created` (idempotent: a redelivered event changes nothing),
+//! read through the cache (tag `user:<id>`), invalidated on every write.
+
+mod api;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use tidewell_auth_service::events::UserCreated;
+use tidewell_cache::{Cache, Tag};
+use tidewell_core::Envelope;
+use tidewell_core::config::Env;
+use tidewell_event_hub::{HandlerError, Hub, ServiceQueue, Subscription};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How the profile service runs.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ProfileConfig {
+    /// `PROFILE_DATABASE_URL` (default `sqlite:./data/profile.db?mode=rwc`).
+    pub database_url: String,
+    /// `TIDEWELL_JWT_SECRET` (required).
+    pub jwt_secret: Vec<u8>,
+    /// The service name of its queue (`<name>.events`), default `profile`.
+    pub queue_service: String,
+    /// `PROFILE_CACHE_TTL` (default `60s`).
+    pub cache_ttl: Duration,
+    /// `PROFILE_ADDR` (default `127.0.0.1:8084`).
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Debug for ProfileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileConfig")
+            .field(
+                "database_url",
+                &tidewell_core::config::redact_url(&self.database_url),
+            )
+            .field("queue_service", &self.queue_service)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProfileConfig {
+    /// `database_url` and `jwt_secret`, defaults for the rest.
+    pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            jwt_secret: jwt_secret.into(),
+            queue_service: "profile".into(),
+            cache_ttl: Duration::from_secs(60),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8084)),
+        }
+    }
+
+    /// From the process environment.
+    pub fn from_env() -> Result<Self, tidewell_core::Error> {
+        let env = Env::process();
+        let secret = env.required("TIDEWELL_JWT_SECRET", "a secret of at least 32 bytes")?;
+        let mut c = Self::new(
+            env.string("PROFILE_DATABASE_URL")?
+                .unwrap_or_else(|| "sqlite:./data/profile.db?mode=rwc".into()),
+            secret.into_bytes(),
+        );
+        if let Some(t) = env.duration("PROFILE_CACHE_TTL")? {
+            c.cache_ttl = t;
+        }
+        if let Some(a) = env.parse("PROFILE_ADDR", "an address such as 127.0.0.1:8084")? {
+            c.addr = a;
+        }
+        Ok(c)
+    }
+
+    /// The queue this service consumes, to add to the hub's topology.
+    pub fn queue(&self) -> ServiceQueue {
+        ServiceQueue::new(&self.queue_service).bind("auth.user.created")
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The JWT secret is unusable.
+    #[error("TIDEWELL_JWT_SECRET: {0}")]
+    Secret(#[from] tidewell_auth::Error),
+    /// The database or the hub failed.
+    #[error(transparent)]
+    Hub(#[from] tidewell_event_hub::Error),
+    /// The cache failed.
+    #[error(transparent)]
+    Cache(#[from] tidewell_cache::Error),
+}
+
+/// A running profile service.
+#[derive(Clone, Debug)]
+pub struct ProfileService {
+    state: Arc<api::State>,
+}
+
+impl ProfileService {
+    /// Connects the database and consumes `auth.user.created` from `hub` (whose topology holds
+    /// [`ProfileConfig::queue`]).
+    pub async fn start(config: ProfileConfig, hub: Hub, cache: Cache) -> Result<Self, Error> {
+        let verifier = tidewell_service_kit::verifier(&config.jwt_secret)?;
+        let db = tidewell_service_kit::database(&config.database_url, &MIGRATIONS).await?;
+        let reads = cache.namespace("profile")?;
+        let state = Arc::new(api::State {
+            db,
+            verifier,
+            reads,
+            ttl: config.cache_ttl,
+        });
+        let s = Arc::clone(&state);
+        hub.subscribe(
+            Subscription::new(config.queue().name()),
+            move |e: Envelope<UserCreated>| {
+                let s = Arc::clone(&s);
+                async move {
+                    let u = e.payload();
+                    api::create_profile(&s.db, &u.user_id, &u.name)
+                        .await
+                        .map_err(HandlerError::retryable)?;
+                    // ok to ignore: a failed invalidation leaves at most a cached 404 for TTL
+                    let _ = s
+                        .reads
+                        .invalidate_tags(&[Tag::new("user").part(&u.user_id)])
+                        .await;
+                    Ok(())
+                }
+            },
+        )
+        .await?;
+        Ok(Self { state })
+    }
+
+    /// The routes, under `/api/profile`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/profile/me", get(api::get_me).patch(api::update_me))
+            .route(
+                "/api/profile/me/preferences",
+                get(api::get_preferences).put(api::put_preferences),
+            )
+            .route("/healthz", get(|| async { "ok" }))
+            .layer(DefaultBodyLimit::max(16 * 1024))
+            .with_state(Arc::clone(&self.state))
+    }
+}

@@ -1,0 +1,183 @@
+//! The profile service: made from `auth.user.created` (once, however often it arrives), read
+//! through the cache, updated with validation.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tidewell_auth_service::events::UserCreated;
+use tidewell_cache::Cache;
+use tidewell_event_hub::{Hub, Topology};
+use tidewell_profile_service::{ProfileConfig, ProfileService};
+use tidewell_testkit::{TestDatabase, unique_name};
+use tower::ServiceExt as _;
+
+const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+
+fn token(user: &str) -> String {
+    let issuer = tidewell_service_kit::issuer(SECRET, Duration::from_secs(600)).unwrap();
+    issuer.sign(&issuer.claims_for(user)).unwrap().into_string()
+}
+
+async fn call(
+    router: &Router,
+    method: &str,
+    path: &str,
+    user: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {}", token(user)));
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let res = router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn profiles(database_url: String) {
+    let mut config = ProfileConfig::new(database_url, SECRET.to_vec());
+    config.queue_service = unique_name("profile");
+    let hub = Hub::memory("auth", Topology::new().service(config.queue()))
+        .await
+        .unwrap();
+    let cache = Cache::builder().build().await.unwrap();
+    let service = ProfileService::start(config, hub.clone(), cache)
+        .await
+        .unwrap();
+    let router = tidewell_service_kit::layers(service.router());
+
+    let (s, v) = call(&router, "GET", "/api/profile/me", "u1", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let created = hub.envelope(UserCreated {
+        user_id: "u1".into(),
+        email: "u1@example.com".into(),
+        name: "Ann".into(),
+        role: "user".into(),
+    });
+    hub.publish(&created).await.unwrap();
+    let mut found = Value::Null;
+    for _ in 0..100 {
+        let (s, v) = call(&router, "GET", "/api/profile/me", "u1", None).await;
+        if s == StatusCode::OK {
+            found = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        found["display_name"], "Ann",
+        "the cached 404 was invalidated: {found}"
+    );
+    assert_eq!(found["preferences"]["theme"], "system");
+
+    let (s, v) = call(
+        &router,
+        "PATCH",
+        "/api/profile/me",
+        "u1",
+        Some(json!({"bio": "tea"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["bio"], "tea");
+    assert_eq!(v["display_name"], "Ann");
+    // The same event again (a redelivery) changes nothing.
+    hub.publish(&created).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, v) = call(&router, "GET", "/api/profile/me", "u1", None).await;
+    assert_eq!(v["bio"], "tea");
+
+    let (s, v) = call(
+        &router,
+        "PUT",
+        "/api/profile/me/preferences",
+        "u1",
+        Some(json!({"theme": "dark", "language": "pt-BR", "notifications": false})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = call(&router, "GET", "/api/profile/me", "u1", None).await;
+    assert_eq!(
+        v["preferences"],
+        json!({"theme": "dark", "language": "pt-BR", "notifications": false})
+    );
+
+    for (body, code) in [
+        (
+            json!({"theme": "neon", "language": "en", "notifications": true}),
+            "invalid_theme",
+        ),
+        (
+            json!({"theme": "dark", "language": "english", "notifications": true}),
+            "invalid_language",
+        ),
+        (json!({"theme": "dark", "language": "en"}), "invalid_body"),
+        (
+            json!({"theme": "dark", "language": "en", "notifications": true, "x": 1}),
+            "invalid_body",
+        ),
+    ] {
+        let (s, v) = call(
+            &router,
+            "PUT",
+            "/api/profile/me/preferences",
+            "u1",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str().unwrap_or("")),
+            (StatusCode::UNPROCESSABLE_ENTITY, code),
+            "{body}"
+        );
+    }
+    let (s, _) = call(
+        &router,
+        "PATCH",
+        "/api/profile/me",
+        "u1",
+        Some(json!({"display_name": ""})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Another user sees only their own (missing) profile.
+    let (s, _) = call(&router, "GET", "/api/profile/me", "u2", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_profiles_from_events() {
+    let f = std::env::temp_dir().join(format!("{}.db", unique_name("profile")));
+    profiles(format!("sqlite://{}?mode=rwc", f.display())).await;
+    for s in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{s}", f.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_profiles_from_events() {
+    let db = TestDatabase::create().await;
+    profiles(db.url().to_owned()).await;
+}
