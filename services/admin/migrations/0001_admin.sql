@@ -1,0 +1,21 @@
+-- The same SQL on Postgres and SQLite.
+CREATE TABLE audit_log (
+    event_id TEXT PRIMARY KEY,
+    event_type TEXT NOT NULL,
+    source TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX audit_log_type ON audit_log (event_type, received_at);
+
+CREATE TABLE users (
+    user_id TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_login_at BIGINT,
+    logins BIGINT NOT NULL
+);
