@@ -73,11 +73,9 @@ async fn audit(database_url: String) {
     for e in [&login, &login] {
         hub.publish(e).await.unwrap();
     }
-    let mut dash = Value::Null;
     for _ in 0..100 {
         let (_, d) = get(&router, "/api/admin/dashboard", &root).await;
-        dash = d;
-        if dash["logins"] == 1 && dash["users"] == 1 {
+        if d["logins"] == 1 && d["users"] == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
