@@ -1,0 +1,124 @@
+//! Configuration from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tidewell_core::config::Env;
+use tidewell_event_hub::ServiceQueue;
+
+/// How the gateway runs.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// `GATEWAY_ADDR` (default `127.0.0.1:8080`).
+    pub addr: SocketAddr,
+    /// `TIDEWELL_JWT_SECRET` (required).
+    pub jwt_secret: Vec<u8>,
+    /// `GATEWAY_AUTH_URL` (default `http://127.0.0.1:8081`).
+    pub auth_url: String,
+    /// `GATEWAY_PAYMENTS_URL` (default `http://127.0.0.1:8082`).
+    pub payments_url: String,
+    /// `GATEWAY_ADMIN_URL` (default `http://127.0.0.1:8083`).
+    pub admin_url: String,
+    /// `GATEWAY_PROFILE_URL` (default `http://127.0.0.1:8084`).
+    pub profile_url: String,
+    /// `GATEWAY_CORS_ORIGINS`: comma-separated origins allowed to call the API from a browser
+    /// (default none: same origin only).
+    pub cors_origins: Vec<String>,
+    /// `GATEWAY_AUTH_PER_MINUTE`: requests per minute per client IP on `/api/auth` (default 10;
+    /// 0 turns the limit off).
+    pub auth_per_minute: u32,
+    /// `GATEWAY_API_PER_MINUTE`: the same for the rest of the API (default 100).
+    pub api_per_minute: u32,
+    /// `GATEWAY_STATIC_DIR`: the demo page (default `services/gateway/static`).
+    pub static_dir: PathBuf,
+    /// `GATEWAY_PKG_DIR`: the session-sync npm package (default `session-sync/pkg`).
+    pub pkg_dir: PathBuf,
+    /// The service name of its queue, default `gateway`.
+    pub queue_service: String,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("addr", &self.addr)
+            .field("auth_url", &self.auth_url)
+            .field("payments_url", &self.payments_url)
+            .field("admin_url", &self.admin_url)
+            .field("profile_url", &self.profile_url)
+            .field("cors_origins", &self.cors_origins)
+            .field("auth_per_minute", &self.auth_per_minute)
+            .field("api_per_minute", &self.api_per_minute)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayConfig {
+    /// `jwt_secret`, defaults for the rest.
+    pub fn new(jwt_secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            jwt_secret: jwt_secret.into(),
+            auth_url: "http://127.0.0.1:8081".into(),
+            payments_url: "http://127.0.0.1:8082".into(),
+            admin_url: "http://127.0.0.1:8083".into(),
+            profile_url: "http://127.0.0.1:8084".into(),
+            cors_origins: Vec::new(),
+            auth_per_minute: 10,
+            api_per_minute: 100,
+            static_dir: PathBuf::from("services/gateway/static"),
+            pkg_dir: PathBuf::from("session-sync/pkg"),
+            queue_service: "gateway".into(),
+        }
+    }
+
+    /// From the process environment.
+    pub fn from_env() -> Result<Self, tidewell_core::Error> {
+        let env = Env::process();
+        let secret = env.required("TIDEWELL_JWT_SECRET", "a secret of at least 32 bytes")?;
+        let mut c = Self::new(secret.into_bytes());
+        if let Some(a) = env.parse("GATEWAY_ADDR", "an address such as 127.0.0.1:8080")? {
+            c.addr = a;
+        }
+        for (name, slot) in [
+            ("GATEWAY_AUTH_URL", &mut c.auth_url),
+            ("GATEWAY_PAYMENTS_URL", &mut c.payments_url),
+            ("GATEWAY_ADMIN_URL", &mut c.admin_url),
+            ("GATEWAY_PROFILE_URL", &mut c.profile_url),
+        ] {
+            if let Some(v) = env.string(name)? {
+                *slot = v;
+            }
+        }
+        if let Some(list) = env.string("GATEWAY_CORS_ORIGINS")? {
+            c.cors_origins = list
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(n) = env.parse("GATEWAY_AUTH_PER_MINUTE", "a whole number")? {
+            c.auth_per_minute = n;
+        }
+        if let Some(n) = env.parse("GATEWAY_API_PER_MINUTE", "a whole number")? {
+            c.api_per_minute = n;
+        }
+        if let Some(d) = env.string("GATEWAY_STATIC_DIR")? {
+            c.static_dir = d.into();
+        }
+        if let Some(d) = env.string("GATEWAY_PKG_DIR")? {
+            c.pkg_dir = d.into();
+        }
+        Ok(c)
+    }
+
+    /// The queue the gateway consumes (payment events for the rooms, session ends), to add to
+    /// the hub's topology. Each gateway node needs its own (set `queue_service`).
+    pub fn queue(&self) -> ServiceQueue {
+        ServiceQueue::new(&self.queue_service)
+            .bind("payments.payment.*")
+            .bind("auth.session.revoked")
+            .bind("auth.user.logout")
+    }
+}

@@ -1,0 +1,172 @@
+//! The reference gateway: one front door for the browser.
+//!
+//! - `/api/auth` → auth, `/api/payments` → payments, `/api/admin` → admin, `/api/profile` →
+//!   profile, through `tidewell-proxy` (streaming, 502/504, rate limits per client IP: the auth
+//!   endpoints 10 a minute, the rest of the API 100 a minute by default, as the seed's nginx).
+//! - `/ws`: the `tidewell-websocket` rooms, fed by the event bridge: `payments.payment.*` to the
+//!   owner's room `user:<id>` (and `payment:<id>`), `auth.session.revoked` and `auth.user.logout`
+//!   close that session's connections (4001) and tell its device room.
+//! - Tokens of revoked or signed-out sessions are refused at the door (401), whatever the route;
+//!   every gateway node learns of them through the hub.
+//! - CORS for the configured origins, security headers, `/healthz`, `/readyz` (every upstream
+//!   reachable), `/metrics` (HTTP RED and WebSocket metrics, Prometheus text), and the demo page
+//!   at `/` with the session-sync package under `/pkg/`.
+
+mod config;
+mod web;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tidewell_core::RawEnvelope;
+use tidewell_event_hub::{HandlerError, Hub, Router as EventRouter, Subscription};
+use tidewell_observability::{HttpMetrics, MetricsRegistry};
+use tidewell_proxy::{Proxy, ProxyConfig, Route};
+use tidewell_session_sync::server::RevokedSessions;
+use tidewell_websocket::{Bridge, WsServer};
+
+pub use config::GatewayConfig;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The JWT secret is unusable.
+    #[error("TIDEWELL_JWT_SECRET: {0}")]
+    Secret(#[from] tidewell_auth::Error),
+    /// A route or upstream is invalid.
+    #[error(transparent)]
+    Proxy(#[from] tidewell_proxy::Error),
+    /// The WebSocket server could not be built.
+    #[error(transparent)]
+    WebSocket(#[from] tidewell_websocket::Error),
+    /// The hub failed.
+    #[error(transparent)]
+    Hub(#[from] tidewell_event_hub::Error),
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] tidewell_observability::Error),
+}
+
+/// A running gateway.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    state: Arc<web::State>,
+}
+
+impl Gateway {
+    /// Builds the proxy and the WebSocket server and subscribes the bridge to `hub` (whose
+    /// topology holds [`GatewayConfig::queue`]).
+    pub async fn start(config: GatewayConfig, hub: Hub) -> Result<Self, Error> {
+        let verifier = tidewell_service_kit::verifier(&config.jwt_secret)?;
+        let revoked = RevokedSessions::in_memory(1_000_000, Duration::from_secs(24 * 3600));
+        let admit = revoked.clone();
+        let ws = WsServer::builder(verifier.clone())
+            .admit(move |claims| admit.permits(claims))
+            .build()?;
+        let bridge = Bridge::new(ws.clone())
+            .rule("payments.payment.*", |e| {
+                let p = e.payload();
+                let mut rooms = Vec::new();
+                if let Some(u) = p["user_id"].as_str() {
+                    rooms.push(format!("user:{u}"));
+                }
+                if let Some(id) = p["payment_id"].as_str() {
+                    rooms.push(format!("payment:{id}"));
+                }
+                rooms
+            })
+            .revoke_sessions("auth.session.revoked", |e| {
+                let p = e.payload();
+                Some((
+                    p["session_id"].as_str()?.to_owned(),
+                    p["device_id"].as_str().map(str::to_owned),
+                ))
+            })
+            .revoke_sessions("auth.user.logout", |e| {
+                Some((e.payload()["session_id"].as_str()?.to_owned(), None))
+            });
+        let learn = revoked.clone();
+        hub.subscribe_router(
+            Subscription::new(config.queue().name()),
+            EventRouter::new().fallback(move |e: RawEnvelope| {
+                let ended = matches!(e.event_type(), "auth.session.revoked" | "auth.user.logout");
+                if ended && let Some(sid) = e.payload()["session_id"].as_str() {
+                    learn.insert(sid);
+                }
+                let result = bridge.apply(&e);
+                async move {
+                    result
+                        .map(|_| ())
+                        .map_err(|e| HandlerError::permanent(e.to_string()))
+                }
+            }),
+        )
+        .await?;
+
+        let per_minute = |n: u32| (f64::from(n) / 60.0, n);
+        let mut routes = ProxyConfig::new();
+        for (prefix, upstream, limit) in [
+            ("/api/auth", &config.auth_url, config.auth_per_minute),
+            ("/api/payments", &config.payments_url, config.api_per_minute),
+            ("/api/admin", &config.admin_url, config.api_per_minute),
+            ("/api/profile", &config.profile_url, config.api_per_minute),
+        ] {
+            let mut route = Route::new(prefix, &[upstream.as_str()])?
+                .timeout(Duration::from_secs(30))
+                .max_body(1024 * 1024);
+            if limit > 0 {
+                let (rate, burst) = per_minute(limit);
+                route = route.rate_limit(rate, burst);
+            }
+            routes = routes.route(route);
+        }
+        let proxy = Proxy::new(routes)?;
+        let metrics = MetricsRegistry::new(Some("gateway"));
+        let http = HttpMetrics::new(&metrics)?;
+        tidewell_observability::register_websocket(&metrics, &ws.metrics())?;
+        Ok(Self {
+            state: Arc::new(web::State {
+                config,
+                verifier,
+                revoked,
+                ws,
+                proxy,
+                metrics,
+                http,
+            }),
+        })
+    }
+
+    /// The gateway's routes (serve with [`Gateway::serve`] so that rate limits see client IPs).
+    pub fn router(&self) -> Router {
+        web::router(Arc::clone(&self.state))
+    }
+
+    /// Serves the gateway on `listener` until `shutdown`, then closes WebSockets with 1001.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = tidewell_service_kit::layers(self.router())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.state.ws.shutdown(Duration::from_secs(5)).await;
+        result
+    }
+
+    /// The WebSocket server (for its statistics).
+    pub fn websocket(&self) -> &WsServer {
+        &self.state.ws
+    }
+
+    /// The sessions the gateway refuses.
+    pub fn revoked_sessions(&self) -> &RevokedSessions {
+        &self.state.revoked
+    }
+}

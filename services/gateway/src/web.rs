@@ -1,0 +1,243 @@
+//! The gateway's own routes and middleware.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State as AxumState};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, Method, StatusCode, header};
+use tidewell_auth::Verifier;
+use tidewell_observability::{HttpMetrics, MetricsRegistry};
+use tidewell_proxy::{ClientAddr, Proxy};
+use tidewell_service_kit::ApiError;
+use tidewell_session_sync::server::RevokedSessions;
+use tidewell_websocket::WsServer;
+
+use crate::GatewayConfig;
+
+/// What the routes share.
+pub(crate) struct State {
+    pub(crate) config: GatewayConfig,
+    pub(crate) verifier: Verifier,
+    pub(crate) revoked: RevokedSessions,
+    pub(crate) ws: WsServer,
+    pub(crate) proxy: Proxy,
+    pub(crate) metrics: MetricsRegistry,
+    pub(crate) http: HttpMetrics,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+type S = AxumState<Arc<State>>;
+
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(websocket))
+        .route("/", get(index))
+        .route("/app.js", get(app_js))
+        .route("/pkg/{file}", get(pkg))
+        .fallback_service(state.proxy.clone())
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            refuse_revoked,
+        ))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), cors))
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(client_addr))
+        .layer(state.http.layer())
+        .with_state(state)
+}
+
+/// Gives the proxy the client's address (rate limits, `X-Forwarded-For`).
+async fn client_addr(mut req: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        req.extensions_mut().insert(ClientAddr(addr));
+    }
+    next.run(req).await
+}
+
+/// A token whose session was revoked or signed out is refused here, whatever the route: the
+/// services need not ask. Tokens that do not verify pass on (the service answers 401).
+async fn refuse_revoked(AxumState(s): S, req: Request, next: Next) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(token) = bearer
+        && let Ok(claims) = s.verifier.verify(token.trim())
+        && !s.revoked.permits(&claims)
+    {
+        return ApiError::unauthorized("this session was revoked; sign in again").into_response();
+    }
+    next.run(req).await
+}
+
+/// CORS for the configured origins; preflights answered here.
+async fn cors(AxumState(s): S, req: Request, next: Next) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| s.config.cors_origins.iter().any(|a| a == o))
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut res = match (&origin, preflight) {
+        (Some(_), true) => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(
+                    "authorization, content-type, x-request-id, x-correlation-id",
+                ),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+            r
+        }
+        (None, true) => StatusCode::FORBIDDEN.into_response(),
+        _ => next.run(req).await,
+    };
+    if let Some(o) = origin {
+        let h = res.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-correlation-id, retry-after"),
+        );
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    res
+}
+
+/// Security headers on every answer that lacks them.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+    ] {
+        if !h.contains_key(&name) {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    res
+}
+
+async fn websocket(AxumState(s): S, req: Request) -> Response {
+    s.ws.handle(req).map(Body::new)
+}
+
+async fn metrics(AxumState(s): S) -> Response {
+    s.metrics.response().map(Body::from)
+}
+
+/// Ready when every upstream accepts a connection within a second.
+async fn readyz(AxumState(s): S) -> Response {
+    let c = &s.config;
+    let mut down = Vec::new();
+    for (name, url) in [
+        ("auth", &c.auth_url),
+        ("payments", &c.payments_url),
+        ("admin", &c.admin_url),
+        ("profile", &c.profile_url),
+    ] {
+        let authority = url
+            .split("://")
+            .nth(1)
+            .unwrap_or(url)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let ok = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(authority),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if !ok {
+            down.push(name);
+        }
+    }
+    if down.is_empty() {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "ready": true })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "ready": false, "down": down })),
+        )
+            .into_response()
+    }
+}
+
+async fn file(path: std::path::PathBuf, content_type: &'static str) -> Response {
+    match tokio::fs::read(&path).await {
+        Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(_) => ApiError::not_found(format!(
+            "{} is missing (the demo page needs session-sync/scripts/build-pkg)",
+            path.display()
+        ))
+        .into_response(),
+    }
+}
+
+async fn index(AxumState(s): S) -> Response {
+    file(
+        s.config.static_dir.join("index.html"),
+        "text/html; charset=utf-8",
+    )
+    .await
+}
+
+async fn app_js(AxumState(s): S) -> Response {
+    file(s.config.static_dir.join("app.js"), "text/javascript").await
+}
+
+async fn pkg(AxumState(s): S, Path(name): Path<String>) -> Response {
+    let content_type = match name.rsplit('.').next() {
+        Some("js") => "text/javascript",
+        Some("wasm") => "application/wasm",
+        Some("ts") => "text/plain",
+        Some("json") => "application/json",
+        _ => return ApiError::not_found("no such file").into_response(),
+    };
+    if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+        return ApiError::not_found("no such file").into_response();
+    }
+    file(s.config.pkg_dir.join(name), content_type).await
+}
