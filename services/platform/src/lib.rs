@@ -1,0 +1,299 @@
+//! The whole reference platform in one process: the gateway in front of the auth, payments,
+//! admin and profile services, sharing one event hub and one cache.
+//!
+//! On embedded defaults (no environment at all): an in-memory event hub, an in-memory cache,
+//! SQLite files under `./data`. With `AMQP_URL` (or `TIDEWELL_EVENT_HUB_URL`), `REDIS_URL` (or
+//! `TIDEWELL_CACHE_URL`) and `AUTH_/PAYMENTS_/ADMIN_/PROFILE_DATABASE_URL` it runs on RabbitMQ,
+//! Redis and Postgres. Each service also runs on its own (their binaries).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tidewell_admin_service::{AdminConfig, AdminService};
+use tidewell_auth_service::{AuthConfig, AuthService};
+use tidewell_cache::Cache;
+use tidewell_event_hub::{Hub, Topology};
+use tidewell_gateway::{Gateway, GatewayConfig};
+use tidewell_payments_service::{PaymentsConfig, PaymentsService};
+use tidewell_profile_service::{ProfileConfig, ProfileService};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Where everything lives.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PlatformConfig {
+    /// The gateway's address (`GATEWAY_ADDR`, default `127.0.0.1:8080`).
+    pub addr: SocketAddr,
+    /// `TIDEWELL_JWT_SECRET`; without it a random one for this run (tokens do not survive a
+    /// restart).
+    pub jwt_secret: Vec<u8>,
+    /// `AMQP_URL` / `TIDEWELL_EVENT_HUB_URL`, else `memory://platform`.
+    pub hub_url: String,
+    /// `REDIS_URL` / `TIDEWELL_CACHE_URL`, else `memory://`.
+    pub cache_url: String,
+    /// The folder of the default SQLite files (`TIDEWELL_DATA_DIR`, default `./data`).
+    pub data_dir: PathBuf,
+    /// Per-service database URLs (`AUTH_DATABASE_URL`, ...); `None`: SQLite under `data_dir`.
+    pub auth_db: Option<String>,
+    /// See `auth_db`.
+    pub payments_db: Option<String>,
+    /// See `auth_db`.
+    pub admin_db: Option<String>,
+    /// See `auth_db`.
+    pub profile_db: Option<String>,
+    /// `AUTH_ADMIN_EMAILS`: accounts that get the admin role.
+    pub admin_emails: Vec<String>,
+    /// Queue names get this prefix (several platforms on one broker, tests).
+    pub queue_prefix: String,
+    /// Gateway rate limits per minute per client IP (auth, rest of the API); 0 turns one off.
+    pub rate_limits: (u32, u32),
+    /// The demo page and the session-sync package.
+    pub static_dir: PathBuf,
+    /// See `static_dir`.
+    pub pkg_dir: PathBuf,
+}
+
+impl std::fmt::Debug for PlatformConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformConfig")
+            .field("addr", &self.addr)
+            .field("hub_url", &tidewell_core::config::redact_url(&self.hub_url))
+            .field(
+                "cache_url",
+                &tidewell_core::config::redact_url(&self.cache_url),
+            )
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlatformConfig {
+    /// Embedded defaults with `jwt_secret`.
+    pub fn embedded(jwt_secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            jwt_secret: jwt_secret.into(),
+            hub_url: "memory://platform".into(),
+            cache_url: "memory://".into(),
+            data_dir: PathBuf::from("data"),
+            auth_db: None,
+            payments_db: None,
+            admin_db: None,
+            profile_db: None,
+            admin_emails: Vec::new(),
+            queue_prefix: String::new(),
+            rate_limits: (10, 100),
+            static_dir: PathBuf::from("services/gateway/static"),
+            pkg_dir: PathBuf::from("session-sync/pkg"),
+        }
+    }
+
+    /// From the process environment (see each field).
+    pub fn from_env() -> Result<Self, tidewell_core::Error> {
+        let env = tidewell_core::config::Env::process();
+        let secret = match env.string("TIDEWELL_JWT_SECRET")? {
+            Some(s) => s.into_bytes(),
+            None => {
+                tracing::warn!(
+                    "TIDEWELL_JWT_SECRET is not set: using a random secret for this run"
+                );
+                let a = uuid::Uuid::new_v4();
+                let b = uuid::Uuid::new_v4();
+                format!("{}{}", a.simple(), b.simple()).into_bytes()
+            }
+        };
+        let mut c = Self::embedded(secret);
+        if let Some(a) = env.parse("GATEWAY_ADDR", "an address such as 127.0.0.1:8080")? {
+            c.addr = a;
+        }
+        if let Some(u) = env
+            .string("TIDEWELL_EVENT_HUB_URL")?
+            .or(env.string("AMQP_URL")?)
+        {
+            c.hub_url = u;
+        }
+        if let Some(u) = env
+            .string("TIDEWELL_CACHE_URL")?
+            .or(env.string("REDIS_URL")?)
+        {
+            c.cache_url = u;
+        }
+        if let Some(d) = env.string("TIDEWELL_DATA_DIR")? {
+            c.data_dir = d.into();
+        }
+        c.auth_db = env.string("AUTH_DATABASE_URL")?;
+        c.payments_db = env.string("PAYMENTS_DATABASE_URL")?;
+        c.admin_db = env.string("ADMIN_DATABASE_URL")?;
+        c.profile_db = env.string("PROFILE_DATABASE_URL")?;
+        if let Some(list) = env.string("AUTH_ADMIN_EMAILS")? {
+            c.admin_emails = list.split(',').map(|e| e.trim().to_lowercase()).collect();
+        }
+        if let Some(n) = env.parse("GATEWAY_AUTH_PER_MINUTE", "a whole number")? {
+            c.rate_limits.0 = n;
+        }
+        if let Some(n) = env.parse("GATEWAY_API_PER_MINUTE", "a whole number")? {
+            c.rate_limits.1 = n;
+        }
+        Ok(c)
+    }
+
+    fn db(&self, given: Option<&String>, name: &str) -> String {
+        given.cloned().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join(format!("{name}.db")).display()
+            )
+        })
+    }
+}
+
+/// Why the platform could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The hub.
+    #[error(transparent)]
+    Hub(#[from] tidewell_event_hub::Error),
+    /// The cache.
+    #[error(transparent)]
+    Cache(#[from] tidewell_cache::Error),
+    /// The auth service.
+    #[error("auth: {0}")]
+    Auth(#[from] tidewell_auth_service::Error),
+    /// The payments service.
+    #[error("payments: {0}")]
+    Payments(#[from] tidewell_payments_service::Error),
+    /// The admin service.
+    #[error("admin: {0}")]
+    Admin(#[from] tidewell_admin_service::Error),
+    /// The profile service.
+    #[error("profile: {0}")]
+    Profile(#[from] tidewell_profile_service::Error),
+    /// The gateway.
+    #[error("gateway: {0}")]
+    Gateway(#[from] tidewell_gateway::Error),
+    /// A listener could not bind.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running platform.
+#[derive(Debug)]
+pub struct Platform {
+    /// Where the gateway listens.
+    pub addr: SocketAddr,
+    /// The gateway.
+    pub gateway: Gateway,
+    /// The payments service (for its cache figures).
+    pub payments: PaymentsService,
+    /// The auth service.
+    pub auth: AuthService,
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<std::io::Result<()>>,
+}
+
+impl Platform {
+    /// Starts the services on local ports and the gateway on `config.addr` (port 0: any).
+    pub async fn start(config: PlatformConfig) -> Result<Self, Error> {
+        let p = &config.queue_prefix;
+        let mut admin_cfg = AdminConfig::new(
+            config.db(config.admin_db.as_ref(), "admin"),
+            config.jwt_secret.clone(),
+        );
+        admin_cfg.queue_service = format!("{p}admin");
+        let mut profile_cfg = ProfileConfig::new(
+            config.db(config.profile_db.as_ref(), "profile"),
+            config.jwt_secret.clone(),
+        );
+        profile_cfg.queue_service = format!("{p}profile");
+        let mut gateway_cfg = GatewayConfig::new(config.jwt_secret.clone());
+        gateway_cfg.queue_service = format!("{p}gateway");
+        let topology = Topology::new()
+            .service(admin_cfg.queue())
+            .service(profile_cfg.queue())
+            .service(gateway_cfg.queue());
+        let hub = Hub::builder("platform")
+            .url(&config.hub_url)
+            .topology(topology)
+            .connect()
+            .await?;
+        let cache = Cache::builder().url(&config.cache_url).build().await?;
+        let stop = CancellationToken::new();
+
+        let mut auth_cfg = AuthConfig::new(
+            config.db(config.auth_db.as_ref(), "auth"),
+            config.jwt_secret.clone(),
+        );
+        auth_cfg.admin_emails.clone_from(&config.admin_emails);
+        let auth = AuthService::start(auth_cfg, hub.clone(), stop.clone()).await?;
+        let payments = PaymentsService::start(
+            PaymentsConfig::new(
+                config.db(config.payments_db.as_ref(), "payments"),
+                config.jwt_secret.clone(),
+            ),
+            hub.clone(),
+            cache.clone(),
+            stop.clone(),
+        )
+        .await?;
+        let admin = AdminService::start(admin_cfg, hub.clone()).await?;
+        let profile = ProfileService::start(profile_cfg, hub.clone(), cache).await?;
+
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut urls = Vec::new();
+        for router in [
+            auth.router(),
+            payments.router(),
+            admin.router(),
+            profile.router(),
+        ] {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            urls.push(format!("http://{}", listener.local_addr()?));
+            let s = stop.clone();
+            tasks.spawn(async move {
+                tidewell_service_kit::serve(listener, router, async move { s.cancelled().await })
+                    .await
+            });
+        }
+        let [auth_url, payments_url, admin_url, profile_url] = <[String; 4]>::try_from(urls)
+            .map_err(|_| std::io::Error::other("four service listeners"))?;
+        gateway_cfg.auth_url = auth_url;
+        gateway_cfg.payments_url = payments_url;
+        gateway_cfg.admin_url = admin_url;
+        gateway_cfg.profile_url = profile_url;
+        gateway_cfg.auth_per_minute = config.rate_limits.0;
+        gateway_cfg.api_per_minute = config.rate_limits.1;
+        gateway_cfg.static_dir.clone_from(&config.static_dir);
+        gateway_cfg.pkg_dir.clone_from(&config.pkg_dir);
+        let gateway = Gateway::start(gateway_cfg, hub).await?;
+        let listener = TcpListener::bind(config.addr).await?;
+        let addr = listener.local_addr()?;
+        let g = gateway.clone();
+        let s = stop.clone();
+        tasks.spawn(async move { g.serve(listener, async move { s.cancelled().await }).await });
+        tracing::info!(%addr, "platform up: gateway and four services");
+        Ok(Self {
+            addr,
+            gateway,
+            payments,
+            auth,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops every server (requests in flight finish) and the outbox relays.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                () = &mut deadline => break,
+            }
+        }
+    }
+}
