@@ -47,6 +47,10 @@ pub struct PlatformConfig {
     pub admin_emails: Vec<String>,
     /// Queue names get this prefix (several platforms on one broker, tests).
     pub queue_prefix: String,
+    /// The topic exchange (default `events`).
+    pub exchange: Option<String>,
+    /// The cache's key prefix (default the cache's own).
+    pub cache_prefix: Option<String>,
     /// Gateway rate limits per minute per client IP (auth, rest of the API); 0 turns one off.
     pub rate_limits: (u32, u32),
     /// The demo page and the session-sync package.
@@ -84,6 +88,8 @@ impl PlatformConfig {
             profile_db: None,
             admin_emails: Vec::new(),
             queue_prefix: String::new(),
+            exchange: None,
+            cache_prefix: None,
             rate_limits: (10, 100),
             static_dir: PathBuf::from("services/gateway/static"),
             pkg_dir: PathBuf::from("session-sync/pkg"),
@@ -210,7 +216,11 @@ impl Platform {
         profile_cfg.queue_service = format!("{p}profile");
         let mut gateway_cfg = GatewayConfig::new(config.jwt_secret.clone());
         gateway_cfg.queue_service = format!("{p}gateway");
-        let topology = Topology::new()
+        let topology = match &config.exchange {
+            Some(x) => Topology::with_exchange(x.clone()),
+            None => Topology::new(),
+        };
+        let topology = topology
             .service(admin_cfg.queue())
             .service(profile_cfg.queue())
             .service(gateway_cfg.queue());
@@ -219,7 +229,11 @@ impl Platform {
             .topology(topology)
             .connect()
             .await?;
-        let cache = Cache::builder().url(&config.cache_url).build().await?;
+        let mut cache = Cache::builder().url(&config.cache_url);
+        if let Some(prefix) = &config.cache_prefix {
+            cache = cache.prefix(prefix.clone());
+        }
+        let cache = cache.build().await?;
         let stop = CancellationToken::new();
 
         let mut auth_cfg = AuthConfig::new(

@@ -1,0 +1,326 @@
+//! The whole platform end to end, through the gateway: on embedded defaults (in-memory hub and
+//! cache, SQLite), and on RabbitMQ + Redis + Postgres.
+//!
+//! register → sign in on two devices → WebSocket on each → create a payment → its owner's
+//! connections get the event within a second, another user's do not → the admin audit log has
+//! the events → the profile was made → revoke the other device → its WebSocket closes (4001)
+//! and its token is refused → repeated reads come from the cache (hit ratio > 80 %).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::Request;
+use http_body_util::{BodyExt as _, Full};
+use serde_json::{Value, json};
+use tidewell_platform::{Platform, PlatformConfig};
+use tidewell_testkit::{TestDatabase, TestRabbit, TestRedis, unique_name};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const SECRET: &[u8] = b"flow-secret-flow-secret-flow-secret!";
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One HTTP/1.1 request to the gateway.
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Full::new(Bytes::from(b.to_string()))
+        }
+        None => Full::new(Bytes::new()),
+    };
+    let res = sender.send_request(req.body(body).unwrap()).await.unwrap();
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn ws(addr: SocketAddr, token: &str) -> Ws {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let welcome = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(welcome["type"], "welcome");
+    ws
+}
+
+async fn next_json(ws: &mut Ws, limit: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(limit, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Polls `f` until it answers `Some` or `limit` passes.
+async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn flow(config: PlatformConfig) {
+    let platform = Platform::start(config).await.unwrap();
+    let a = platform.addr;
+    let (s, ready) = call(a, "GET", "/readyz", None, None).await;
+    assert_eq!(s, 200, "{ready}");
+
+    for (email, name) in [
+        ("ann@example.com", "Ann"),
+        ("bob@example.com", "Bob"),
+        ("root@example.com", "Root"),
+    ] {
+        let (s, v) = call(
+            a,
+            "POST",
+            "/api/auth/register",
+            None,
+            Some(json!({"email": email, "password": "a sound password 42", "name": name})),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let login = |email: &'static str, device: &'static str| async move {
+        let (s, t) = call(
+            a,
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": email, "password": "a sound password 42", "device_id": device})),
+        )
+        .await;
+        assert_eq!(s, 200, "{t}");
+        t
+    };
+    let laptop = login("ann@example.com", "ann-laptop").await;
+    let phone = login("ann@example.com", "ann-phone").await;
+    let bob = login("bob@example.com", "bob-laptop").await;
+    let root = login("root@example.com", "root-1").await;
+    let tok = |t: &Value| t["access_token"].as_str().unwrap().to_owned();
+
+    let mut ws_laptop = ws(a, &tok(&laptop)).await;
+    let mut ws_phone = ws(a, &tok(&phone)).await;
+    let mut ws_bob = ws(a, &tok(&bob)).await;
+
+    let started = Instant::now();
+    let (s, payment) = call(
+        a,
+        "POST",
+        "/api/payments",
+        Some(&tok(&laptop)),
+        Some(json!({"amount": "42.00", "currency": "EUR", "description": "flow"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{payment}");
+    let id = payment["id"].as_str().unwrap().to_owned();
+    for ws in [&mut ws_laptop, &mut ws_phone] {
+        let frame = next_json(ws, Duration::from_secs(1))
+            .await
+            .expect("the owner hears of the payment within a second");
+        assert_eq!(frame["type"], "event");
+        assert_eq!(frame["event"]["type"], "payments.payment.created");
+        assert_eq!(frame["event"]["payload"]["payment_id"], id.as_str());
+    }
+    let delivered = started.elapsed();
+    assert!(
+        next_json(&mut ws_bob, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "another user hears nothing"
+    );
+
+    // The admin audit log has the events; the profile was made.
+    let root_token = tok(&root);
+    let audit = eventually(Duration::from_secs(10), || {
+        let t = root_token.clone();
+        async move {
+            let (_, log) = call(a, "GET", "/api/admin/audit?limit=200", Some(&t), None).await;
+            let types: Vec<String> = log
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["event_type"].as_str().map(str::to_owned))
+                .collect();
+            (types.iter().any(|t| t == "payments.payment.created")
+                && types.iter().filter(|t| *t == "auth.user.created").count() >= 3)
+                .then_some(types)
+        }
+    })
+    .await;
+    assert!(audit.is_some(), "the audit log did not get the events");
+    let (s, _) = call(a, "GET", "/api/admin/audit", Some(&tok(&laptop)), None).await;
+    assert_eq!(s, 403, "not an admin");
+    let laptop_token = tok(&laptop);
+    let profile = eventually(Duration::from_secs(10), || {
+        let t = laptop_token.clone();
+        async move {
+            let (s, p) = call(a, "GET", "/api/profile/me", Some(&t), None).await;
+            (s == 200).then_some(p)
+        }
+    })
+    .await
+    .expect("the profile was made from auth.user.created");
+    assert_eq!(profile["display_name"], "Ann");
+
+    // Ann's laptop signs out her phone: its WebSocket closes with 4001, its token is refused.
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/auth/devices/ann-phone/revoke",
+        Some(&tok(&laptop)),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+    let mut code = None;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(3), ws_phone.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => {
+                code = Some(u16::from(f.code));
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    assert_eq!(
+        code,
+        Some(4001),
+        "the revoked device's WebSocket closes with 4001"
+    );
+    let phone_token = tok(&phone);
+    let refused = eventually(Duration::from_secs(3), || {
+        let t = phone_token.clone();
+        async move { (call(a, "GET", "/api/payments", Some(&t), None).await.0 == 401).then_some(()) }
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "the revoked token is refused at the gateway"
+    );
+    let (s, _) = call(a, "GET", "/api/payments", Some(&tok(&laptop)), None).await;
+    assert_eq!(s, 200, "the laptop keeps working");
+
+    // Repeated reads come from the cache.
+    for _ in 0..30 {
+        assert_eq!(
+            call(
+                a,
+                "GET",
+                &format!("/api/payments/{id}"),
+                Some(&tok(&laptop)),
+                None
+            )
+            .await
+            .0,
+            200
+        );
+        assert_eq!(
+            call(a, "GET", "/api/payments", Some(&tok(&laptop)), None)
+                .await
+                .0,
+            200
+        );
+    }
+    let ratio = platform.payments.cache_hit_ratio();
+    assert!(ratio > 0.8, "cache hit ratio {ratio}");
+    eprintln!(
+        "payment event reached both of the owner's connections in {delivered:?}; cache hit ratio {ratio:.2}"
+    );
+    platform.shutdown().await;
+}
+
+fn embedded(data: &std::path::Path) -> PlatformConfig {
+    let mut c = PlatformConfig::embedded(SECRET.to_vec());
+    c.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.data_dir = data.to_path_buf();
+    c.hub_url = format!("memory://{}", unique_name("platform"));
+    c.admin_emails = vec!["root@example.com".into()];
+    c.rate_limits = (100, 1000);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_on_embedded_defaults() {
+    let data = std::env::temp_dir().join(unique_name("platform"));
+    flow(embedded(&data)).await;
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_on_rabbitmq_redis_and_postgres() {
+    let rabbit = TestRabbit::connect().await;
+    let redis = TestRedis::connect().await;
+    let dbs = [
+        TestDatabase::create().await,
+        TestDatabase::create().await,
+        TestDatabase::create().await,
+        TestDatabase::create().await,
+    ];
+    let data = std::env::temp_dir().join(unique_name("platform"));
+    let mut c = embedded(&data);
+    c.hub_url = rabbit.url().to_owned();
+    c.exchange = Some(rabbit.exchange("events"));
+    rabbit.exchange("events.dlx");
+    c.queue_prefix = format!("{}.", rabbit.prefix());
+    for q in ["admin", "profile", "gateway"] {
+        rabbit.queue(&format!("{q}.events"));
+        rabbit.queue(&format!("{q}.events.dlq"));
+    }
+    c.cache_url = redis.url().to_owned();
+    c.cache_prefix = Some(redis.prefix().to_owned());
+    c.auth_db = Some(dbs[0].url().to_owned());
+    c.payments_db = Some(dbs[1].url().to_owned());
+    c.admin_db = Some(dbs[2].url().to_owned());
+    c.profile_db = Some(dbs[3].url().to_owned());
+    flow(c).await;
+    let _ = std::fs::remove_dir_all(&data);
+}
