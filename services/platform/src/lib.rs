@@ -224,11 +224,13 @@ impl Platform {
             .service(admin_cfg.queue())
             .service(profile_cfg.queue())
             .service(gateway_cfg.queue());
-        let hub = Hub::builder("platform")
+        let mut hub = Hub::builder("platform")
             .url(&config.hub_url)
-            .topology(topology)
-            .connect()
-            .await?;
+            .topology(topology);
+        if !p.is_empty() {
+            hub = hub.connection_name(p.trim_end_matches('.'));
+        }
+        let hub = hub.connect().await?;
         let mut cache = Cache::builder().url(&config.cache_url);
         if let Some(prefix) = &config.cache_prefix {
             cache = cache.prefix(prefix.clone());

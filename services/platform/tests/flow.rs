@@ -325,3 +325,275 @@ async fn the_whole_flow_on_rabbitmq_redis_and_postgres() {
     flow(c).await;
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Closes every RabbitMQ connection whose client properties mention `needle`; answers how many.
+fn close_connections(needle: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--no-table-headers",
+            "-q",
+        ])
+        .output()
+        .expect("rabbitmqctl runs (the fault test needs it on PATH)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|pid| {
+            std::process::Command::new("rabbitmqctl")
+                .args(["close_connection", pid, "tidewell fault test"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_connections_closed_mid_flow_lose_no_event() {
+    let rabbit = TestRabbit::connect().await;
+    let data = std::env::temp_dir().join(unique_name("platform"));
+    let mut c = embedded(&data);
+    c.hub_url = rabbit.url().to_owned();
+    c.exchange = Some(rabbit.exchange("events"));
+    rabbit.exchange("events.dlx");
+    c.queue_prefix = format!("{}.", rabbit.prefix());
+    for q in ["admin", "profile", "gateway"] {
+        rabbit.queue(&format!("{q}.events"));
+        rabbit.queue(&format!("{q}.events.dlq"));
+    }
+    let platform = Platform::start(c).await.unwrap();
+    let a = platform.addr;
+    for (email, name) in [("ann@example.com", "Ann"), ("root@example.com", "Root")] {
+        let (s, _) = call(
+            a,
+            "POST",
+            "/api/auth/register",
+            None,
+            Some(json!({"email": email, "password": "a sound password 42", "name": name})),
+        )
+        .await;
+        assert_eq!(s, 201);
+    }
+    let (_, ann) = call(
+        a,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"email": "ann@example.com", "password": "a sound password 42"})),
+    )
+    .await;
+    let (_, root) = call(
+        a,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"email": "root@example.com", "password": "a sound password 42"})),
+    )
+    .await;
+    let ann = ann["access_token"].as_str().unwrap().to_owned();
+    let root = root["access_token"].as_str().unwrap().to_owned();
+
+    let prefix = rabbit.prefix().to_owned();
+    let killer = tokio::spawn(async move {
+        let mut closed = Vec::new();
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let p = prefix.clone();
+            closed.push(
+                tokio::task::spawn_blocking(move || close_connections(&p))
+                    .await
+                    .unwrap(),
+            );
+        }
+        closed
+    });
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let (s, p) = call(
+            a,
+            "POST",
+            "/api/payments",
+            Some(&ann),
+            Some(json!({"amount": format!("{}.00", i + 1), "currency": "EUR"})),
+        )
+        .await;
+        assert_eq!(
+            s, 201,
+            "the API keeps answering while the broker connection is down: {p}"
+        );
+        ids.push(p["id"].as_str().unwrap().to_owned());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let closed = killer.await.unwrap();
+    assert!(
+        closed.iter().any(|&n| n > 0),
+        "the faults really happened: {closed:?}"
+    );
+    // Every payment's event reaches the admin's audit log (through the outbox, after reconnects).
+    let all = eventually(Duration::from_secs(60), || {
+        let t = root.clone();
+        let ids = ids.clone();
+        async move {
+            let (_, log) = call(
+                a,
+                "GET",
+                "/api/admin/audit?type=payments.payment.created&limit=200",
+                Some(&t),
+                None,
+            )
+            .await;
+            let seen: std::collections::BTreeSet<String> = log
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["payload"]["payment_id"].as_str().map(str::to_owned))
+                .collect();
+            ids.iter().all(|id| seen.contains(id)).then_some(seen.len())
+        }
+    })
+    .await;
+    assert_eq!(
+        all,
+        Some(40),
+        "every event arrived exactly once in the audit log"
+    );
+    platform.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_a_4xx_and_leak_nothing() {
+    let data = std::env::temp_dir().join(unique_name("platform"));
+    let platform = Platform::start(embedded(&data)).await.unwrap();
+    let a = platform.addr;
+    for email in ["ann@example.com", "bob@example.com"] {
+        call(
+            a,
+            "POST",
+            "/api/auth/register",
+            None,
+            Some(json!({"email": email, "password": "a sound password 42", "name": "X"})),
+        )
+        .await;
+    }
+    let (_, ann) = call(
+        a,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"email": "ann@example.com", "password": "a sound password 42"})),
+    )
+    .await;
+    let (_, bob) = call(
+        a,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"email": "bob@example.com", "password": "a sound password 42"})),
+    )
+    .await;
+    let ann = ann["access_token"].as_str().unwrap().to_owned();
+    let bob = bob["access_token"].as_str().unwrap().to_owned();
+    let (_, p) = call(
+        a,
+        "POST",
+        "/api/payments",
+        Some(&ann),
+        Some(json!({"amount": "1", "currency": "EUR"})),
+    )
+    .await;
+    let anns = p["id"].as_str().unwrap().to_owned();
+
+    let forged = tidewell_auth::Issuer::new(
+        tidewell_auth::SigningKey::hs256("k1", b"not-the-secret-not-the-secret-not-t").unwrap(),
+        "tidewell-auth",
+        "tidewell",
+    );
+    let forged = forged
+        .sign(&forged.claims_for("ann"))
+        .unwrap()
+        .into_string();
+    let cases: Vec<(&str, String, Option<String>, Option<Value>, u16)> = vec![
+        (
+            "GET",
+            format!("/api/payments/{anns}"),
+            Some(bob.clone()),
+            None,
+            404,
+        ),
+        (
+            "PATCH",
+            format!("/api/payments/{anns}/status"),
+            Some(bob.clone()),
+            Some(json!({"status": "cancelled"})),
+            404,
+        ),
+        (
+            "GET",
+            "/api/admin/audit".into(),
+            Some(ann.clone()),
+            None,
+            403,
+        ),
+        (
+            "GET",
+            "/api/admin/users".into(),
+            Some(bob.clone()),
+            None,
+            403,
+        ),
+        ("GET", "/api/payments".into(), Some(forged), None, 401),
+        (
+            "GET",
+            "/api/payments".into(),
+            Some("garbage".into()),
+            None,
+            401,
+        ),
+        (
+            "GET",
+            "/api/payments?limit=1%3B%20DROP%20TABLE%20payments".into(),
+            Some(ann.clone()),
+            None,
+            422,
+        ),
+        (
+            "GET",
+            "/api/payments/'%20OR%201=1%20--".into(),
+            Some(ann.clone()),
+            None,
+            404,
+        ),
+        (
+            "POST",
+            "/api/auth/login".into(),
+            None,
+            Some(json!({"email": "' OR '1'='1", "password": "' OR '1'='1"})),
+            401,
+        ),
+        (
+            "POST",
+            "/api/payments".into(),
+            Some(ann.clone()),
+            Some(json!({"amount": "1", "currency": "EUR", "description": "x".repeat(100_000)})),
+            413,
+        ),
+        ("GET", "/api/nothing-here".into(), None, None, 404),
+    ];
+    for (method, path, token, body, want) in cases {
+        let (s, v) = call(a, method, &path, token.as_deref(), body).await;
+        assert_eq!(s, want, "{method} {path}: {v}");
+        let text = v.to_string();
+        assert!(
+            !text.contains("sqlx") && !text.contains("SELECT") && !text.contains("panicked"),
+            "{path} leaked: {text}"
+        );
+    }
+    // Bob's payment list does not show Ann's.
+    let (_, page) = call(a, "GET", "/api/payments", Some(&bob), None).await;
+    assert_eq!(page["total"], 0);
+    platform.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
+}
