@@ -515,7 +515,8 @@ async fn hostile_requests_get_a_4xx_and_leak_nothing() {
         .sign(&forged.claims_for("ann"))
         .unwrap()
         .into_string();
-    let cases: Vec<(&str, String, Option<String>, Option<Value>, u16)> = vec![
+    type Case = (&'static str, String, Option<String>, Option<Value>, u16);
+    let cases: Vec<Case> = vec![
         (
             "GET",
             format!("/api/payments/{anns}"),
