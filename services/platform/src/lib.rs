@@ -185,11 +185,26 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+/// Where each service listens (local ports behind the gateway).
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceAddrs {
+    /// The auth service.
+    pub auth: SocketAddr,
+    /// The payments service.
+    pub payments: SocketAddr,
+    /// The admin service.
+    pub admin: SocketAddr,
+    /// The profile service.
+    pub profile: SocketAddr,
+}
+
 /// A running platform.
 #[derive(Debug)]
 pub struct Platform {
     /// Where the gateway listens.
     pub addr: SocketAddr,
+    /// Where the services listen.
+    pub service_addrs: ServiceAddrs,
     /// The gateway.
     pub gateway: Gateway,
     /// The payments service (for its cache figures).
@@ -258,7 +273,7 @@ impl Platform {
         let profile = ProfileService::start(profile_cfg, hub.clone(), cache).await?;
 
         let mut tasks = tokio::task::JoinSet::new();
-        let mut urls = Vec::new();
+        let mut addrs = Vec::new();
         for router in [
             auth.router(),
             payments.router(),
@@ -266,19 +281,26 @@ impl Platform {
             profile.router(),
         ] {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
-            urls.push(format!("http://{}", listener.local_addr()?));
+            addrs.push(listener.local_addr()?);
             let s = stop.clone();
             tasks.spawn(async move {
                 tidewell_service_kit::serve(listener, router, async move { s.cancelled().await })
                     .await
             });
         }
-        let [auth_url, payments_url, admin_url, profile_url] = <[String; 4]>::try_from(urls)
-            .map_err(|_| std::io::Error::other("four service listeners"))?;
-        gateway_cfg.auth_url = auth_url;
-        gateway_cfg.payments_url = payments_url;
-        gateway_cfg.admin_url = admin_url;
-        gateway_cfg.profile_url = profile_url;
+        let [auth_addr, payments_addr, admin_addr, profile_addr] =
+            <[SocketAddr; 4]>::try_from(addrs)
+                .map_err(|_| std::io::Error::other("four service listeners"))?;
+        let service_addrs = ServiceAddrs {
+            auth: auth_addr,
+            payments: payments_addr,
+            admin: admin_addr,
+            profile: profile_addr,
+        };
+        gateway_cfg.auth_url = format!("http://{auth_addr}");
+        gateway_cfg.payments_url = format!("http://{payments_addr}");
+        gateway_cfg.admin_url = format!("http://{admin_addr}");
+        gateway_cfg.profile_url = format!("http://{profile_addr}");
         gateway_cfg.auth_per_minute = config.rate_limits.0;
         gateway_cfg.api_per_minute = config.rate_limits.1;
         gateway_cfg.static_dir.clone_from(&config.static_dir);
@@ -292,6 +314,7 @@ impl Platform {
         tracing::info!(%addr, "platform up: gateway and four services");
         Ok(Self {
             addr,
+            service_addrs,
             gateway,
             payments,
             auth,
