@@ -283,26 +283,31 @@ impl Outbox {
             }
         }
         let results = hub.publish_batch(&envelopes).await;
-        let now = now_ms();
-        let mut published = 0;
+        let mut published_seqs = Vec::with_capacity(seqs.len());
         let mut first_error = None;
         for (seq, result) in seqs.into_iter().zip(results) {
             match result {
-                Ok(()) => {
-                    on!(
-                        sqlx::query("UPDATE tidewell_outbox SET published_at = $1 WHERE seq = $2")
-                            .bind(now)
-                            .bind(seq),
-                        execute
-                    )
-                    .map_err(|e| db("mark an outbox event published", e))?;
-                    published += 1;
-                }
+                Ok(()) => published_seqs.push(seq),
                 Err(e) => {
                     failures.push((seq, e.to_string()));
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        let published = published_seqs.len();
+        if !published_seqs.is_empty() {
+            // One statement for the batch: SQLite commits once, not once per row.
+            let marks = (2..published_seqs.len() + 2)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql =
+                format!("UPDATE tidewell_outbox SET published_at = $1 WHERE seq IN ({marks})");
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_ms());
+            for seq in published_seqs {
+                query = query.bind(seq);
+            }
+            on!(query, execute).map_err(|e| db("mark outbox events published", e))?;
         }
         for (seq, error) in &failures {
             on!(

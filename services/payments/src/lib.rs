@@ -151,6 +151,11 @@ impl PaymentsService {
             .with_state(Arc::clone(&self.state))
     }
 
+    /// Events written and not yet relayed.
+    pub async fn outbox_pending(&self) -> Result<u64, Error> {
+        Ok(self.state.outbox.pending().await?)
+    }
+
     /// The cache's hit ratio for payment reads so far (0 to 1).
     pub fn cache_hit_ratio(&self) -> f64 {
         self.state
