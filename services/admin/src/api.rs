@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row as _};
 use tidewell_auth::{Claims, Verifier};
 use tidewell_core::RawEnvelope;
+use tidewell_service_kit::openapi::ErrorBody;
 use tidewell_service_kit::{ApiError, AuthState, AuthUser};
 
 /// What every handler shares.
@@ -97,13 +98,19 @@ fn admin(c: &Claims) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+/// Filter and paging.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Page {
+    /// Only events of this type (audit log).
     #[serde(default, rename = "type")]
+    #[param(rename = "type")]
     event_type: Option<String>,
+    /// 1 to 200 (default 50).
     #[serde(default)]
     limit: Option<u32>,
+    /// 0 to 1000000.
     #[serde(default)]
     offset: Option<u32>,
 }
@@ -121,16 +128,21 @@ fn bounds(q: &Page) -> Result<(i64, i64), ApiError> {
 }
 
 /// One audit entry.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditEntry {
     event_id: String,
     event_type: String,
     source: String,
     occurred_at: String,
     correlation_id: String,
+    #[schema(value_type = Object)]
     payload: serde_json::Value,
 }
 
+/// The audit log, newest first (admin role).
+#[utoipa::path(get, path = "/api/admin/audit", tag = "admin", params(Page), security(("bearer" = [])),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 403, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub(crate) async fn audit(
     AxumState(s): S,
     AuthUser(c): AuthUser,
@@ -166,7 +178,7 @@ pub(crate) async fn audit(
 }
 
 /// One user.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct UserRow {
     user_id: String,
     email: String,
@@ -176,6 +188,9 @@ pub(crate) struct UserRow {
     last_login_at_ms: Option<i64>,
 }
 
+/// The users (admin role).
+#[utoipa::path(get, path = "/api/admin/users", tag = "admin", params(Page), security(("bearer" = [])),
+    responses((status = 200, body = Vec<UserRow>), (status = 403, body = ErrorBody)))]
 pub(crate) async fn users(
     AxumState(s): S,
     AuthUser(c): AuthUser,
@@ -210,7 +225,7 @@ pub(crate) async fn users(
 }
 
 /// Dashboard figures.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Dashboard {
     users: i64,
     logins: i64,
@@ -220,6 +235,9 @@ pub(crate) struct Dashboard {
     sessions_revoked: i64,
 }
 
+/// Figures (admin role).
+#[utoipa::path(get, path = "/api/admin/dashboard", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Dashboard), (status = 403, body = ErrorBody)))]
 pub(crate) async fn dashboard(
     AxumState(s): S,
     AuthUser(c): AuthUser,

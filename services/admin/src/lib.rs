@@ -13,7 +13,19 @@ use tidewell_core::RawEnvelope;
 use tidewell_core::config::Env;
 use tidewell_event_hub::{HandlerError, Hub, Router as EventRouter, ServiceQueue, Subscription};
 
+use tidewell_service_kit::openapi::{BearerAuth, ErrorBody, ErrorDetail};
+
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The OpenAPI document of this service.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(title = "Tidewell admin", description = "Audit log, users, dashboard"),
+    paths(api::audit, api::users, api::dashboard),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
 
 /// How the admin service runs.
 #[derive(Clone)]
@@ -122,6 +134,10 @@ impl AdminService {
             .route("/api/admin/users", get(api::users))
             .route("/api/admin/dashboard", get(api::dashboard))
             .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/openapi.json",
+                get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
+            )
             .with_state(Arc::clone(&self.state))
     }
 }

@@ -12,6 +12,7 @@ use tidewell_auth::{Claims, Issuer, Verifier};
 use tidewell_core::Envelope;
 use tidewell_event_hub::Hub;
 use tidewell_event_hub::outbox::Outbox;
+use tidewell_service_kit::openapi::ErrorBody;
 use tidewell_service_kit::{ApiError, AuthState, AuthUser, JsonBody};
 use tidewell_session_sync::server::{
     DeviceRegistry, NewDevice, RevokeReason, RevokedSessions, SessionRevoked,
@@ -57,7 +58,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// A user as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct UserView {
     id: String,
     email: String,
@@ -65,7 +66,7 @@ pub(crate) struct UserView {
     role: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Register {
     email: String,
@@ -73,6 +74,8 @@ pub(crate) struct Register {
     name: String,
 }
 
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = Register,
+    responses((status = 201, body = UserView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn register(
     AxumState(s): S,
     JsonBody(r): JsonBody<Register>,
@@ -139,7 +142,7 @@ pub(crate) async fn register(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Login {
     email: String,
@@ -151,7 +154,7 @@ pub(crate) struct Login {
 }
 
 /// Tokens for a session.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Tokens {
     access_token: String,
     refresh_token: String,
@@ -161,6 +164,8 @@ pub(crate) struct Tokens {
     device_id: String,
 }
 
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = Login,
+    responses((status = 200, body = Tokens), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn login(
     AxumState(s): S,
     headers: HeaderMap,
@@ -281,12 +286,14 @@ fn tokens(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Refresh {
     refresh_token: String,
 }
 
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = Refresh,
+    responses((status = 200, body = Tokens), (status = 401, body = ErrorBody)))]
 pub(crate) async fn refresh(
     AxumState(s): S,
     JsonBody(r): JsonBody<Refresh>,
@@ -383,6 +390,8 @@ async fn revoke_session(
     Ok(())
 }
 
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
 pub(crate) async fn logout(
     AxumState(s): S,
     AuthUser(claims): AuthUser,
@@ -411,6 +420,8 @@ pub(crate) async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody)))]
 pub(crate) async fn me(
     AxumState(s): S,
     AuthUser(claims): AuthUser,
@@ -430,7 +441,7 @@ pub(crate) async fn me(
 }
 
 /// A device as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct DeviceView {
     device_id: String,
     name: String,
@@ -439,6 +450,8 @@ pub(crate) struct DeviceView {
     current: bool,
 }
 
+#[utoipa::path(get, path = "/api/auth/devices", tag = "devices", security(("bearer" = [])),
+    responses((status = 200, body = Vec<DeviceView>), (status = 401, body = ErrorBody)))]
 pub(crate) async fn devices(
     AxumState(s): S,
     AuthUser(claims): AuthUser,
@@ -457,6 +470,10 @@ pub(crate) async fn devices(
     ))
 }
 
+#[utoipa::path(post, path = "/api/auth/devices/{device_id}/revoke", tag = "devices",
+    params(("device_id" = String, Path, description = "One of the caller's devices")),
+    security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke(
     AxumState(s): S,
     AuthUser(claims): AuthUser,
@@ -484,11 +501,13 @@ pub(crate) async fn revoke(
 }
 
 /// The answer of revoke-others.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Revoked {
     revoked: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/api/auth/devices/revoke-others", tag = "devices", security(("bearer" = [])),
+    responses((status = 200, body = Revoked), (status = 401, body = ErrorBody)))]
 pub(crate) async fn revoke_others(
     AxumState(s): S,
     AuthUser(claims): AuthUser,

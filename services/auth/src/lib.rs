@@ -31,7 +31,20 @@ pub use config::AuthConfig;
 
 pub use tidewell_service_kit::{AUDIENCE, ISSUER};
 
+use tidewell_service_kit::openapi::{BearerAuth, ErrorBody, ErrorDetail};
+
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The OpenAPI document of this service.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(title = "Tidewell auth", description = "Accounts, sessions and devices"),
+    paths(api::register, api::login, api::refresh, api::logout, api::me, api::devices,
+        api::revoke, api::revoke_others),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +121,10 @@ impl AuthService {
             .route("/api/auth/devices/revoke-others", post(api::revoke_others))
             .route("/api/auth/devices/{device_id}/revoke", post(api::revoke))
             .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/openapi.json",
+                get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
+            )
             .layer(DefaultBodyLimit::max(16 * 1024))
             .with_state(Arc::clone(&self.state))
     }

@@ -46,6 +46,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/ws", get(websocket))
         .route("/", get(index))
         .route("/app.js", get(app_js))
@@ -240,4 +241,94 @@ async fn pkg(AxumState(s): S, Path(name): Path<String>) -> Response {
         return ApiError::not_found("no such file").into_response();
     }
     file(s.config.pkg_dir.join(name), content_type).await
+}
+
+/// The services' OpenAPI documents merged into one (paths, schemas, security schemes); a service
+/// that does not answer within two seconds is listed under `x-missing`.
+async fn openapi(AxumState(s): S) -> Response {
+    let c = &s.config;
+    let mut merged = serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tidewell API (through the gateway)",
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+        "paths": {},
+        "components": { "schemas": {}, "securitySchemes": {} },
+    });
+    let mut missing = Vec::new();
+    for (name, url) in [
+        ("auth", &c.auth_url),
+        ("payments", &c.payments_url),
+        ("admin", &c.admin_url),
+        ("profile", &c.profile_url),
+    ] {
+        match fetch_json(url, "/openapi.json").await {
+            Ok(doc) => {
+                for target in [
+                    "/paths",
+                    "/components/schemas",
+                    "/components/securitySchemes",
+                ] {
+                    let section = doc.pointer(target).cloned().unwrap_or_default();
+                    if let (Some(from), Some(into)) = (
+                        section.as_object(),
+                        merged.pointer_mut(target).and_then(|v| v.as_object_mut()),
+                    ) {
+                        for (k, v) in from {
+                            into.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(service = name, %error, "no OpenAPI document");
+                missing.push(name);
+            }
+        }
+    }
+    if !missing.is_empty()
+        && let Some(o) = merged.as_object_mut()
+    {
+        o.insert("x-missing".into(), serde_json::json!(missing));
+    }
+    axum::Json(merged).into_response()
+}
+
+/// GET `path` on the upstream `base` (`http://host:port`), as JSON, within two seconds.
+async fn fetch_json(base: &str, path: &str) -> Result<serde_json::Value, String> {
+    use http_body_util::BodyExt as _;
+    let authority = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{base} is not http://"))?
+        .trim_end_matches('/')
+        .to_owned();
+    let work = async {
+        let stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header(header::HOST, &authority)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("HTTP {}", res.status()));
+        }
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(2), work)
+        .await
+        .map_err(|_| "timed out".to_owned())?
 }

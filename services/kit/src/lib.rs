@@ -8,6 +8,8 @@
 //! - [`AuthUser`]: the verified claims of the `Authorization: Bearer` token, or a 401.
 //! - [`database`]: a Postgres or SQLite pool (sqlx `Any`) with the service's migrations run.
 //! - [`serve`]: correlation ids, request ids in errors, graceful shutdown.
+//! - [`openapi`]: the error schema and the bearer scheme every service's OpenAPI document
+//!   (utoipa, at `/openapi.json`) shares.
 //!
 //! ```
 //! use axum::{Router, routing::post};
@@ -31,6 +33,7 @@ mod auth;
 mod db;
 mod error;
 mod extract;
+pub mod openapi;
 mod serve;
 
 pub use auth::{AUDIENCE, AuthState, AuthUser, ISSUER, issuer, verifier};

@@ -12,6 +12,7 @@ use tidewell_auth::{Claims, Verifier};
 use tidewell_cache::{Cache, Key, Namespace, Tag};
 use tidewell_event_hub::Hub;
 use tidewell_event_hub::outbox::Outbox;
+use tidewell_service_kit::openapi::ErrorBody;
 use tidewell_service_kit::{ApiError, AuthState, AuthUser, JsonBody};
 
 use crate::events::{PaymentCreated, PaymentUpdated};
@@ -47,7 +48,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// A payment as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Payment {
     id: String,
     user_id: String,
@@ -85,15 +86,24 @@ fn is_admin(c: &Claims) -> bool {
     c.has_role("admin")
 }
 
-#[derive(Deserialize)]
+/// A new payment.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Create {
+    /// More than 0, at most two decimals: `"12.50"` or `12.5`.
+    #[schema(value_type = String, example = "12.50")]
     amount: Amount,
+    /// ISO 4217, e.g. `EUR`.
     currency: String,
     #[serde(default)]
     description: String,
 }
 
+/// Creates a pending payment for the caller.
+#[utoipa::path(post, path = "/api/payments", tag = "payments", request_body = Create,
+    security(("bearer" = [])),
+    responses((status = 201, body = Payment), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn create(
     AxumState(s): S,
     AuthUser(claims): AuthUser,
@@ -158,19 +168,24 @@ async fn invalidate(s: &State, tags: &[Tag]) {
     }
 }
 
-#[derive(Deserialize)]
+/// Filters and paging.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// `pending`, `completed`, `failed` or `cancelled`.
     #[serde(default)]
     status: Option<String>,
+    /// 1 to 100 (default 20).
     #[serde(default)]
     limit: Option<u32>,
+    /// 0 to 100000.
     #[serde(default)]
     offset: Option<u32>,
 }
 
 /// A page of payments.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Page {
     items: Vec<Payment>,
     limit: u32,
@@ -184,6 +199,11 @@ const STATUSES: [&str; 4] = ["pending", "completed", "failed", "cancelled"];
 #[error("{0}")]
 struct LoadError(String);
 
+/// The caller's payments, newest first.
+#[utoipa::path(get, path = "/api/payments", tag = "payments", params(ListQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Page), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub(crate) async fn list(
     AxumState(s): S,
     AuthUser(claims): AuthUser,
@@ -307,6 +327,12 @@ async fn load_one(s: &State, id: &str) -> Result<Option<Payment>, ApiError> {
         .map_err(internal)
 }
 
+/// One of the caller's payments (another user's is a 404, like a missing one).
+#[utoipa::path(get, path = "/api/payments/{id}", tag = "payments",
+    params(("id" = String, Path, description = "The payment id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = Payment), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_one(
     AxumState(s): S,
     AuthUser(claims): AuthUser,
@@ -323,12 +349,20 @@ pub(crate) async fn get_one(
     }
 }
 
-#[derive(Deserialize)]
+/// The new status.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SetStatus {
+    /// `completed`, `failed` or `cancelled` (from `pending` only).
     status: String,
 }
 
+/// Moves a pending payment to completed, failed or cancelled; anything else is a 409.
+#[utoipa::path(patch, path = "/api/payments/{id}/status", tag = "payments", request_body = SetStatus,
+    params(("id" = String, Path, description = "The payment id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = Payment), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn set_status(
     AxumState(s): S,
     AuthUser(claims): AuthUser,

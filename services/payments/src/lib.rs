@@ -20,7 +20,19 @@ use tidewell_event_hub::Hub;
 use tidewell_event_hub::outbox::Outbox;
 use tokio_util::sync::CancellationToken;
 
+use tidewell_service_kit::openapi::{BearerAuth, ErrorBody, ErrorDetail};
+
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The OpenAPI document of this service.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(title = "Tidewell payments", description = "Payments with a status machine"),
+    paths(api::create, api::list, api::get_one, api::set_status),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
 
 /// How the payments service runs.
 #[derive(Clone)]
@@ -147,6 +159,10 @@ impl PaymentsService {
             .route("/api/payments/{id}", get(api::get_one))
             .route("/api/payments/{id}/status", patch(api::set_status))
             .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/openapi.json",
+                get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
+            )
             .layer(DefaultBodyLimit::max(16 * 1024))
             .with_state(Arc::clone(&self.state))
     }

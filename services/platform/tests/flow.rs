@@ -113,6 +113,24 @@ async fn flow(config: PlatformConfig) {
     let a = platform.addr;
     let (s, ready) = call(a, "GET", "/readyz", None, None).await;
     assert_eq!(s, 200, "{ready}");
+    let (s, doc) = call(a, "GET", "/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    for path in [
+        "/api/auth/login",
+        "/api/auth/devices/{device_id}/revoke",
+        "/api/payments",
+        "/api/payments/{id}/status",
+        "/api/admin/audit",
+        "/api/profile/me/preferences",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "the merged OpenAPI document lacks {path}"
+        );
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc.get("x-missing").is_none(), "{}", doc["x-missing"]);
 
     for (email, name) in [
         ("ann@example.com", "Ann"),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row as _};
 use tidewell_auth::Verifier;
 use tidewell_cache::{Key, Namespace, Tag};
+use tidewell_service_kit::openapi::ErrorBody;
 use tidewell_service_kit::{ApiError, AuthState, AuthUser, JsonBody};
 
 /// What every handler shares.
@@ -60,7 +61,7 @@ pub(crate) async fn create_profile(
 }
 
 /// A profile as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Profile {
     user_id: String,
     display_name: String,
@@ -70,7 +71,7 @@ pub(crate) struct Profile {
 }
 
 /// Preferences.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Preferences {
     theme: String,
@@ -124,6 +125,9 @@ fn missing() -> ApiError {
     ApiError::not_found("no profile yet: it is made from auth.user.created, shortly after sign-up")
 }
 
+/// The caller's profile (404 until `auth.user.created` was handled).
+#[utoipa::path(get, path = "/api/profile/me", tag = "profile", security(("bearer" = [])),
+    responses((status = 200, body = Profile), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_me(
     AxumState(s): S,
     AuthUser(c): AuthUser,
@@ -131,7 +135,8 @@ pub(crate) async fn get_me(
     load(&s, &c.sub).await?.map(Json).ok_or_else(missing)
 }
 
-#[derive(Deserialize)]
+/// Fields to change.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Update {
     #[serde(default)]
@@ -152,6 +157,9 @@ fn text(value: &str, field: &'static str, min: usize, max: usize) -> Result<Stri
     Ok(v.to_owned())
 }
 
+/// Changes the display name or the bio.
+#[utoipa::path(patch, path = "/api/profile/me", tag = "profile", request_body = Update, security(("bearer" = [])),
+    responses((status = 200, body = Profile), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn update_me(
     AxumState(s): S,
     AuthUser(c): AuthUser,
@@ -190,6 +198,9 @@ async fn invalidate(s: &State, user: &str) {
     }
 }
 
+/// The caller's preferences.
+#[utoipa::path(get, path = "/api/profile/me/preferences", tag = "profile", security(("bearer" = [])),
+    responses((status = 200, body = Preferences), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_preferences(
     AxumState(s): S,
     AuthUser(c): AuthUser,
@@ -200,6 +211,10 @@ pub(crate) async fn get_preferences(
         .ok_or_else(missing)
 }
 
+/// Replaces the preferences.
+#[utoipa::path(put, path = "/api/profile/me/preferences", tag = "profile", request_body = Preferences,
+    security(("bearer" = [])),
+    responses((status = 200, body = Preferences), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn put_preferences(
     AxumState(s): S,
     AuthUser(c): AuthUser,

@@ -17,7 +17,19 @@ use tidewell_core::Envelope;
 use tidewell_core::config::Env;
 use tidewell_event_hub::{HandlerError, Hub, ServiceQueue, Subscription};
 
+use tidewell_service_kit::openapi::{BearerAuth, ErrorBody, ErrorDetail};
+
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The OpenAPI document of this service.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(title = "Tidewell profile", description = "Profiles and preferences"),
+    paths(api::get_me, api::update_me, api::get_preferences, api::put_preferences),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
 
 /// How the profile service runs.
 #[derive(Clone)]
@@ -150,6 +162,10 @@ impl ProfileService {
                 get(api::get_preferences).put(api::put_preferences),
             )
             .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/openapi.json",
+                get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
+            )
             .layer(DefaultBodyLimit::max(16 * 1024))
             .with_state(Arc::clone(&self.state))
     }
