@@ -75,6 +75,20 @@ pub(crate) async fn record(db: &AnyPool, e: &RawEnvelope) -> Result<(), sqlx::Er
                 .execute(&mut *tx)
                 .await?;
             }
+            "auth.user.updated" => {
+                sqlx::query("UPDATE users SET name = $1, email = $2 WHERE user_id = $3")
+                    .bind(text("name"))
+                    .bind(text("email"))
+                    .bind(text("user_id"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            "auth.user.deleted" => {
+                sqlx::query("DELETE FROM users WHERE user_id = $1")
+                    .bind(text("user_id"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             "auth.user.login" => {
                 sqlx::query(
                     "UPDATE users SET logins = logins + 1, last_login_at = $1 WHERE user_id = $2",

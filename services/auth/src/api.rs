@@ -18,7 +18,7 @@ use tidewell_session_sync::server::{
     DeviceRegistry, NewDevice, RevokeReason, RevokedSessions, SessionRevoked,
 };
 
-use crate::events::{UserCreated, UserLoggedIn, UserLoggedOut};
+use crate::events::{UserCreated, UserDeleted, UserLoggedIn, UserLoggedOut, UserUpdated};
 use crate::passwords;
 use crate::tokens::{digest, new_refresh_token, now_ms};
 
@@ -438,6 +438,106 @@ pub(crate) async fn me(
         name: row.try_get("name").map_err(internal)?,
         role: row.try_get("role").map_err(internal)?,
     }))
+}
+
+/// Account changes.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateMe {
+    /// The new display name.
+    name: String,
+}
+
+/// Changes the account's name; publishes `auth.user.updated`.
+#[utoipa::path(patch, path = "/api/auth/me", tag = "auth", request_body = UpdateMe,
+    security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn update_me(
+    AxumState(s): S,
+    AuthUser(claims): AuthUser,
+    JsonBody(u): JsonBody<UpdateMe>,
+) -> Result<Json<UserView>, ApiError> {
+    let name = u.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "the name must be 1 to 100 characters without control characters",
+        ));
+    }
+    let mut tx = s.db.begin().await.map_err(internal)?;
+    let row = sqlx::query(
+        "UPDATE users SET name = $1, updated_at = $2 WHERE id = $3 RETURNING id, email, name, role",
+    )
+    .bind(name)
+    .bind(now_ms())
+    .bind(claims.sub.clone())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(internal)?
+    .ok_or_else(|| ApiError::unauthorized("this account no longer exists"))?;
+    let user = UserView {
+        id: row.try_get("id").map_err(internal)?,
+        email: row.try_get("email").map_err(internal)?,
+        name: row.try_get("name").map_err(internal)?,
+        role: row.try_get("role").map_err(internal)?,
+    };
+    let event = s.hub.envelope(UserUpdated {
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+    });
+    s.outbox.add(&mut tx, &event).await.map_err(internal)?;
+    tx.commit().await.map_err(internal)?;
+    s.outbox.notify();
+    Ok(Json(user))
+}
+
+/// Deletes the account: every session is revoked (`auth.session.revoked` each), then
+/// `auth.user.deleted`.
+#[utoipa::path(delete, path = "/api/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+pub(crate) async fn delete_me(
+    AxumState(s): S,
+    AuthUser(claims): AuthUser,
+) -> Result<StatusCode, ApiError> {
+    let sessions = sqlx::query(
+        "SELECT DISTINCT family, device_id FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(claims.sub.clone())
+    .fetch_all(&s.db)
+    .await
+    .map_err(internal)?;
+    for row in sessions {
+        let family: String = row.try_get("family").map_err(internal)?;
+        let device: String = row.try_get("device_id").map_err(internal)?;
+        // ok to ignore: the device may already be revoked; the session revocation follows
+        let _ = s.devices.revoke(&claims.sub, &device).await;
+        revoke_session(&s, &claims.sub, &device, &family, RevokeReason::Revoked).await?;
+    }
+    let mut tx = s.db.begin().await.map_err(internal)?;
+    let gone = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(claims.sub.clone())
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+    if gone.rows_affected() == 0 {
+        return Err(ApiError::unauthorized("this account no longer exists"));
+    }
+    sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1")
+        .bind(claims.sub.clone())
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+    let event = s.hub.envelope(UserDeleted {
+        user_id: claims.sub.clone(),
+    });
+    s.outbox.add(&mut tx, &event).await.map_err(internal)?;
+    tx.commit().await.map_err(internal)?;
+    s.outbox.notify();
+    if let Some(sid) = claims.sid {
+        s.revoked.insert(sid);
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A device as the API shows it.

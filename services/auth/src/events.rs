@@ -47,3 +47,29 @@ impl Event for UserLoggedOut {
     const TYPE: &'static str = "auth.user.logout";
     const VERSION: u16 = 1;
 }
+
+/// `auth.user.updated`: the account's name changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    /// The user id.
+    pub user_id: String,
+    /// The email address.
+    pub email: String,
+    /// The display name now.
+    pub name: String,
+}
+impl Event for UserUpdated {
+    const TYPE: &'static str = "auth.user.updated";
+    const VERSION: u16 = 1;
+}
+
+/// `auth.user.deleted`: the account is gone (its sessions were revoked first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    /// The user id.
+    pub user_id: String,
+}
+impl Event for UserDeleted {
+    const TYPE: &'static str = "auth.user.deleted";
+    const VERSION: u16 = 1;
+}

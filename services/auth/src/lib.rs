@@ -39,7 +39,8 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     info(title = "Tidewell auth", description = "Accounts, sessions and devices"),
-    paths(api::register, api::login, api::refresh, api::logout, api::me, api::devices,
+    paths(api::register, api::login, api::refresh, api::logout, api::me, api::update_me,
+        api::delete_me, api::devices,
         api::revoke, api::revoke_others),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth)
@@ -116,7 +117,10 @@ impl AuthService {
             .route("/api/auth/login", post(api::login))
             .route("/api/auth/refresh", post(api::refresh))
             .route("/api/auth/logout", post(api::logout))
-            .route("/api/auth/me", get(api::me))
+            .route(
+                "/api/auth/me",
+                get(api::me).patch(api::update_me).delete(api::delete_me),
+            )
             .route("/api/auth/devices", get(api::devices))
             .route("/api/auth/devices/revoke-others", post(api::revoke_others))
             .route("/api/auth/devices/{device_id}/revoke", post(api::revoke))

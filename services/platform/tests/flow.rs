@@ -291,6 +291,44 @@ async fn flow(config: PlatformConfig) {
     }
     let ratio = platform.payments.cache_hit_ratio();
     assert!(ratio > 0.8, "cache hit ratio {ratio}");
+
+    // Account changes reach the other services: a new name, a deleted account.
+    let (s, v) = call(
+        a,
+        "PATCH",
+        "/api/auth/me",
+        Some(&tok(&laptop)),
+        Some(json!({"name": "Ann B"})),
+    )
+    .await;
+    assert_eq!((s, v["name"].as_str()), (200, Some("Ann B")));
+    let (s, _) = call(a, "DELETE", "/api/auth/me", Some(&tok(&bob)), None).await;
+    assert_eq!(s, 204);
+    let bob_token = tok(&bob);
+    let refused = eventually(Duration::from_secs(3), || {
+        let t = bob_token.clone();
+        async move { (call(a, "GET", "/api/payments", Some(&t), None).await.0 == 401).then_some(()) }
+    })
+    .await;
+    assert!(refused.is_some(), "a deleted account's token is refused");
+    let users = eventually(Duration::from_secs(10), || {
+        let t = root_token.clone();
+        async move {
+            let (_, users) = call(a, "GET", "/api/admin/users", Some(&t), None).await;
+            let list = users.as_array()?.clone();
+            let ann = list
+                .iter()
+                .any(|u| u["email"] == "ann@example.com" && u["name"] == "Ann B");
+            let bob = list.iter().any(|u| u["email"] == "bob@example.com");
+            (ann && !bob).then_some(list.len())
+        }
+    })
+    .await;
+    assert_eq!(
+        users,
+        Some(2),
+        "the admin's users table follows auth.user.updated and deleted"
+    );
     eprintln!(
         "payment event reached both of the owner's connections in {delivered:?}; cache hit ratio {ratio:.2}"
     );

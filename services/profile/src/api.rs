@@ -60,6 +60,22 @@ pub(crate) async fn create_profile(
     Ok(())
 }
 
+/// Deletes the profile of a deleted user (nothing if there is none).
+pub(crate) async fn delete_profile(db: &AnyPool, user_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM profiles WHERE user_id = $1")
+        .bind(user_id.to_owned())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+impl State {
+    /// Drops the cached reads of `user`; a failure leaves them until their TTL.
+    pub(crate) async fn forget(&self, user: &str) {
+        invalidate(self, user).await;
+    }
+}
+
 /// A profile as the API shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Profile {

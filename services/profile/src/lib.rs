@@ -1,5 +1,6 @@
 //! The profile reference service: each user's profile and preferences, made when the auth
-//! service publishes `auth.user.created` (idempotent: a redelivered event changes nothing),
+//! service publishes `auth.user.created` (idempotent: a redelivered event changes nothing) and
+//! deleted on `auth.user.deleted`,
 //! read through the cache (tag `user:<id>`), invalidated on every write.
 
 mod api;
@@ -11,11 +12,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use tidewell_auth_service::events::UserCreated;
-use tidewell_cache::{Cache, Tag};
+use tidewell_auth_service::events::{UserCreated, UserDeleted};
+use tidewell_cache::Cache;
 use tidewell_core::Envelope;
 use tidewell_core::config::Env;
-use tidewell_event_hub::{HandlerError, Hub, ServiceQueue, Subscription};
+use tidewell_event_hub::{HandlerError, Hub, Router as EventRouter, ServiceQueue, Subscription};
 
 use tidewell_service_kit::openapi::{BearerAuth, ErrorBody, ErrorDetail};
 
@@ -92,7 +93,9 @@ impl ProfileConfig {
 
     /// The queue this service consumes, to add to the hub's topology.
     pub fn queue(&self) -> ServiceQueue {
-        ServiceQueue::new(&self.queue_service).bind("auth.user.created")
+        ServiceQueue::new(&self.queue_service)
+            .bind("auth.user.created")
+            .bind("auth.user.deleted")
     }
 }
 
@@ -130,26 +133,32 @@ impl ProfileService {
             reads,
             ttl: config.cache_ttl,
         });
-        let s = Arc::clone(&state);
-        hub.subscribe(
-            Subscription::new(config.queue().name()),
-            move |e: Envelope<UserCreated>| {
-                let s = Arc::clone(&s);
+        let (created, deleted) = (Arc::clone(&state), Arc::clone(&state));
+        let router = EventRouter::new()
+            .route(move |e: Envelope<UserCreated>| {
+                let s = Arc::clone(&created);
                 async move {
                     let u = e.payload();
                     api::create_profile(&s.db, &u.user_id, &u.name)
                         .await
                         .map_err(HandlerError::retryable)?;
-                    // ok to ignore: a failed invalidation leaves at most a cached 404 for TTL
-                    let _ = s
-                        .reads
-                        .invalidate_tags(&[Tag::new("user").part(&u.user_id)])
-                        .await;
+                    s.forget(&u.user_id).await;
                     Ok(())
                 }
-            },
-        )
-        .await?;
+            })
+            .route(move |e: Envelope<UserDeleted>| {
+                let s = Arc::clone(&deleted);
+                async move {
+                    let user = &e.payload().user_id;
+                    api::delete_profile(&s.db, user)
+                        .await
+                        .map_err(HandlerError::retryable)?;
+                    s.forget(user).await;
+                    Ok(())
+                }
+            });
+        hub.subscribe_router(Subscription::new(config.queue().name()), router)
+            .await?;
         Ok(Self { state })
     }
 

@@ -15,7 +15,7 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
-use tidewell_auth_service::events::UserCreated;
+use tidewell_auth_service::events::{UserCreated, UserDeleted};
 use tidewell_cache::Cache;
 use tidewell_event_hub::{Hub, Topology};
 use tidewell_profile_service::{ProfileConfig, ProfileService};
@@ -165,6 +165,21 @@ async fn profiles(database_url: String) {
     // Another user sees only their own (missing) profile.
     let (s, _) = call(&router, "GET", "/api/profile/me", "u2", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // A deleted account's profile goes (and its cached read with it).
+    hub.publish(&hub.envelope(UserDeleted {
+        user_id: "u1".into(),
+    }))
+    .await
+    .unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if call(&router, "GET", "/api/profile/me", "u1", None).await.0 == StatusCode::NOT_FOUND {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "auth.user.deleted removes the profile");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
