@@ -10,6 +10,9 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_type ON audit_log (event_type, received_at);
 
+-- Events of one user may be handled in any order (a login before its account's creation):
+-- every statement below is an upsert that gives the same row whatever the order, and a deleted
+-- user stays deleted.
 CREATE TABLE users (
     user_id TEXT PRIMARY KEY,
     email TEXT NOT NULL,
@@ -17,5 +20,6 @@ CREATE TABLE users (
     role TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     last_login_at BIGINT,
-    logins BIGINT NOT NULL
+    logins BIGINT NOT NULL,
+    deleted BIGINT NOT NULL
 );

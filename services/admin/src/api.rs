@@ -10,7 +10,7 @@ use sqlx::{AnyPool, Row as _};
 use tidewell_auth::{Claims, Verifier};
 use tidewell_core::RawEnvelope;
 use tidewell_service_kit::openapi::ErrorBody;
-use tidewell_service_kit::{ApiError, AuthState, AuthUser};
+use tidewell_service_kit::{ApiError, AuthState, AuthUser, now_ms};
 
 /// What every handler shares.
 pub(crate) struct State {
@@ -31,12 +31,6 @@ impl AuthState for State {
 }
 
 type S = AxumState<Arc<State>>;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Records one event: the audit row, and (only the first time this event id is seen) its effect
 /// on the users table, in one transaction.
@@ -62,10 +56,12 @@ pub(crate) async fn record(db: &AnyPool, e: &RawEnvelope) -> Result<(), sqlx::Er
         let p = e.payload();
         let text = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
         match e.event_type() {
-            "auth.user.created" => {
+            "auth.user.created" | "auth.user.updated" => {
                 sqlx::query(
-                    "INSERT INTO users (user_id, email, name, role, created_at, logins) \
-                     VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (user_id) DO NOTHING",
+                    "INSERT INTO users (user_id, email, name, role, created_at, logins, deleted) \
+                     VALUES ($1, $2, $3, $4, $5, 0, 0) ON CONFLICT (user_id) DO UPDATE SET \
+                     email = excluded.email, name = excluded.name, \
+                     role = CASE WHEN excluded.role = '' THEN users.role ELSE excluded.role END",
                 )
                 .bind(text("user_id"))
                 .bind(text("email"))
@@ -75,26 +71,25 @@ pub(crate) async fn record(db: &AnyPool, e: &RawEnvelope) -> Result<(), sqlx::Er
                 .execute(&mut *tx)
                 .await?;
             }
-            "auth.user.updated" => {
-                sqlx::query("UPDATE users SET name = $1, email = $2 WHERE user_id = $3")
-                    .bind(text("name"))
-                    .bind(text("email"))
-                    .bind(text("user_id"))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            "auth.user.deleted" => {
-                sqlx::query("DELETE FROM users WHERE user_id = $1")
-                    .bind(text("user_id"))
-                    .execute(&mut *tx)
-                    .await?;
-            }
             "auth.user.login" => {
                 sqlx::query(
-                    "UPDATE users SET logins = logins + 1, last_login_at = $1 WHERE user_id = $2",
+                    "INSERT INTO users (user_id, email, name, role, created_at, last_login_at, \
+                     logins, deleted) VALUES ($1, '', '', '', $2, $2, 1, 0) \
+                     ON CONFLICT (user_id) DO UPDATE SET logins = users.logins + 1, \
+                     last_login_at = excluded.last_login_at",
                 )
-                .bind(now)
                 .bind(text("user_id"))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            "auth.user.deleted" => {
+                sqlx::query(
+                    "INSERT INTO users (user_id, email, name, role, created_at, logins, deleted) \
+                     VALUES ($1, '', '', '', $2, 0, 1) ON CONFLICT (user_id) DO UPDATE SET deleted = 1",
+                )
+                .bind(text("user_id"))
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -215,7 +210,7 @@ pub(crate) async fn users(
     let (limit, offset) = bounds(&q)?;
     let rows = sqlx::query(
         "SELECT user_id, email, name, role, logins, last_login_at FROM users \
-         ORDER BY created_at DESC, user_id LIMIT $1 OFFSET $2",
+         WHERE deleted = 0 AND email <> '' ORDER BY created_at DESC, user_id LIMIT $1 OFFSET $2",
     )
     .bind(limit)
     .bind(offset)
@@ -279,7 +274,7 @@ pub(crate) async fn dashboard(
         }
     };
     Ok(Json(Dashboard {
-        users: count("SELECT COUNT(*) AS n FROM users").await?,
+        users: count("SELECT COUNT(*) AS n FROM users WHERE deleted = 0 AND email <> ''").await?,
         logins: by_type("auth.user.login").await?,
         events: count("SELECT COUNT(*) AS n FROM audit_log").await?,
         payments_created: by_type("payments.payment.created").await?,

@@ -15,7 +15,6 @@ mod passwords;
 mod tokens;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -84,16 +83,7 @@ impl AuthService {
         // service writes `auth.session.revoked` to the outbox itself.
         let devices = DeviceRegistry::connect(&config.database_url).await?;
         let revoked = RevokedSessions::new(devices.clone(), 100_000, config.refresh_ttl);
-        outbox.spawn_relay(
-            hub.clone(),
-            Duration::from_secs(1),
-            tidewell_core::Backoff::builder()
-                .min(Duration::from_millis(100))
-                .max(Duration::from_secs(10))
-                .build()
-                .map_err(|e| Error::Database(tidewell_event_hub::Error::Config(e)))?,
-            stop,
-        );
+        tidewell_service_kit::start_relay(&outbox, hub.clone(), stop)?;
         Ok(Self {
             state: Arc::new(api::State {
                 db,

@@ -32,3 +32,26 @@ pub async fn database(
         })?;
     Ok(pool)
 }
+
+/// Milliseconds since the Unix epoch: how the services store times (the same on both databases).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs `outbox`'s relay to `hub` until `stop`: woken after each commit, polling every second
+/// otherwise, backing off from 100 ms to 10 s after a failure.
+pub fn start_relay(
+    outbox: &tidewell_event_hub::outbox::Outbox,
+    hub: tidewell_event_hub::Hub,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(), tidewell_event_hub::Error> {
+    let backoff = tidewell_core::Backoff::builder()
+        .min(std::time::Duration::from_millis(100))
+        .max(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(tidewell_event_hub::Error::Config)?;
+    outbox.spawn_relay(hub, std::time::Duration::from_secs(1), backoff, stop);
+    Ok(())
+}

@@ -37,7 +37,7 @@ pub mod openapi;
 mod serve;
 
 pub use auth::{AUDIENCE, AuthState, AuthUser, ISSUER, issuer, verifier};
-pub use db::database;
+pub use db::{database, now_ms, start_relay};
 pub use error::{ApiError, request_id};
 pub use extract::JsonBody;
 pub use serve::{layers, serve, shutdown_signal};

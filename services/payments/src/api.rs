@@ -13,7 +13,7 @@ use tidewell_cache::{Cache, Key, Namespace, Tag};
 use tidewell_event_hub::Hub;
 use tidewell_event_hub::outbox::Outbox;
 use tidewell_service_kit::openapi::ErrorBody;
-use tidewell_service_kit::{ApiError, AuthState, AuthUser, JsonBody};
+use tidewell_service_kit::{ApiError, AuthState, AuthUser, JsonBody, now_ms};
 
 use crate::events::{PaymentCreated, PaymentUpdated};
 use crate::money::{self, Amount};
@@ -74,12 +74,6 @@ fn payment_of(row: &sqlx::any::AnyRow) -> Result<Payment, sqlx::Error> {
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn is_admin(c: &Claims) -> bool {

@@ -128,16 +128,7 @@ impl PaymentsService {
         let verifier = tidewell_service_kit::verifier(&config.jwt_secret)?;
         let db = tidewell_service_kit::database(&config.database_url, &MIGRATIONS).await?;
         let outbox = Outbox::new(db.clone()).await?;
-        outbox.spawn_relay(
-            hub.clone(),
-            Duration::from_secs(1),
-            tidewell_core::Backoff::builder()
-                .min(Duration::from_millis(100))
-                .max(Duration::from_secs(10))
-                .build()
-                .map_err(|e| Error::Database(tidewell_event_hub::Error::Config(e)))?,
-            stop,
-        );
+        tidewell_service_kit::start_relay(&outbox, hub.clone(), stop)?;
         let reads = cache.namespace("payments")?;
         Ok(Self {
             state: Arc::new(api::State {

@@ -10,7 +10,7 @@ use sqlx::{AnyPool, Row as _};
 use tidewell_auth::Verifier;
 use tidewell_cache::{Key, Namespace, Tag};
 use tidewell_service_kit::openapi::ErrorBody;
-use tidewell_service_kit::{ApiError, AuthState, AuthUser, JsonBody};
+use tidewell_service_kit::{ApiError, AuthState, AuthUser, JsonBody, now_ms};
 
 /// What every handler shares.
 pub(crate) struct State {
@@ -33,12 +33,6 @@ impl AuthState for State {
 }
 
 type S = AxumState<Arc<State>>;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Makes the profile of a new user; nothing if it exists (redeliveries).
 pub(crate) async fn create_profile(
