@@ -17,10 +17,7 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// UUID v7. A value that is not a valid [`CorrelationId`] (too long, bad characters) is replaced,
 /// never trusted.
 pub fn correlation_id_of(headers: &http::HeaderMap) -> CorrelationId {
-    [CORRELATION_HEADER, REQUEST_ID_HEADER]
-        .iter()
-        .find_map(|h| headers.get(h)?.to_str().ok()?.parse().ok())
-        .unwrap_or_default()
+    incoming_id(headers).map(|(id, _)| id).unwrap_or_default()
 }
 
 /// A tower layer that gives every request a correlation id: stored in the request extensions
@@ -77,18 +74,32 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let id = correlation_id_of(req.headers());
-        let span = tracing::info_span!(
-            "http.request",
-            otel.kind = "server",
-            correlation_id = %id,
-            http.request.method = %req.method(),
-            url.path = %req.uri().path(),
-            http.response.status_code = tracing::field::Empty,
-        );
-        // A caller's `traceparent` makes this request part of its trace.
-        propagation::set_span_parent(&span, req.headers());
-        let header = HeaderValue::from_str(id.as_str()).ok();
+        let (id, header) = match incoming_id(req.headers()) {
+            // Echo the caller's own header value: the same bytes, no copy.
+            Some((id, value)) => (id, Some(value.clone())),
+            None => {
+                let id = CorrelationId::new();
+                let header = HeaderValue::from_str(id.as_str()).ok();
+                (id, header)
+            }
+        };
+        // Without a subscriber that wants it, no span at all: `info_span!` would still record its
+        // fields for the `log` fallback, a cost paid on every request for nothing.
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            let span = tracing::info_span!(
+                "http.request",
+                otel.kind = "server",
+                correlation_id = %id,
+                http.request.method = %req.method(),
+                url.path = %req.uri().path(),
+                http.response.status_code = tracing::field::Empty,
+            );
+            // A caller's `traceparent` makes this request part of its trace.
+            propagation::set_span_parent(&span, req.headers());
+            span
+        } else {
+            tracing::Span::none()
+        };
         req.extensions_mut().insert(id);
         let inner = {
             let _entered = span.enter();
@@ -100,6 +111,16 @@ where
             span,
         }
     }
+}
+
+/// The caller's valid correlation id and the header value it came in.
+fn incoming_id(headers: &http::HeaderMap) -> Option<(CorrelationId, &HeaderValue)> {
+    [CORRELATION_HEADER, REQUEST_ID_HEADER]
+        .iter()
+        .find_map(|h| {
+            let value = headers.get(h)?;
+            Some((value.to_str().ok()?.parse().ok()?, value))
+        })
 }
 
 pin_project_lite::pin_project! {

@@ -1,7 +1,7 @@
 //! HTTP RED metrics as a tower layer: rate, errors and duration per method, route template and
 //! status, with a guard on the number of route labels.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -39,24 +39,91 @@ type RouteFn = dyn Fn(&Uri, &Extensions) -> Option<String> + Send + Sync;
 /// `route` is the route template from the supplied function (e.g. axum's `MatchedPath`), never the
 /// raw path; requests without one share [`UNMATCHED_ROUTE`]; past `max_routes` distinct templates
 /// new ones share [`OVERFLOW_ROUTE`]. `method` is one of the standard methods or `OTHER`.
+///
+/// On the request path the layer looks its route up once (a read lock and a fast hash of the
+/// template) and finds the resolved Prometheus children by a short scan: no label strings are
+/// hashed in `prometheus` per request.
 #[derive(Clone)]
 pub struct HttpMetrics {
-    requests: IntCounterVec,
-    duration: HistogramVec,
-    in_flight: IntGauge,
+    shared: Arc<Shared>,
     route: Arc<RouteFn>,
-    seen: Arc<RwLock<HashSet<Arc<str>>>>,
-    /// Resolved children by (method, route, status): the request path takes a read lock and two
-    /// atomic adds instead of hashing label strings in prometheus on every request.
-    series: Arc<RwLock<SeriesMap>>,
     max_routes: usize,
 }
 
-type SeriesMap = HashMap<(&'static str, Arc<str>, u16), Arc<Series>>;
+struct Shared {
+    in_flight: IntGauge,
+    routes: RwLock<HashMap<Arc<str>, Arc<RouteSeries>, foldhash::fast::RandomState>>,
+    unmatched: Arc<RouteSeries>,
+    overflow: Arc<RouteSeries>,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
 
-struct Series {
+/// One route's series: its children by (method, status), created on first use.
+struct RouteSeries {
+    route: Arc<str>,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGauge,
+    children: RwLock<Vec<Child>>,
+}
+
+struct Child {
+    /// Method index (see [`method_label`]) << 16 | status (0: the service failed).
+    key: u32,
     requests: IntCounter,
     duration: Histogram,
+}
+
+impl RouteSeries {
+    fn new(
+        route: Arc<str>,
+        requests: &IntCounterVec,
+        duration: &HistogramVec,
+        in_flight: &IntGauge,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            route,
+            requests: requests.clone(),
+            duration: duration.clone(),
+            in_flight: in_flight.clone(),
+            children: RwLock::default(),
+        })
+    }
+
+    fn record(&self, method: (u32, &'static str), status: u16, elapsed: Duration) {
+        let key = (method.0 << 16) | u32::from(status);
+        {
+            let children = self.children.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(c) = children.iter().find(|c| c.key == key) {
+                c.requests.inc();
+                c.duration.observe(elapsed.as_secs_f64());
+                return;
+            }
+        }
+        // 0 stands for "the service failed" (label `error`): no HTTP status is 0.
+        let status_text = if status == 0 {
+            "error".to_owned()
+        } else {
+            status.to_string()
+        };
+        let child = Child {
+            key,
+            requests: self
+                .requests
+                .with_label_values(&[method.1, &self.route, &status_text]),
+            duration: self.duration.with_label_values(&[method.1, &self.route]),
+        };
+        child.requests.inc();
+        child.duration.observe(elapsed.as_secs_f64());
+        let mut children = self
+            .children
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !children.iter().any(|c| c.key == key) {
+            children.push(child);
+        }
+    }
 }
 
 impl std::fmt::Debug for HttpMetrics {
@@ -102,13 +169,19 @@ impl HttpMetrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
-        Ok(Self {
+        let series =
+            |route: &str| RouteSeries::new(Arc::from(route), &requests, &duration, &in_flight);
+        let shared = Shared {
+            unmatched: series(UNMATCHED_ROUTE),
+            overflow: series(OVERFLOW_ROUTE),
+            routes: RwLock::default(),
+            in_flight,
             requests,
             duration,
-            in_flight,
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
             route: Arc::new(|_, _| None),
-            seen: Arc::default(),
-            series: Arc::default(),
             max_routes: 200,
         })
     }
@@ -138,72 +211,56 @@ impl HttpMetrics {
         }
     }
 
-    fn route_label(&self, uri: &Uri, ext: &Extensions) -> Arc<str> {
+    /// The series of the request's route: its template's, [`UNMATCHED_ROUTE`]'s, or
+    /// [`OVERFLOW_ROUTE`]'s once `max_routes` templates are known.
+    fn route_series(&self, uri: &Uri, ext: &Extensions) -> Arc<RouteSeries> {
+        let shared = &*self.shared;
         let Some(route) = (self.route)(uri, ext) else {
-            return Arc::from(UNMATCHED_ROUTE);
+            return Arc::clone(&shared.unmatched);
         };
-        if let Some(known) = self
-            .seen
+        if let Some(known) = shared
+            .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(route.as_str())
         {
             return Arc::clone(known);
         }
-        let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(known) = seen.get(route.as_str()) {
+        let mut routes = shared
+            .routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = routes.get(route.as_str()) {
             return Arc::clone(known);
         }
-        if seen.len() >= self.max_routes {
-            return Arc::from(OVERFLOW_ROUTE);
+        if routes.len() >= self.max_routes {
+            return Arc::clone(&shared.overflow);
         }
         let route: Arc<str> = Arc::from(route);
-        seen.insert(Arc::clone(&route));
-        route
-    }
-
-    fn series(&self, method: &'static str, route: &Arc<str>, status: u16) -> Arc<Series> {
-        let key = (method, Arc::clone(route), status);
-        if let Some(s) = self
-            .series
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Arc::clone(s);
-        }
-        let status_text = if status == 0 {
-            "error".to_owned()
-        } else {
-            status.to_string()
-        };
-        let series = Arc::new(Series {
-            requests: self
-                .requests
-                .with_label_values(&[method, route, &status_text]),
-            duration: self.duration.with_label_values(&[method, route]),
-        });
-        self.series
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_insert(series)
-            .clone()
+        let series = RouteSeries::new(
+            Arc::clone(&route),
+            &shared.requests,
+            &shared.duration,
+            &shared.in_flight,
+        );
+        routes.insert(route, Arc::clone(&series));
+        series
     }
 }
 
-fn method_label(m: &Method) -> &'static str {
+/// The `method` label and its index (part of a child's key).
+fn method_label(m: &Method) -> (u32, &'static str) {
     match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "OTHER",
+        Method::GET => (0, "GET"),
+        Method::POST => (1, "POST"),
+        Method::PUT => (2, "PUT"),
+        Method::DELETE => (3, "DELETE"),
+        Method::PATCH => (4, "PATCH"),
+        Method::HEAD => (5, "HEAD"),
+        Method::OPTIONS => (6, "OPTIONS"),
+        Method::CONNECT => (7, "CONNECT"),
+        Method::TRACE => (8, "TRACE"),
+        _ => (9, "OTHER"),
     }
 }
 
@@ -230,14 +287,6 @@ pub struct HttpMetricsService<S> {
     metrics: HttpMetrics,
 }
 
-/// Decrements the in-flight gauge however the request ends (even if its future is dropped).
-struct InFlight(IntGauge);
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 impl<S, B, RB> Service<Request<B>> for HttpMetricsService<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
@@ -252,27 +301,31 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let method = method_label(req.method());
-        let route = self.metrics.route_label(req.uri(), req.extensions());
-        self.metrics.in_flight.inc();
+        let series = self.metrics.route_series(req.uri(), req.extensions());
+        series.in_flight.inc();
         MetricsFuture {
             inner: self.inner.call(req),
             state: Some(Recording {
-                metrics: self.metrics.clone(),
+                series,
                 method,
-                route,
                 started: Instant::now(),
-                _in_flight: InFlight(self.metrics.in_flight.clone()),
             }),
         }
     }
 }
 
+/// One request being measured. Dropping it (the request ended, or its future was dropped)
+/// decrements the in-flight gauge.
 struct Recording {
-    metrics: HttpMetrics,
-    method: &'static str,
-    route: Arc<str>,
+    series: Arc<RouteSeries>,
+    method: (u32, &'static str),
     started: Instant,
-    _in_flight: InFlight,
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.series.in_flight.dec();
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -294,11 +347,8 @@ where
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
         if let Some(r) = this.state.take() {
-            // 0 stands for "the service failed" (label `error`): no HTTP status is 0.
             let status = out.as_ref().map_or(0, |res| res.status().as_u16());
-            let series = r.metrics.series(r.method, &r.route, status);
-            series.requests.inc();
-            series.duration.observe(r.started.elapsed().as_secs_f64());
+            r.series.record(r.method, status, r.started.elapsed());
         }
         Poll::Ready(out)
     }

@@ -144,6 +144,9 @@ pub fn set_span_parent(_span: &tracing::Span, _carrier: &impl Carrier) {}
 pub fn record_error(span: &tracing::Span, error: &dyn std::fmt::Display) {
     use opentelemetry::KeyValue;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() {
+        return; // nothing records it: do not even format the error
+    }
     let message = error.to_string();
     span.add_event(
         "exception",
