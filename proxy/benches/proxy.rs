@@ -76,27 +76,40 @@ fn start_upstream(rt: &tokio::runtime::Runtime) -> SocketAddr {
     })
 }
 
-fn start_ours(rt: &tokio::runtime::Runtime, upstream: SocketAddr) -> SocketAddr {
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let proxy = Proxy::new(
-            ProxyConfig::new().route(
-                Route::new("/", &[&format!("http://{upstream}")])
-                    .unwrap()
-                    .max_body(u64::MAX)
-                    .timeout(Duration::from_secs(120)),
-            ),
-        )
+/// Tidewell's proxy on its own thread with a current-thread runtime: one event loop on one core,
+/// as nginx's single worker process is.
+fn start_ours(upstream: SocketAddr) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("tidewell".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let proxy = Proxy::new(
+                    ProxyConfig::new().route(
+                        Route::new("/", &[&format!("http://{upstream}")])
+                            .unwrap()
+                            .max_body(u64::MAX)
+                            .timeout(Duration::from_secs(120)),
+                    ),
+                )
+                .unwrap();
+                tidewell_proxy::serve(
+                    listener,
+                    proxy,
+                    std::future::pending::<()>(),
+                    Duration::from_secs(1),
+                )
+                .await;
+            });
+        })
         .unwrap();
-        tokio::spawn(tidewell_proxy::serve(
-            listener,
-            proxy,
-            std::future::pending::<()>(),
-            Duration::from_secs(1),
-        ));
-        addr
-    })
+    rx.recv().unwrap()
 }
 
 struct Nginx {
@@ -273,8 +286,7 @@ fn nginx_worker(master: u32) -> Option<u32> {
 fn main() {
     let up_rt = runtime("upstream");
     let upstream = start_upstream(&up_rt);
-    let ours_rt = runtime("tidewell");
-    let ours = start_ours(&ours_rt, upstream);
+    let ours = start_ours(upstream);
     let nginx = start_nginx(upstream);
 
     let (mut best_ours, mut best_nginx) = (0.0f64, 0.0f64);

@@ -76,7 +76,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
     peer: Option<IpAddr>,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
     trusted: &[IpNet],
 ) {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
@@ -102,13 +102,13 @@ pub(crate) fn set_forwarded(
     let Some(peer) = peer else { return };
     if !from_trusted {
         // The common case, without building a chain: the peer is the client.
-        if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+        if let Some(v) = ip_value(peer) {
             headers.insert(X_FORWARDED_FOR, v.clone());
             headers.insert(X_REAL_IP, v);
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(X_FORWARDED_HOST, h);
+        if let Some(h) = host {
+            headers.insert(X_FORWARDED_HOST, h.clone());
         }
         return;
     }
@@ -133,10 +133,20 @@ pub(crate) fn set_forwarded(
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if !headers.contains_key(&X_FORWARDED_HOST)
-        && let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok())
+        && let Some(h) = host
     {
-        headers.insert(X_FORWARDED_HOST, h);
+        headers.insert(X_FORWARDED_HOST, h.clone());
     }
+}
+
+/// An IP address as a header value, formatted on the stack (one allocation, for the value).
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    let mut buf = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{ip}").ok()?;
+    let len = usize::try_from(cursor.position()).ok()?;
+    HeaderValue::from_bytes(buf.get(..len)?).ok()
 }
 
 #[cfg(test)]
@@ -203,7 +213,7 @@ mod tests {
         set_forwarded(
             &mut h,
             Some("1.2.3.4".parse().unwrap()),
-            Some("a.test"),
+            Some(&HeaderValue::from_static("a.test")),
             &trusted,
         );
         assert_eq!(
@@ -221,7 +231,7 @@ mod tests {
         set_forwarded(
             &mut h,
             Some("10.2.2.2".parse().unwrap()),
-            Some("a.test"),
+            Some(&HeaderValue::from_static("a.test")),
             &trusted,
         );
         assert_eq!(h["x-forwarded-for"], "7.7.7.7, 10.1.1.1, 10.2.2.2");

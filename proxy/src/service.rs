@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -163,20 +163,22 @@ where
     }
 }
 
-fn request_id_of<B>(req: &Request<B>) -> String {
-    req.extensions()
-        .get::<CorrelationId>()
-        .map(ToString::to_string)
-        .or_else(|| {
-            req.headers()
-                .get(&REQUEST_ID_HEADER)?
-                .to_str()
-                .ok()?
-                .parse::<CorrelationId>()
-                .ok()
-                .map(|c| c.to_string())
-        })
-        .unwrap_or_else(|| CorrelationId::new().to_string())
+/// The request id (the correlation layer's, else a valid `x-request-id`, else a new one) and its
+/// header value: the client's own `x-request-id` field when it carries the same id.
+fn request_id_of<B>(req: &Request<B>) -> (String, Option<HeaderValue>) {
+    let incoming = req.headers().get(&REQUEST_ID_HEADER);
+    let id = match req.extensions().get::<CorrelationId>() {
+        Some(id) => id.as_str().to_owned(),
+        None => incoming
+            .and_then(|v| v.to_str().ok()?.parse::<CorrelationId>().ok())
+            .unwrap_or_default()
+            .into(),
+    };
+    let value = match incoming {
+        Some(v) if v.as_bytes() == id.as_bytes() => Some(v.clone()),
+        _ => HeaderValue::from_str(&id).ok(),
+    };
+    (id, value)
 }
 
 /// A JSON error response.
@@ -233,7 +235,7 @@ impl Inner {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let request_id = request_id_of(&req);
+        let (request_id, request_id_value) = request_id_of(&req);
         let peer = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
         let Ok(host) = host_of(&req) else {
             return error(
@@ -308,39 +310,42 @@ impl Inner {
                 }
             }
         };
+        // The host as a header value: the client's own `Host` field (shared, not copied), or
+        // made from the request target's authority.
+        let host_value = match &host {
+            Some((_, true)) => parts.headers.get(header::HOST).cloned(),
+            Some((a, false)) => HeaderValue::from_str(a.as_str()).ok(),
+            None => None,
+        };
         let mut head = parts.headers;
         headers::strip_hop_by_hop(&mut head, upgrade);
         head.append(header::VIA, self.via(parts.version));
         headers::set_forwarded(
             &mut head,
             peer,
-            host.as_ref().map(|(a, _)| a.as_str()),
+            host_value.as_ref(),
             &self.config.trusted_proxies,
         );
-        let request_id_value = HeaderValue::from_str(&request_id).ok();
         if let Some(v) = &request_id_value {
             head.insert(REQUEST_ID_HEADER, v.clone());
         }
-        if let Some((a, false)) = &host
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            head.insert(header::HOST, v);
+        if let (Some((_, false)), Some(v)) = (&host, &host_value) {
+            head.insert(header::HOST, v.clone());
         }
 
         rs.budget.earn();
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let body = Limited::new(body, route.max_body, Arc::clone(&exceeded)).boxed_unsync();
+        let body = Limited::new(body, route.max_body).boxed_unsync();
         let mut up = Request::new(body);
         *up.method_mut() = parts.method;
         *up.headers_mut() = head;
+        // Upstreams tried and failed (filled only on a retry: nothing allocated per request).
         let mut tried = Vec::new();
         let attempts = (1 + route.retries as usize).min(rs.upstreams.len());
-        let mut last_error = String::from("no upstream could be tried");
-        while tried.len() < attempts {
+        let mut last_error: Option<String> = None;
+        for attempt in 1..=attempts {
             let Some((index, in_flight)) = rs.upstreams.pick(&tried) else {
                 break;
             };
-            tried.push(index);
             let upstream = in_flight.0;
             let Ok(uri) = upstream.uri_for(&path_and_query) else {
                 return error(
@@ -382,18 +387,20 @@ impl Inner {
                         rs.upstreams.connect_failed(upstream);
                     }
                     tracing::warn!(upstream = %upstream.base, request_id, %reason, "upstream not reached");
-                    last_error = reason;
+                    tried.push(index);
                     up = *request;
-                    if tried.len() >= attempts {
+                    if attempt >= attempts {
+                        last_error = Some(reason);
                         break;
                     }
                     if !rs.budget.spend() {
-                        last_error.push_str(" (retry budget spent)");
+                        last_error = Some(format!("{reason} (retry budget spent)"));
                         break;
                     }
+                    last_error = Some(reason);
                 }
                 Ok(Err(SendError::Failed(e))) => {
-                    if exceeded.load(Ordering::Acquire) {
+                    if crate::body::is_too_large(&e) {
                         return error(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "body_too_large",
@@ -405,8 +412,9 @@ impl Inner {
                         );
                     }
                     // Part of the request may have reached the upstream: never sent twice.
-                    last_error = e.to_string();
-                    tracing::warn!(upstream = %upstream.base, request_id, error = %last_error, "upstream request failed");
+                    let message = e.to_string();
+                    tracing::warn!(upstream = %upstream.base, request_id, error = %message, "upstream request failed");
+                    last_error = Some(message);
                     break;
                 }
             }
@@ -414,7 +422,14 @@ impl Inner {
         error(
             StatusCode::BAD_GATEWAY,
             "bad_gateway",
-            &format!("no upstream answered: {}", shorten(&last_error)),
+            &format!(
+                "no upstream answered: {}",
+                shorten(
+                    last_error
+                        .as_deref()
+                        .unwrap_or("no upstream could be tried")
+                )
+            ),
             &request_id,
         )
     }

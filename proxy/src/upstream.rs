@@ -1,6 +1,6 @@
 //! A route's upstreams: balancing and passive health (ejection after connect failures).
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ impl Upstream {
 pub(crate) struct Upstreams {
     list: Vec<Upstream>,
     next: AtomicUsize,
+    /// Set once an upstream is ejected (never cleared: after that, `pick` checks each one).
+    ejections: AtomicBool,
     balance: Balance,
     eject_after: u32,
     eject_for: Duration,
@@ -89,6 +91,7 @@ impl Upstreams {
                 })
                 .collect(),
             next: AtomicUsize::new(0),
+            ejections: AtomicBool::new(false),
             balance,
             eject_after,
             eject_for,
@@ -98,32 +101,41 @@ impl Upstreams {
     /// Picks an upstream not in `tried` (indexes), preferring healthy ones; `None` when all were
     /// tried.
     pub(crate) fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight<'_>)> {
-        let now = Instant::now();
         let n = self.list.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // Candidates in round-robin order from `start`; no allocation on the request path.
         let candidates = (0..n)
-            .map(|i| (start.wrapping_add(i)) % n)
+            .map(|i| start.wrapping_add(i) % n)
             .filter(|i| !tried.contains(i));
-        let healthy: Vec<usize> = candidates
-            .clone()
-            .filter(|i| self.list.get(*i).is_some_and(|u| !u.ejected(now)))
-            .collect();
-        let pool: Vec<usize> = if healthy.is_empty() {
-            candidates.collect() // all ejected: try anyway rather than fail without trying
-        } else {
-            healthy
+        let now = self.any_ejected().then(Instant::now);
+        let healthy =
+            |i: &usize| now.is_none_or(|now| self.list.get(*i).is_some_and(|u| !u.ejected(now)));
+        let in_flight = |i: &usize| {
+            self.list
+                .get(*i)
+                .map_or(usize::MAX, |u| u.in_flight.load(Ordering::Relaxed))
         };
+        // All ejected: try one anyway rather than fail without trying.
         let chosen = match self.balance {
-            Balance::RoundRobin => pool.first().copied(),
-            Balance::LeastInFlight => pool.iter().copied().min_by_key(|i| {
-                self.list
-                    .get(*i)
-                    .map_or(usize::MAX, |u| u.in_flight.load(Ordering::Relaxed))
-            }),
+            Balance::RoundRobin => candidates
+                .clone()
+                .find(healthy)
+                .or_else(|| candidates.clone().next()),
+            Balance::LeastInFlight => candidates
+                .clone()
+                .filter(healthy)
+                .min_by_key(in_flight)
+                .or_else(|| candidates.clone().min_by_key(in_flight)),
         }?;
         let u = self.list.get(chosen)?;
         u.in_flight.fetch_add(1, Ordering::Relaxed);
         Some((chosen, InFlight(u)))
+    }
+
+    /// Whether any upstream was ever ejected and may still be: lets the common case skip the
+    /// clock and the locks.
+    fn any_ejected(&self) -> bool {
+        self.ejections.load(Ordering::Relaxed)
     }
 
     pub(crate) fn connect_failed(&self, u: &Upstream) {
@@ -133,6 +145,7 @@ impl Upstreams {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) =
                 Some(Instant::now() + self.eject_for);
+            self.ejections.store(true, Ordering::Relaxed);
             u.failures.store(0, Ordering::Relaxed);
             tracing::warn!(upstream = %u.base, cool_down = ?self.eject_for, "upstream ejected after connect failures");
         }
