@@ -69,6 +69,20 @@ impl ConnPool {
         Ok(TokioIo::new(stream))
     }
 
+    /// A new HTTP/1.1 connection, its driver spawned.
+    async fn open(&self) -> Result<http1::SendRequest<ProxyBody>, String> {
+        let io = self.connect().await?;
+        let (sender, conn) = http1::handshake(io)
+            .await
+            .map_err(|e| format!("handshake failed: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
     fn checkout(&self) -> Option<http1::SendRequest<ProxyBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
@@ -95,31 +109,17 @@ impl ConnPool {
         self: &Arc<Self>,
         req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
+        // The rare paths (h2c, a new connection) are boxed: their futures are large, and
+        // inline they would make every request's future (allocated per request) that large.
         if self.h2c {
-            return self.send_h2(req).await;
+            return Box::pin(self.send_h2(req)).await;
         }
         let mut req = req;
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(s) => (s, true),
-                None => match self.connect().await {
-                    Ok(io) => match http1::handshake(io).await {
-                        Ok((sender, conn)) => {
-                            tokio::spawn(async move {
-                                if let Err(error) = conn.with_upgrades().await {
-                                    tracing::debug!(%error, "upstream connection ended with an error");
-                                }
-                            });
-                            (sender, false)
-                        }
-                        Err(e) => {
-                            return Err(SendError::NotSent {
-                                reason: format!("handshake failed: {e}"),
-                                connect: true,
-                                request: Box::new(req),
-                            });
-                        }
-                    },
+                None => match Box::pin(self.open()).await {
+                    Ok(sender) => (sender, false),
                     Err(reason) => {
                         return Err(SendError::NotSent {
                             reason,
