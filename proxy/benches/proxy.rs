@@ -2,8 +2,9 @@
 //!
 //! Run: `cargo bench -p tidewell-proxy --bench proxy` (needs `wrk` and `nginx`: apt-get install wrk
 //! nginx-light). The upstream is a hyper hello server on its own one-thread runtime; the proxy runs
-//! on a one-thread runtime and nginx with one worker process (keep-alive upstream pool, the same
-//! X-Forwarded-* headers), so each proxy has one core. wrk: `-t1 -c32 -d5s --latency`; figures are
+//! on a current-thread runtime on its own thread (one event loop, as nginx's single worker process)
+//! and nginx with one worker (keep-alive upstream pool, the same X-Forwarded-* headers), so each
+//! proxy has one core. wrk: `-t1 -c32 -d5s --latency`; figures are
 //! the best of 3 alternating rounds. `streaming_rss` is the peak RSS while curl downloads 1 GiB:
 //! the whole bench process (proxy and upstream) against the nginx worker alone.
 #![allow(
