@@ -21,6 +21,13 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// An empty body (no allocation: the boxed body is zero-sized).
+pub(crate) fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 /// Whether `error` (a failed upstream exchange) was caused by [`Limited`] tripping: the request
 /// body went over the route's limit mid-stream.
 pub(crate) fn is_too_large(error: &(dyn std::error::Error + 'static)) -> bool {

@@ -68,6 +68,19 @@ struct Inner {
     security: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// A request ready to go upstream, made by [`Inner::prepare`].
+struct Prepared {
+    /// Index of the matched route in `Inner::routes`.
+    route: usize,
+    up: Request<ProxyBody>,
+    path_and_query: http::uri::PathAndQuery,
+    /// Whether the client named a host (`Host` or the request target's authority).
+    has_host: bool,
+    request_id: String,
+    request_id_value: Option<HeaderValue>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
 struct RouteState {
     route: Route,
     upstreams: Upstreams,
@@ -159,7 +172,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move { Ok(inner.handle(req).await) })
+        match inner.prepare(req) {
+            Ok(prepared) => Box::pin(futures_util::FutureExt::map(inner.forward(prepared), Ok)),
+            Err(response) => Box::pin(std::future::ready(Ok(response))),
+        }
     }
 }
 
@@ -230,7 +246,14 @@ impl Inner {
         }
     }
 
-    async fn handle<B>(&self, mut req: Request<B>) -> Response<ProxyBody>
+    /// Everything before the first upstream attempt, synchronously: the request id, `Host`,
+    /// route, rate limit, declared body size, header rewriting. An early answer comes back as
+    /// `Err`. (Kept out of the async part so the per-request future stays small.)
+    #[expect(
+        clippy::result_large_err,
+        reason = "moved once per request; boxing would allocate per request"
+    )]
+    fn prepare<B>(&self, mut req: Request<B>) -> Result<Prepared, Response<ProxyBody>>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -238,26 +261,27 @@ impl Inner {
         let (request_id, request_id_value) = request_id_of(&req);
         let peer = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
         let Ok(host) = host_of(&req) else {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "bad_host",
                 "the Host header is missing, repeated or malformed",
                 &request_id,
-            );
+            ));
         };
         let host_name = host.as_ref().map(|(a, _)| a.host());
         let path = req.uri().path();
-        let Some(rs) = self
+        let Some((route_index, rs)) = self
             .routes
             .iter()
-            .find(|r| r.route.matches(req.method(), host_name, path))
+            .enumerate()
+            .find(|(_, r)| r.route.matches(req.method(), host_name, path))
         else {
-            return error(
+            return Err(error(
                 StatusCode::NOT_FOUND,
                 "no_route",
                 "no route matches this request",
                 &request_id,
-            );
+            ));
         };
         let route = &rs.route;
         if let (Some(limiter), Some(ip)) = (&rs.limiter, peer)
@@ -272,10 +296,10 @@ impl Inner {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             res.headers_mut()
                 .insert(header::RETRY_AFTER, secs.max(1).into());
-            return res;
+            return Err(res);
         }
         if req.body().size_hint().lower() > route.max_body {
-            return error(
+            return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 &format!(
@@ -283,7 +307,7 @@ impl Inner {
                     route.max_body
                 ),
                 &request_id,
-            );
+            ));
         }
 
         let upgrade = headers::is_upgrade(req.headers());
@@ -300,12 +324,12 @@ impl Inner {
                 match http::uri::PathAndQuery::try_from(text) {
                     Ok(pq) => pq,
                     Err(_) => {
-                        return error(
+                        return Err(error(
                             StatusCode::BAD_REQUEST,
                             "bad_path",
                             "the rewritten path is not valid",
                             &request_id,
-                        );
+                        ));
                     }
                 }
             }
@@ -338,6 +362,30 @@ impl Inner {
         let mut up = Request::new(body);
         *up.method_mut() = parts.method;
         *up.headers_mut() = head;
+        Ok(Prepared {
+            route: route_index,
+            up,
+            path_and_query,
+            has_host: host.is_some(),
+            request_id,
+            request_id_value,
+            client_upgrade,
+        })
+    }
+
+    /// Sends the prepared request upstream (retrying only when nothing of it was sent) and
+    /// turns the answer into the client's response.
+    async fn forward(self: Arc<Self>, mut p: Prepared) -> Response<ProxyBody> {
+        let request_id = p.request_id.as_str();
+        let Some(rs) = self.routes.get(p.route) else {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the route went away",
+                request_id,
+            );
+        };
+        let route = &rs.route;
         // Upstreams tried and failed (filled only on a retry: nothing allocated per request).
         let mut tried = Vec::new();
         let attempts = (1 + route.retries as usize).min(rs.upstreams.len());
@@ -347,21 +395,28 @@ impl Inner {
                 break;
             };
             let upstream = in_flight.0;
-            let Ok(uri) = upstream.uri_for(&path_and_query) else {
+            let Ok(uri) = upstream.uri_for(&p.path_and_query) else {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "bad_path",
                     "the request path cannot be forwarded",
-                    &request_id,
+                    request_id,
                 );
             };
-            *up.uri_mut() = uri;
-            if (route.host_header == HostHeader::Upstream || host.is_none())
+            *p.up.uri_mut() = uri;
+            if (route.host_header == HostHeader::Upstream || !p.has_host)
                 && let Ok(v) = HeaderValue::from_str(upstream.authority())
             {
-                up.headers_mut().insert(header::HOST, v);
+                p.up.headers_mut().insert(header::HOST, v);
             }
-            let sent = tokio::time::timeout(route.timeout, upstream.pool.send(up)).await;
+            // Boxed: the exchange's future is most of a request's state, and two small allocations
+            // are cheaper than one large one (glibc's per-thread cache stops at 1 KiB).
+            let exchange = std::mem::replace(&mut p.up, Request::new(crate::body::empty()));
+            let sent = Box::pin(tokio::time::timeout(
+                route.timeout,
+                upstream.pool.send(exchange),
+            ))
+            .await;
             match sent {
                 Err(_) => {
                     tracing::warn!(upstream = %upstream.base, request_id, "upstream response timed out");
@@ -369,12 +424,17 @@ impl Inner {
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream_timeout",
                         &format!("the upstream did not answer within {:?}", route.timeout),
-                        &request_id,
+                        request_id,
                     );
                 }
                 Ok(Ok(res)) => {
                     rs.upstreams.succeeded(upstream);
-                    return self.respond(res, client_upgrade, route, request_id_value);
+                    return self.respond(
+                        res,
+                        p.client_upgrade.take(),
+                        route,
+                        p.request_id_value.take(),
+                    );
                 }
                 Ok(Err(SendError::NotSent {
                     reason,
@@ -388,7 +448,7 @@ impl Inner {
                     }
                     tracing::warn!(upstream = %upstream.base, request_id, %reason, "upstream not reached");
                     tried.push(index);
-                    up = *request;
+                    p.up = *request;
                     if attempt >= attempts {
                         last_error = Some(reason);
                         break;
@@ -408,7 +468,7 @@ impl Inner {
                                 "the request body is over this route's {}-byte limit",
                                 route.max_body
                             ),
-                            &request_id,
+                            request_id,
                         );
                     }
                     // Part of the request may have reached the upstream: never sent twice.
@@ -430,7 +490,7 @@ impl Inner {
                         .unwrap_or("no upstream could be tried")
                 )
             ),
-            &request_id,
+            request_id,
         )
     }
 
