@@ -138,8 +138,10 @@ impl TelemetryConfig {
         let otlp_endpoint = if !export {
             None
         } else if let Some(url) = text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")? {
+            check_endpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &url)?;
             Some(OtlpEndpoint::Traces(url))
-        } else if text("OTEL_EXPORTER_OTLP_ENDPOINT")?.is_some() {
+        } else if let Some(url) = text("OTEL_EXPORTER_OTLP_ENDPOINT")? {
+            check_endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", &url)?;
             Some(OtlpEndpoint::FromEnv)
         } else {
             None
@@ -214,6 +216,24 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Refuses an endpoint the exporter cannot reach, at start rather than as lost spans later: the
+/// exporter speaks plain HTTP (no TLS is built in), so `https://` is refused with the usual way
+/// out (a local collector or agent that forwards over TLS).
+fn check_endpoint(what: &str, url: &str) -> Result<(), Error> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http") => Ok(()),
+        Some("https") => Err(Error::Config(format!(
+            "{what}={url:?} needs TLS, which this exporter does not include; send spans over \
+             http:// to a collector or agent next to the service (an OpenTelemetry Collector on \
+             localhost:4318) and let it forward over TLS"
+        ))),
+        _ => Err(Error::Config(format!(
+            "{what}={url:?} is not an http:// URL; use e.g. http://localhost:4318"
+        ))),
+    }
+}
+
 /// Installs the global tracing subscriber (filtered logs on stderr, OTLP span export if
 /// configured) and the W3C TraceContext + Baggage propagators. Call it once, from `main`.
 ///
@@ -264,6 +284,7 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, Error> {
                 .with_http()
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
             if let OtlpEndpoint::Traces(url) = endpoint {
+                check_endpoint("the OTLP traces endpoint", url)?;
                 builder = builder.with_endpoint(url.clone());
             }
             let exporter = builder.build().map_err(|e| {
@@ -354,6 +375,50 @@ mod tests {
             c.otlp_endpoint,
             Some(OtlpEndpoint::Traces("http://b:4318/v1/traces".into()))
         );
+    }
+
+    #[test]
+    fn endpoints_the_exporter_cannot_reach_are_refused_at_start() {
+        for (var, url, says) in [
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector:4318",
+                "TLS",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "HTTPS://collector:4318/v1/traces",
+                "TLS",
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "http://"),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "grpc://collector:4317",
+                "http://",
+            ),
+        ] {
+            let e = TelemetryConfig::from_source("svc", &env(&[(var, url)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(var) && e.contains(url) && e.contains(says),
+                "{e}"
+            );
+        }
+        let e = init(TelemetryConfig::new("svc").with_otlp_traces_endpoint("https://c:4318"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TLS"), "{e}");
+        // Switched off, the endpoint is not looked at.
+        let c = TelemetryConfig::from_source(
+            "svc",
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+                ("OTEL_SDK_DISABLED", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.otlp_endpoint, None);
     }
 
     #[test]
