@@ -4,7 +4,9 @@
 //!
 //! - [`init`]: the application's tracing stack: filtered human or JSON logs, OTLP/HTTP span export
 //!   configured by the standard `OTEL_*` variables, W3C TraceContext + Baggage propagators, and a
-//!   guard that flushes on drop. Libraries never call it.
+//!   guard that flushes on drop. Libraries never call it. `https://` collectors need the `tls`
+//!   feature (rustls with the system's roots and the `OTEL_EXPORTER_OTLP_CERTIFICATE` /
+//!   `_CLIENT_CERTIFICATE` / `_CLIENT_KEY` files).
 //! - [`MetricsRegistry`]: one Prometheus registry per service (optionally prefixed) and its
 //!   `/metrics` response, mountable on any router.
 //! - [`HttpMetrics`]: a tower layer for HTTP RED metrics labelled by route *template*, with a guard
@@ -28,6 +30,8 @@ mod error;
 mod http_metrics;
 mod registry;
 mod telemetry;
+#[cfg(feature = "tls")]
+mod tls;
 
 #[cfg(feature = "cache")]
 pub use adapters::register_cache;
@@ -45,7 +49,7 @@ pub use http_metrics::{
     OVERFLOW_ROUTE, UNMATCHED_ROUTE,
 };
 pub use registry::MetricsRegistry;
-pub use telemetry::{LogFormat, OtlpEndpoint, TelemetryConfig, TelemetryGuard, init};
+pub use telemetry::{LogFormat, OtlpEndpoint, OtlpTls, TelemetryConfig, TelemetryGuard, init};
 pub use tidewell_core::propagation::{
     Carrier, TRACEPARENT, extract_traceparent, inject_span, inject_traceparent,
     is_valid_traceparent, record_error, set_span_parent,

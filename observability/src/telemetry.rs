@@ -48,6 +48,12 @@ pub enum LogFormat {
 /// | `OTEL_RESOURCE_ATTRIBUTES` | extra resource attributes | |
 /// | `OTEL_TRACES_EXPORTER` | `otlp` or `none` | `otlp` |
 /// | `OTEL_SDK_DISABLED` | `true` turns export off | `false` |
+/// | `OTEL_EXPORTER_OTLP_CERTIFICATE` | PEM CA file trusted for `https://` (with the system's roots) | |
+/// | `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_KEY` | PEM client certificate and key (mutual TLS) | |
+///
+/// `https://` endpoints need the crate's `tls` feature (rustls); without it they are refused at
+/// start with what to do. Each `OTEL_EXPORTER_OTLP_*` variable above may also be given in its
+/// `OTEL_EXPORTER_OTLP_TRACES_*` form, which wins.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct TelemetryConfig {
@@ -61,6 +67,27 @@ pub struct TelemetryConfig {
     pub trace_filter: String,
     /// Where spans are exported (OTLP over HTTP with protobuf); `None` exports nothing.
     pub otlp_endpoint: Option<OtlpEndpoint>,
+    /// Certificates for TLS to the collector.
+    pub otlp_tls: OtlpTls,
+}
+
+/// Certificates for TLS to the collector (used with the `tls` feature): PEM files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OtlpTls {
+    /// CA certificates trusted in addition to the system's roots (`OTEL_EXPORTER_OTLP_CERTIFICATE`).
+    pub certificate: Option<std::path::PathBuf>,
+    /// The client's certificate chain, for mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`).
+    pub client_certificate: Option<std::path::PathBuf>,
+    /// The client's private key, for mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_KEY`).
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl OtlpTls {
+    #[cfg(not(feature = "tls"))]
+    fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// Where [`init`] sends spans.
@@ -82,6 +109,7 @@ impl TelemetryConfig {
             log_format: LogFormat::Human,
             trace_filter: "info".into(),
             otlp_endpoint: None,
+            otlp_tls: OtlpTls::default(),
         }
     }
 
@@ -146,7 +174,17 @@ impl TelemetryConfig {
         } else {
             None
         };
+        let path = |name: &str| -> Result<Option<std::path::PathBuf>, Error> {
+            let traces = name.replace("OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_TRACES_");
+            Ok(text(&traces)?.or(text(name)?).map(Into::into))
+        };
+        let otlp_tls = OtlpTls {
+            certificate: path("OTEL_EXPORTER_OTLP_CERTIFICATE")?,
+            client_certificate: path("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")?,
+            client_key: path("OTEL_EXPORTER_OTLP_CLIENT_KEY")?,
+        };
         Ok(Self {
+            otlp_tls,
             service_name: text("OTEL_SERVICE_NAME")?
                 .unwrap_or_else(|| default_service_name.to_owned()),
             log_filter: text("RUST_LOG")?.unwrap_or_else(|| "info".into()),
@@ -177,6 +215,14 @@ impl TelemetryConfig {
     /// Exports spans to this OTLP/HTTP traces URL (`http://collector:4318/v1/traces`).
     pub fn with_otlp_traces_endpoint(mut self, url: impl Into<String>) -> Self {
         self.otlp_endpoint = Some(OtlpEndpoint::Traces(url.into()));
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM file (besides the system's roots) for `https://`
+    /// endpoints (feature `tls`).
+    #[must_use]
+    pub fn with_otlp_certificate(mut self, pem_file: impl Into<std::path::PathBuf>) -> Self {
+        self.otlp_tls.certificate = Some(pem_file.into());
         self
     }
 }
@@ -216,17 +262,18 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Refuses an endpoint the exporter cannot reach, at start rather than as lost spans later: the
-/// exporter speaks plain HTTP (no TLS is built in), so `https://` is refused with the usual way
-/// out (a local collector or agent that forwards over TLS).
+/// Refuses an endpoint the exporter cannot reach, at start rather than as lost spans later:
+/// without the `tls` feature the exporter speaks plain HTTP only, so `https://` is refused with
+/// the ways out.
 fn check_endpoint(what: &str, url: &str) -> Result<(), Error> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("http") => Ok(()),
+        Some("https") if cfg!(feature = "tls") => Ok(()),
         Some("https") => Err(Error::Config(format!(
-            "{what}={url:?} needs TLS, which this exporter does not include; send spans over \
-             http:// to a collector or agent next to the service (an OpenTelemetry Collector on \
-             localhost:4318) and let it forward over TLS"
+            "{what}={url:?} needs TLS: enable the `tls` feature of tidewell-observability, or \
+             send spans over http:// to a collector or agent next to the service (an \
+             OpenTelemetry Collector on localhost:4318) and let it forward over TLS"
         ))),
         _ => Err(Error::Config(format!(
             "{what}={url:?} is not an http:// URL; use e.g. http://localhost:4318"
@@ -286,6 +333,22 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, Error> {
             if let OtlpEndpoint::Traces(url) = endpoint {
                 check_endpoint("the OTLP traces endpoint", url)?;
                 builder = builder.with_endpoint(url.clone());
+            }
+            #[cfg(feature = "tls")]
+            {
+                use opentelemetry_otlp::WithHttpConfig as _;
+                builder = builder.with_http_client(crate::tls::client(
+                    &config.otlp_tls,
+                    Duration::from_secs(10),
+                )?);
+            }
+            #[cfg(not(feature = "tls"))]
+            if !config.otlp_tls.is_empty() {
+                return Err(Error::Config(
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE / _CLIENT_CERTIFICATE / _CLIENT_KEY are set \
+                     but TLS is not built in: enable the `tls` feature of tidewell-observability"
+                        .into(),
+                ));
             }
             let exporter = builder.build().map_err(|e| {
                 Error::Config(format!(
@@ -379,24 +442,27 @@ mod tests {
 
     #[test]
     fn endpoints_the_exporter_cannot_reach_are_refused_at_start() {
-        for (var, url, says) in [
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "https://collector:4318",
-                "TLS",
-            ),
-            (
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                "HTTPS://collector:4318/v1/traces",
-                "TLS",
-            ),
+        let mut refused = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "http://"),
             (
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
                 "grpc://collector:4317",
                 "http://",
             ),
-        ] {
+        ];
+        if cfg!(not(feature = "tls")) {
+            refused.push((
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector:4318",
+                "`tls` feature",
+            ));
+            refused.push((
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "HTTPS://collector:4318/v1/traces",
+                "`tls` feature",
+            ));
+        }
+        for (var, url, says) in refused {
             let e = TelemetryConfig::from_source("svc", &env(&[(var, url)]))
                 .unwrap_err()
                 .to_string();
@@ -405,10 +471,21 @@ mod tests {
                 "{e}"
             );
         }
-        let e = init(TelemetryConfig::new("svc").with_otlp_traces_endpoint("https://c:4318"))
+        #[cfg(not(feature = "tls"))]
+        {
+            let e = init(TelemetryConfig::new("svc").with_otlp_traces_endpoint("https://c:4318"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`tls` feature"), "{e}");
+            let e = init(
+                TelemetryConfig::new("svc")
+                    .with_otlp_traces_endpoint("http://c:4318")
+                    .with_otlp_certificate("/etc/ca.pem"),
+            )
             .unwrap_err()
             .to_string();
-        assert!(e.contains("TLS"), "{e}");
+            assert!(e.contains("`tls` feature"), "{e}");
+        }
         // Switched off, the endpoint is not looked at.
         let c = TelemetryConfig::from_source(
             "svc",
@@ -419,6 +496,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.otlp_endpoint, None);
+    }
+
+    #[test]
+    fn certificate_files_are_read_the_traces_form_first() {
+        let c = TelemetryConfig::from_source(
+            "svc",
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                    "/etc/traces-ca.pem",
+                ),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/client.pem"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/client.key"),
+            ]),
+        )
+        .unwrap();
+        let path = |p: &str| Some(std::path::PathBuf::from(p));
+        assert_eq!(c.otlp_tls.certificate, path("/etc/traces-ca.pem"));
+        assert_eq!(c.otlp_tls.client_certificate, path("/etc/client.pem"));
+        assert_eq!(c.otlp_tls.client_key, path("/etc/client.key"));
     }
 
     #[test]
