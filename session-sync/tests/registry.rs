@@ -707,6 +707,47 @@ async fn connecting_again_keeps_the_data(kind: Kind) {
     assert!(debug.contains(second.backend()), "{debug}");
 }
 
+async fn pruning_forgets_only_older_revocations(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    let u = user();
+    for (device, session) in [("old", "s-old"), ("new", "s-new"), ("live", "s-live")] {
+        f.registry
+            .register(NewDevice::new(&u, device, session, FIREFOX))
+            .await
+            .unwrap();
+    }
+    f.registry.revoke(&u, "old").await.unwrap();
+    tick().await;
+    let cut = std::time::SystemTime::now();
+    tick().await;
+    f.registry.revoke(&u, "new").await.unwrap();
+
+    assert_eq!(f.registry.prune_revoked(cut).await.unwrap(), 1);
+    assert!(!f.registry.is_revoked("s-old").await.unwrap(), "forgotten");
+    assert!(f.registry.is_revoked("s-new").await.unwrap(), "kept");
+    assert!(!f.registry.is_revoked("s-live").await.unwrap());
+    let live: Vec<String> = f
+        .registry
+        .list(&u)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(live, ["live"], "live devices are never pruned");
+    // The pruned device's row is gone: it can sign in again as new, the other stays revoked.
+    assert_not_found(f.registry.revoke(&u, "old").await, "old");
+    assert!(
+        f.registry.revoke(&u, "new").await.is_ok(),
+        "still known (revoked)"
+    );
+    assert_eq!(
+        f.registry.prune_revoked(cut).await.unwrap(),
+        0,
+        "idempotent"
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -734,6 +775,7 @@ conformance!(
     revoked_sessions_fall_back_to_the_registry,
     revoked_sessions_are_bounded,
     connecting_again_keeps_the_data,
+    pruning_forgets_only_older_revocations,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

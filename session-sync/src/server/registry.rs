@@ -74,6 +74,10 @@ const RECORD_REVOKED: &str = "INSERT INTO revoked_sessions \
 
 const IS_REVOKED: &str = "SELECT COUNT(*) FROM revoked_sessions WHERE session_id = $1";
 
+/// Forgets the revoked sessions, and the revoked devices, revoked before a time.
+const PRUNE_SESSIONS: &str = "DELETE FROM revoked_sessions WHERE revoked_at < $1";
+const PRUNE_DEVICES: &str = "DELETE FROM devices WHERE revoked_at IS NOT NULL AND revoked_at < $1";
+
 /// One row of `devices`, as stored.
 #[derive(sqlx::FromRow)]
 struct DeviceRow {
@@ -582,6 +586,50 @@ impl DeviceRegistry {
                 .await?
         });
         Ok(count > 0)
+    }
+
+    /// Forgets what was revoked before `before`: those sessions (then [`is_revoked`](Self::is_revoked)
+    /// answers `false` for them) and those revoked devices. Answers how many sessions were
+    /// forgotten.
+    ///
+    /// Revocations are otherwise kept for good, so run this now and then (daily, say) with
+    /// `before` at least the longest lifetime of a session's tokens (refresh tokens included) in
+    /// the past: a forgotten session's tokens must all have expired already.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidewell_session_sync::Error> {
+    /// # use tidewell_session_sync::server::{DeviceRegistry, NewDevice};
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// # let registry = DeviceRegistry::connect("sqlite::memory:").await?;
+    /// registry.register(NewDevice::new("user-1", "device-1", "session-1", "")).await?;
+    /// registry.revoke("user-1", "device-1").await?;
+    /// // Refresh tokens live 30 days: older revocations are no longer needed.
+    /// let month_ago = SystemTime::now() - Duration::from_secs(30 * 24 * 3600);
+    /// assert_eq!(registry.prune_revoked(month_ago).await?, 0);
+    /// assert!(registry.is_revoked("session-1").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn prune_revoked(&self, before: SystemTime) -> Result<u64, Error> {
+        let cutoff = before
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let sessions = on_pool!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            let sessions = sqlx::query(PRUNE_SESSIONS)
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(PRUNE_DEVICES)
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            sessions
+        });
+        tracing::info!(sessions, "old revocations pruned");
+        Ok(sessions)
     }
 
     /// Publishes one event per device, all in flight at once; without a hub, nothing.
