@@ -54,12 +54,19 @@ pub(crate) async fn create_profile(
     Ok(())
 }
 
-/// Deletes the profile of a deleted user (nothing if there is none).
+/// Deletes the profile of a deleted user: its row becomes a tombstone (personal fields blanked)
+/// so that a late `auth.user.created` cannot bring it back; also made when there was no profile.
 pub(crate) async fn delete_profile(db: &AnyPool, user_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM profiles WHERE user_id = $1")
-        .bind(user_id.to_owned())
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "INSERT INTO profiles (user_id, display_name, bio, theme, language, notifications, \
+         created_at, updated_at, deleted) VALUES ($1, '', '', 'system', 'en', 0, $2, $2, 1) \
+         ON CONFLICT (user_id) DO UPDATE SET deleted = 1, display_name = '', bio = '', \
+         updated_at = $2",
+    )
+    .bind(user_id.to_owned())
+    .bind(now_ms())
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -104,7 +111,7 @@ async fn load(s: &State, user: &str) -> Result<Option<Profile>, ApiError> {
             move || async move {
                 let row = sqlx::query(
                     "SELECT user_id, display_name, bio, theme, language, notifications, updated_at \
-                     FROM profiles WHERE user_id = $1",
+                     FROM profiles WHERE user_id = $1 AND deleted = 0",
                 )
                 .bind(u)
                 .fetch_optional(&db)
@@ -185,7 +192,8 @@ pub(crate) async fn update_me(
         None => current.bio,
     };
     sqlx::query(
-        "UPDATE profiles SET display_name = $1, bio = $2, updated_at = $3 WHERE user_id = $4",
+        "UPDATE profiles SET display_name = $1, bio = $2, updated_at = $3 \
+         WHERE user_id = $4 AND deleted = 0",
     )
     .bind(name)
     .bind(bio)
@@ -256,7 +264,7 @@ pub(crate) async fn put_preferences(
     load(&s, &c.sub).await?.ok_or_else(missing)?;
     sqlx::query(
         "UPDATE profiles SET theme = $1, language = $2, notifications = $3, updated_at = $4 \
-         WHERE user_id = $5",
+         WHERE user_id = $5 AND deleted = 0",
     )
     .bind(p.theme.clone())
     .bind(p.language.clone())

@@ -180,6 +180,57 @@ async fn profiles(database_url: String) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(gone, "auth.user.deleted removes the profile");
+
+    // Deletion wins whatever the order: a redelivered creation of u1, and u3 whose deletion is
+    // handled before its creation, stay without a profile. u4 (created last) marks that the
+    // events before it were handled.
+    let created = |user: &str| {
+        hub.envelope(UserCreated {
+            user_id: user.into(),
+            email: format!("{user}@example.com"),
+            name: "Late".into(),
+            role: "user".into(),
+        })
+    };
+    hub.publish(&created("u1")).await.unwrap();
+    hub.publish(&hub.envelope(UserDeleted {
+        user_id: "u3".into(),
+    }))
+    .await
+    .unwrap();
+    hub.publish(&created("u3")).await.unwrap();
+    hub.publish(&created("u4")).await.unwrap();
+    let mut marker = false;
+    for _ in 0..100 {
+        if call(&router, "GET", "/api/profile/me", "u4", None).await.0 == StatusCode::OK {
+            marker = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(marker, "u4's profile was made");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for user in ["u1", "u3"] {
+        let (s, _) = call(&router, "GET", "/api/profile/me", user, None).await;
+        assert_eq!(
+            s,
+            StatusCode::NOT_FOUND,
+            "{user}: a deleted user's profile came back"
+        );
+        let (s, _) = call(
+            &router,
+            "PATCH",
+            "/api/profile/me",
+            user,
+            Some(json!({"display_name": "Ghost"})),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::NOT_FOUND,
+            "{user}: a deleted profile was updated"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
