@@ -13,9 +13,9 @@
 //! | `auth` | `auth` | JWT issue and verify with key rotation |
 //! | `event_hub` | `event-hub` | typed events over RabbitMQ and in memory |
 //! | `cache` | `cache` | tag-based cache on Redis and in memory |
-//! | `observability` | `observability` | metrics registry, HTTP RED and correlation layers (partial, issue #5) |
-//! | `proxy` | `proxy` | streaming reverse proxy (reserved, issue #6) |
-//! | `websocket` | `websocket` | WebSocket rooms (reserved, issue #7) |
+//! | `observability` | `observability` | `init` (logs, OTLP trace export; `observability-tls` for `https://` collectors), metrics registry, HTTP RED and correlation layers |
+//! | `proxy` | `proxy` | streaming reverse proxy |
+//! | `websocket` | `websocket` | WebSocket rooms |
 //! | `session_sync` | `session-sync` | cross-tab session sync in the browser (wasm32), device registry (feature `server`) |
 //!
 //! ```
