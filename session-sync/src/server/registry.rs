@@ -611,9 +611,7 @@ impl DeviceRegistry {
     /// # Ok(()) }
     /// ```
     pub async fn prune_revoked(&self, before: SystemTime) -> Result<u64, Error> {
-        let cutoff = before
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = unix_ms(before);
         let sessions = on_pool!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
             let sessions = sqlx::query(PRUNE_SESSIONS)
@@ -712,8 +710,12 @@ fn clean_text(text: &str, max: usize) -> String {
 
 /// Now, in Unix milliseconds (0 before 1970, saturating far in the future).
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix_ms(SystemTime::now())
+}
+
+/// `t` in Unix milliseconds, as the tables store times (0 before 1970, saturating).
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
