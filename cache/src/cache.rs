@@ -1008,25 +1008,13 @@ impl Namespace {
             match flights.get(&full) {
                 Some(f) => f.clone(),
                 None => {
-                    // The flight runs as its own task, so it completes (and caches) even if every
-                    // caller waiting for it is cancelled.
-                    let task = self
-                        .cache
-                        .inner
-                        .tasks
-                        .spawn(
-                            self.clone()
-                                .fly::<T, F, Fut, E>(full.clone(), ttl, names, loader),
-                        );
-                    let f: Flight = async move {
-                        task.await.unwrap_or_else(|e| {
-                            Err(Error::Loader(Arc::new(std::io::Error::other(format!(
-                                "loader task failed: {e}"
-                            )))))
-                        })
-                    }
-                    .boxed()
-                    .shared();
+                    // The flight's read runs in the callers' tasks (a hit needs no task of its
+                    // own); a load runs as its own task, so it completes (and caches) even if
+                    // every caller waiting for it is cancelled.
+                    let f: Flight = self
+                        .clone()
+                        .fly::<T, F, Fut, E>(full.clone(), ttl, names, loader)
+                        .shared();
                     flights.insert(full.clone(), f.clone());
                     f
                 }
@@ -1038,7 +1026,8 @@ impl Namespace {
             .ok_or_else(|| Error::Encode("a loaded value did not decode as the same type".into()))
     }
 
-    /// The single flight of one key: read, else load and write. Removes itself when done.
+    /// The single flight of one key: read, else load and write. Removes itself from the flights
+    /// when done (or when every caller gave up before a load started).
     fn fly<T, F, Fut, E>(
         self,
         full: String,
@@ -1053,24 +1042,16 @@ impl Namespace {
         E: std::error::Error + Send + Sync + 'static,
     {
         Box::pin(async move {
-            struct Done<'a>(&'a Namespace, &'a str);
-            impl Drop for Done<'_> {
-                fn drop(&mut self) {
-                    self.0
-                        .cache
-                        .inner
-                        .flights
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(self.1);
-                }
-            }
-            let _done = Done(&self, &full);
+            let done = FlightDone {
+                cache: self.cache.clone(),
+                key: full,
+            };
+            let full = done.key.as_str();
             let inner = &self.cache.inner;
             let mark = inner.local.as_ref().map(|l| l.mark());
             let versions = match self
                 .cache
-                .call(Some(&self.counters), inner.store.read(&full, &names))
+                .call(Some(&self.counters), inner.store.read(full, &names))
                 .await
             {
                 Ok(read) => {
@@ -1083,12 +1064,12 @@ impl Namespace {
                             _ => false,
                         };
                         let versions = read.versions.clone();
-                        self.accept::<T>(&full, read, mark);
+                        self.accept::<T>(full, read, mark);
                         if due {
                             self.refresh_in_background::<T, F, Fut, E>(
-                                full.clone(),
+                                full.to_owned(),
                                 ttl,
-                                names.clone(),
+                                names,
                                 versions,
                                 loader,
                             );
@@ -1096,7 +1077,7 @@ impl Namespace {
                         return Ok(bytes);
                     }
                     let versions = read.versions.clone();
-                    self.accept::<T>(&full, read, mark);
+                    self.accept::<T>(full, read, mark);
                     Some(versions)
                 }
                 Err(e) => {
@@ -1106,54 +1087,84 @@ impl Namespace {
                     None
                 }
             };
-
-            let lock = if inner.config.distributed_lock && versions.is_some() {
-                self.acquire_or_wait::<T>(&full, &names).await
-            } else {
-                LockOutcome::Unlocked
-            };
-            let token = match lock {
-                LockOutcome::Value(bytes) => return Ok(bytes),
-                LockOutcome::Held(token) => Some(token),
-                LockOutcome::Unlocked => None,
-            };
-
-            self.counters.load.inc();
-            let loaded = loader().await.map_err(|e| Error::Loader(Arc::new(e)));
-            let result = match loaded {
-                Ok(value) => {
-                    let bytes = self.encode(&value)?;
-                    if let Some(versions) = versions {
-                        match self
-                            .cache
-                            .call(
-                                Some(&self.counters),
-                                inner
-                                    .store
-                                    .write(&full, &bytes, ttl, &names, Some(&versions)),
-                            )
-                            .await
-                        {
-                            Ok(true) => self.counters.set.inc(),
-                            Ok(false) => self.counters.skipped.inc(),
-                            Err(e) if !inner.config.fail_open => return Err(e),
-                            Err(_) => {}
-                        }
-                    }
-                    Ok(Bytes::from(bytes))
-                }
-                Err(e) => Err(e),
-            };
-            if let Some(token) = token {
-                let lock_key = self.lock_key(&full);
-                // ok to ignore: the lock expires by itself
-                let _ = self
-                    .cache
-                    .call(None, inner.store.unlock(&lock_key, &token))
+            let tasks = inner.tasks.clone();
+            let task = tasks.spawn(async move {
+                let full = done.key.as_str();
+                let result = self
+                    .load::<T, F, Fut, E>(full, ttl, &names, versions, loader)
                     .await;
-            }
-            result
+                drop(done);
+                result
+            });
+            task.await.unwrap_or_else(|e| {
+                Err(Error::Loader(Arc::new(std::io::Error::other(format!(
+                    "loader task failed: {e}"
+                )))))
+            })
         })
+    }
+
+    /// A flight's load: the cross-process lock if configured, the loader, and the write of its
+    /// value with the tag versions read before it ran (`None`: Redis failed, serve only).
+    async fn load<T, F, Fut, E>(
+        &self,
+        full: &str,
+        ttl: Duration,
+        names: &[String],
+        versions: Option<Vec<String>>,
+        loader: F,
+    ) -> Result<Bytes, Error>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let inner = &self.cache.inner;
+        let lock = if inner.config.distributed_lock && versions.is_some() {
+            self.acquire_or_wait::<T>(full, names).await
+        } else {
+            LockOutcome::Unlocked
+        };
+        let token = match lock {
+            LockOutcome::Value(bytes) => return Ok(bytes),
+            LockOutcome::Held(token) => Some(token),
+            LockOutcome::Unlocked => None,
+        };
+
+        self.counters.load.inc();
+        let loaded = loader().await.map_err(|e| Error::Loader(Arc::new(e)));
+        let result = match loaded {
+            Ok(value) => {
+                let bytes = self.encode(&value)?;
+                if let Some(versions) = versions {
+                    match self
+                        .cache
+                        .call(
+                            Some(&self.counters),
+                            inner.store.write(full, &bytes, ttl, names, Some(&versions)),
+                        )
+                        .await
+                    {
+                        Ok(true) => self.counters.set.inc(),
+                        Ok(false) => self.counters.skipped.inc(),
+                        Err(e) if !inner.config.fail_open => return Err(e),
+                        Err(_) => {}
+                    }
+                }
+                Ok(Bytes::from(bytes))
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(token) = token {
+            let lock_key = self.lock_key(full);
+            // ok to ignore: the lock expires by itself
+            let _ = self
+                .cache
+                .call(None, inner.store.unlock(&lock_key, &token))
+                .await;
+        }
+        result
     }
 
     /// Reloads `full` in a tracked background task, once at a time per key.
@@ -1252,6 +1263,23 @@ impl Namespace {
             "lock holder took too long; loading without the lock"
         );
         LockOutcome::Unlocked
+    }
+}
+
+/// Removes a key's flight when dropped: when the flight ends, or when every caller gave up on it.
+struct FlightDone {
+    cache: Cache,
+    key: String,
+}
+
+impl Drop for FlightDone {
+    fn drop(&mut self) {
+        self.cache
+            .inner
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
     }
 }
 

@@ -6,7 +6,7 @@
 //!   and [`Tag`] builders so call sites never concatenate strings.
 //! - **Invalidation by tag in one write per tag**, whatever the number of keys: each entry records
 //!   the versions of its tags; invalidating writes a fresh version; a read checks the entry and its
-//!   tags in one round trip (a Lua script). Nothing grows with the number of invalidations: tag
+//!   tags in one round trip (one `MGET`). Nothing grows with the number of invalidations: tag
 //!   versions expire after twice the longest entry TTL.
 //! - **No stale value survives an invalidation that raced its load**: `get_or_load` reads the tag
 //!   versions before the loader runs and refuses to store a value whose tags moved on.
@@ -23,12 +23,12 @@
 //! Backends by URL: `redis://…`, `redis-cluster://host:port,host:port`, `memory://`.
 //!
 //! Redis key layout, for prefix `P` and namespace `N` (every key carries the hash tag `{P}`, so one
-//! cache lives in one Redis Cluster slot and its scripts may touch the tag keys its entries name;
+//! cache lives in one Redis Cluster slot and one command may touch an entry and the tag keys it names;
 //! give unrelated domains their own prefix to spread them over the cluster):
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{P}:e:N:<key>` | hash | `v` = the encoded value; `t:<tag key>` = that tag's version at write time; expires with the entry TTL |
+//! | `{P}:e:N:<key>` | string | `tw1 <expiry, Unix ms> <n> <tag key> <version>…` (each tag's version at write time), a newline, then the encoded value; expires with the entry TTL |
 //! | `{P}:t:<tag>` | string | the tag's current version (absent = never invalidated); expires after 2 × max TTL |
 //! | `{P}:l:<entry key>` | string | the cross-process loader lock (token, 10 s expiry) |
 //! | channel `{P}:invalidations` | pub/sub | `t <tag key>` / `k <entry key>` for local tiers |
@@ -42,6 +42,8 @@ mod codec;
 mod error;
 #[cfg(feature = "redis")]
 mod feed;
+#[cfg(feature = "redis")]
+mod hints;
 mod key;
 mod local;
 mod memory_store;

@@ -444,19 +444,158 @@ async fn key_layout_is_as_documented() {
             format!("{{{p}}}:t:other")
         ]
     );
-    let fields: Vec<String> = redis::cmd("HKEYS")
+    let entry: Vec<u8> = redis::cmd("GET")
         .arg(&keys[0])
         .query_async(&mut c)
         .await
         .unwrap();
-    let mut fields = fields;
-    fields.sort();
-    assert_eq!(fields, [format!("t:{{{p}}}:t:user:1"), "v".to_owned()]);
+    let entry = String::from_utf8(entry).unwrap();
+    let (header, value) = entry.split_once('\n').unwrap();
+    let words: Vec<&str> = header.split(' ').collect();
+    assert_eq!(words.len(), 5, "{header}");
+    assert_eq!(words[0], "tw1");
+    let expires_at: u64 = words[1].parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(expires_at > now && expires_at <= now + MIN.as_millis() as u64 + 1_000);
+    assert_eq!(words[2..4], ["1", &format!("{{{p}}}:t:user:1")]);
+    assert_eq!(words[4], "0", "the tag was never invalidated");
+    assert_eq!(value, "j\"x\"", "the codec's marker byte, then the JSON");
+    let entry_ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(entry_ttl > 0, "entries expire");
     let ttl: i64 = redis::cmd("PTTL")
         .arg(&keys[1])
         .query_async(&mut c)
         .await
         .unwrap();
     assert!(ttl > 0, "tag versions expire");
+    cleanup(&redis);
+}
+
+async fn redis_cache(redis: &TestRedis) -> Cache {
+    Cache::builder()
+        .url(redis.url())
+        .prefix(redis.prefix())
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A read fetches the entry with the tags this process last saw on it. When another instance has
+/// rewritten the entry with other tags, the read must fetch those too before it answers, so an
+/// invalidation of the new tags is never missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_retagged_elsewhere_is_checked_against_its_new_tags() {
+    let redis = TestRedis::connect().await;
+    let (a, b) = (redis_cache(&redis).await, redis_cache(&redis).await);
+    let (na, nb) = (a.namespace("users").unwrap(), b.namespace("users").unwrap());
+    let key = Key::new("user").part(1);
+    let (old, new) = (Tag::from("old-tag"), Tag::from("new-tag"));
+
+    na.set(&key, &"v1", MIN, std::slice::from_ref(&old))
+        .await
+        .unwrap();
+    assert_eq!(nb.get::<String>(&key).await.unwrap().as_deref(), Some("v1"));
+    // B now expects the entry to carry `old-tag`; A rewrites it with `new-tag` only.
+    na.set(&key, &"v2", MIN, std::slice::from_ref(&new))
+        .await
+        .unwrap();
+    assert_eq!(nb.get::<String>(&key).await.unwrap().as_deref(), Some("v2"));
+    na.set(&key, &"v3", MIN, std::slice::from_ref(&old))
+        .await
+        .unwrap();
+    a.invalidate_tags(std::slice::from_ref(&old)).await.unwrap();
+    assert_eq!(
+        nb.get::<String>(&key).await.unwrap(),
+        None,
+        "old-tag moved on"
+    );
+    na.set(&key, &"v4", MIN, &[old.clone(), new.clone()])
+        .await
+        .unwrap();
+    assert_eq!(nb.get::<String>(&key).await.unwrap().as_deref(), Some("v4"));
+    na.set(&key, &"v5", MIN, std::slice::from_ref(&new))
+        .await
+        .unwrap();
+    a.invalidate_tags(std::slice::from_ref(&new)).await.unwrap();
+    assert_eq!(
+        nb.get::<String>(&key).await.unwrap(),
+        None,
+        "B's hint named old-tag and new-tag; the entry records new-tag, which moved on"
+    );
+    // get_or_load names tags that differ from the entry's: still checked against the entry's.
+    na.set(&key, &"v6", MIN, std::slice::from_ref(&old))
+        .await
+        .unwrap();
+    a.invalidate_tags(std::slice::from_ref(&old)).await.unwrap();
+    let loaded = nb
+        .get_or_load(&key, MIN, std::slice::from_ref(&new), || async {
+            Ok::<_, std::io::Error>("loaded".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, "loaded");
+    let stats = b.stats().namespaces["users"].clone();
+    assert_eq!((stats.hits, stats.stale), (3, 3), "{stats:?}");
+    cleanup(&redis);
+}
+
+/// A key that holds something else (an entry of the older hash layout, a value another program
+/// wrote) reads as a miss, and the next write replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_holding_something_else_reads_as_a_miss() {
+    let redis = TestRedis::connect().await;
+    let p = redis.prefix().to_owned();
+    let cache = redis_cache(&redis).await;
+    let ns = cache.namespace("users").unwrap();
+    let mut c = redis.connection();
+    let (hashed, foreign, truncated) = (
+        Key::new("hashed"),
+        Key::new("foreign"),
+        Key::new("truncated"),
+    );
+    let full = |k: &Key| format!("{{{p}}}:e:users:{k}");
+    let () = redis::cmd("HSET")
+        .arg(full(&hashed))
+        .arg("v")
+        .arg("j\"old\"")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg(full(&foreign))
+        .arg("j\"not ours\"")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg(full(&truncated))
+        .arg("tw1 99999999999999 3 {x}:t:a 0")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for key in [&hashed, &foreign, &truncated] {
+        assert_eq!(ns.get::<String>(key).await.unwrap(), None, "{key:?}");
+        let v = ns
+            .get_or_load(key, MIN, &[Tag::from("t")], || async {
+                Ok::<_, std::io::Error>("fresh".to_owned())
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, "fresh");
+        assert_eq!(
+            ns.get::<String>(key).await.unwrap().as_deref(),
+            Some("fresh"),
+            "{key:?} replaced"
+        );
+    }
+    let stats = cache.stats().namespaces["users"].clone();
+    assert_eq!((stats.errors, stats.misses), (0, 6), "{stats:?}");
     cleanup(&redis);
 }
