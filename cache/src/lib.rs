@@ -42,11 +42,11 @@ mod codec;
 mod error;
 #[cfg(feature = "redis")]
 mod feed;
-#[cfg(feature = "redis")]
-mod hints;
 mod key;
 mod local;
 mod memory_store;
+#[cfg(feature = "redis")]
+mod recent;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod stats;

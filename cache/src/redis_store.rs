@@ -12,12 +12,19 @@
 //! does not hold this format (an entry of the older hash layout, or a foreign value) reads as a
 //! miss and is replaced by the next write.
 //!
-//! Why not a script for reads too: a Lua call costs Redis several times what a plain command does,
-//! so with many callers the script, not the network, bounded the read rate (a third of raw `GET`s
-//! at 32 tasks). `MGET` of the entry and its tags is one command, atomic like the script. The
-//! tags to fetch along come from the caller (`get_or_load` names them) or from [`Hints`]; if the
-//! entry turns out to record a tag that was not fetched, the read fetches again with it.
+//! Why not scripts: a Lua call costs Redis several times what a plain command does, so with many
+//! callers the script, not the network, bounded the rate (reads at a third of raw `GET`s with 32
+//! tasks, writes at a quarter of raw `SET`s). A read is `MGET` of the entry and its tags, atomic
+//! like a script; the tags to fetch come from the caller (`get_or_load` names them) or from what
+//! this process last saw on the key, and if the entry records a tag that was not fetched, the
+//! read fetches again with it. A write is `SET` of the entry with the versions it records, then
+//! `MGET` of those tags in the same round trip: if a version is not the one recorded, the entry
+//! is stale already (never served), and a plain `set` writes again with the versions it just
+//! read; a write after a load (given versions) reports that its tags moved on. The versions a
+//! plain `set` records first are the ones this process last saw ([`Recent`]).
 
+use std::io::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -25,28 +32,28 @@ use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use crate::Error;
-use crate::hints::Hints;
+use crate::recent::{Recent, same_names};
 use crate::store::{BoxFuture, Lookup, Read, Store, UNVERSIONED};
 
-/// KEYS[1] entry, KEYS[2..] tags; ARGV[1] ttl ms, ARGV[2] value, ARGV[3] expiry (Unix ms),
-/// ARGV[4] 'given' or 'read', ARGV[5..] the given versions. Returns 1 if written, 0 if a given
-/// version has moved on.
+/// KEYS[1] entry, KEYS[2..] tags; ARGV[1] ttl ms, ARGV[2] value, ARGV[3] expiry (Unix ms).
+/// Writes the entry with the tags' current versions, atomically: what a plain `set` falls back to
+/// when its tags keep being invalidated between its attempts.
 const WRITE: &str = r"
 local parts = {'tw1', ARGV[3], tostring(#KEYS - 1)}
 if #KEYS > 1 then
   local current = redis.call('MGET', unpack(KEYS, 2))
   for i = 2, #KEYS do
-    local version = current[i - 1] or '0'
-    if ARGV[4] == 'given' then
-      if ARGV[i + 3] ~= version then return 0 end
-    end
     parts[#parts + 1] = KEYS[i]
-    parts[#parts + 1] = version
+    parts[#parts + 1] = current[i - 1] or '0'
   end
 end
 redis.call('SET', KEYS[1], table.concat(parts, ' ') .. '\n' .. ARGV[2], 'PX', ARGV[1])
 return 1
 ";
+
+/// A plain `set` writes again with the versions it read back; after this many attempts (its tags
+/// are being invalidated that fast) it uses the atomic script.
+const WRITE_ROUNDS: usize = 2;
 
 /// A read fetches again when the entry names tags it did not fetch; after this many rounds (the
 /// entry keeps being rewritten with other tags) it reports the entry as stale, which is safe.
@@ -114,7 +121,10 @@ pub(crate) struct RedisStore {
     clear_batch: Script,
     write: Script,
     unlock: Script,
-    hints: Hints,
+    /// Entry key -> the tag keys it had when last read or written here.
+    entry_tags: Recent<Arc<[String]>>,
+    /// Tag key -> the version it had when last seen here.
+    versions: Recent<Arc<str>>,
 }
 
 impl RedisStore {
@@ -161,8 +171,32 @@ impl RedisStore {
             clear_batch: Script::new(CLEAR_BATCH),
             write: Script::new(WRITE),
             unlock: Script::new(UNLOCK),
-            hints: Hints::new(),
+            entry_tags: Recent::new(),
+            versions: Recent::new(),
         }
+    }
+}
+
+impl RedisStore {
+    /// Writes the entry with its tags' current versions in one script call.
+    async fn write_atomic(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+        expires_at: u64,
+        tags: &[String],
+    ) -> Result<(), Error> {
+        let mut c = self.connection.clone();
+        let mut inv = self.write.key(key);
+        for t in tags {
+            inv.key(t);
+        }
+        inv.arg(ttl_ms).arg(value).arg(expires_at);
+        inv.invoke_async::<i64>(&mut c)
+            .await
+            .map(drop)
+            .map_err(redis_error("write"))
     }
 }
 
@@ -206,6 +240,27 @@ fn parse_entry(raw: &Bytes) -> Option<Entry<'_>> {
         tags,
         value: raw.slice(newline + 1..),
     })
+}
+
+/// An entry as stored (see the module docs).
+fn format_entry(expires_at_ms: u64, tags: &[String], versions: &[&str], value: &[u8]) -> Vec<u8> {
+    let header: usize = tags
+        .iter()
+        .zip(versions)
+        .map(|(t, v)| t.len() + v.len() + 2)
+        .sum();
+    let mut out = Vec::with_capacity(32 + header + value.len());
+    // ok to ignore: writing to a Vec cannot fail
+    let _ = write!(out, "tw1 {expires_at_ms} {}", tags.len());
+    for (t, v) in tags.iter().zip(versions) {
+        out.push(b' ');
+        out.extend_from_slice(t.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(v.as_bytes());
+    }
+    out.push(b'\n');
+    out.extend_from_slice(value);
+    out
 }
 
 fn unix_ms(at: SystemTime) -> u64 {
@@ -253,7 +308,7 @@ impl Store for RedisStore {
             let mut c = self.connection.clone();
             // A read that names no tags fetches the ones this key had when last seen.
             let hint = if tags.is_empty() {
-                self.hints.get(key)
+                self.entry_tags.get(key)
             } else {
                 None
             };
@@ -311,8 +366,14 @@ impl Store for RedisStore {
                     }
                 }
                 if tags.is_empty() {
-                    let entry_tags: Vec<&str> = entry.tags.iter().map(|(t, _)| *t).collect();
-                    self.hints.put(key, &entry_tags);
+                    self.entry_tags.put(
+                        key,
+                        |known| {
+                            known.len() == entry.tags.len()
+                                && known.iter().zip(&entry.tags).all(|(a, (b, _))| a == b)
+                        },
+                        || entry.tags.iter().map(|(t, _)| (*t).to_owned()).collect(),
+                    );
                 }
                 if !stale && !unfetched.is_empty() {
                     learned.extend(unfetched);
@@ -370,31 +431,82 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let mut c = self.connection.clone();
-            let mut inv = self.write.key(key);
-            for t in tags {
-                inv.key(t);
+            let ttl_ms = millis(ttl);
+            let expires_at = unix_ms(SystemTime::now()).saturating_add(ttl_ms);
+            let remember_tags = || {
+                self.entry_tags
+                    .put(key, |known| same_names(known, tags), || tags.into());
+            };
+            if tags.is_empty() {
+                let entry = format_entry(expires_at, tags, &[], value);
+                let () = redis::cmd("SET")
+                    .arg(key)
+                    .arg(entry)
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(redis_error("write"))?;
+                remember_tags();
+                return Ok(true);
             }
-            let expires_at = unix_ms(SystemTime::now()).saturating_add(millis(ttl));
-            inv.arg(millis(ttl)).arg(value).arg(expires_at);
-            match versions {
-                Some(v) => {
-                    inv.arg("given");
-                    for version in v {
-                        inv.arg(version);
-                    }
+            // The versions to record: the given ones (read before a load), else the last seen.
+            let mut seen: Vec<Arc<str>> = match versions {
+                Some(_) => Vec::new(),
+                None => tags
+                    .iter()
+                    .map(|t| {
+                        self.versions
+                            .get(t)
+                            .unwrap_or_else(|| Arc::from(UNVERSIONED))
+                    })
+                    .collect(),
+            };
+            for _ in 0..WRITE_ROUNDS {
+                let recorded: Vec<&str> = match versions {
+                    Some(given) => given.iter().map(String::as_str).collect(),
+                    None => seen.iter().map(|v| &**v).collect(),
+                };
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(format_entry(expires_at, tags, &recorded, value))
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .ignore();
+                pipe.cmd("MGET").arg(tags);
+                let (current,): (Vec<Option<String>>,) = pipe
+                    .query_async(&mut c)
+                    .await
+                    .map_err(redis_error("write"))?;
+                if current.len() != tags.len() {
+                    return Err(Error::Redis {
+                        operation: "write",
+                        reason: "unexpected reply to MGET: wrong number of values".into(),
+                    });
                 }
-                None => {
-                    inv.arg("read");
+                let current: Vec<String> = current
+                    .into_iter()
+                    .map(|v| v.unwrap_or_else(|| UNVERSIONED.to_owned()))
+                    .collect();
+                for (t, v) in tags.iter().zip(&current) {
+                    self.versions
+                        .put(t, |known| **known == **v, || Arc::from(v.as_str()));
                 }
+                if recorded.iter().zip(&current).all(|(r, c)| *r == c.as_str()) {
+                    remember_tags();
+                    return Ok(true);
+                }
+                if versions.is_some() {
+                    // A tag moved on during the load: the entry just written is stale already.
+                    return Ok(false);
+                }
+                seen = current.iter().map(|v| Arc::from(v.as_str())).collect();
             }
-            let written: i64 = inv
-                .invoke_async(&mut c)
-                .await
-                .map_err(redis_error("write"))?;
-            if written == 1 {
-                self.hints.put(key, tags);
-            }
-            Ok(written == 1)
+            self.write_atomic(key, value, ttl_ms, expires_at, tags)
+                .await?;
+            remember_tags();
+            Ok(true)
         })
     }
 
@@ -418,17 +530,22 @@ impl Store for RedisStore {
         Box::pin(async move {
             let mut c = self.connection.clone();
             let mut pipe = redis::pipe();
-            for t in tags {
+            let fresh: Vec<String> = tags.iter().map(|_| crate::store::fresh_version()).collect();
+            for (t, v) in tags.iter().zip(&fresh) {
                 pipe.cmd("SET")
                     .arg(t)
-                    .arg(crate::store::fresh_version())
+                    .arg(v)
                     .arg("PX")
                     .arg(millis(version_ttl))
                     .ignore();
             }
             pipe.query_async::<()>(&mut c)
                 .await
-                .map_err(redis_error("invalidate"))
+                .map_err(redis_error("invalidate"))?;
+            for (t, v) in tags.iter().zip(&fresh) {
+                self.versions.put(t, |_| false, || Arc::from(v.as_str()));
+            }
+            Ok(())
         })
     }
 
@@ -504,21 +621,15 @@ impl Store for RedisStore {
 mod tests {
     use super::*;
 
-    /// An entry as the write script builds it.
-    fn format_entry(expires_at_ms: u64, tags: &[(&str, &str)], value: &[u8]) -> Bytes {
-        let mut header = format!("tw1 {expires_at_ms} {}", tags.len());
-        for (t, v) in tags {
-            header.push_str(&format!(" {t} {v}"));
-        }
-        header.push('\n');
-        let mut out = header.into_bytes();
-        out.extend_from_slice(value);
-        Bytes::from(out)
+    fn stored(expires_at_ms: u64, tags: &[(&str, &str)], value: &[u8]) -> Bytes {
+        let (names, versions): (Vec<String>, Vec<&str>) =
+            tags.iter().map(|(t, v)| ((*t).to_owned(), *v)).unzip();
+        Bytes::from(format_entry(expires_at_ms, &names, &versions, value))
     }
 
     #[test]
     fn entries_parse_back() {
-        let raw = format_entry(
+        let raw = stored(
             1_700_000_000_000,
             &[("{tw}:t:user:7", "0"), ("{tw}:t:all", "0195f0a1b2c3")],
             b"j{\"a\":\"x y\\nz\"}",
@@ -531,12 +642,12 @@ mod tests {
         );
         assert_eq!(&entry.value[..], b"j{\"a\":\"x y\\nz\"}");
 
-        let untagged = format_entry(5, &[], b"");
+        let untagged = stored(5, &[], b"");
         let entry = parse_entry(&untagged).unwrap();
         assert!(entry.tags.is_empty());
         assert!(entry.value.is_empty());
         // A value may hold newlines of its own: only the first one ends the header.
-        let raw = format_entry(5, &[("t", "1")], b"a\nb\n");
+        let raw = stored(5, &[("t", "1")], b"a\nb\n");
         assert_eq!(&parse_entry(&raw).unwrap().value[..], b"a\nb\n");
     }
 
@@ -556,6 +667,46 @@ mod tests {
         ] {
             assert_eq!(parse_entry(&Bytes::copy_from_slice(raw)), None, "{raw:?}");
         }
+    }
+
+    /// The script a plain `set` falls back to records the current versions, like the fast path.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_atomic_write_records_current_versions() {
+        let redis = tidewell_testkit::TestRedis::connect().await;
+        let store = RedisStore::connect(redis.url(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let p = redis.prefix();
+        let (key, tags) = (
+            format!("{{{p}}}:e:n:k"),
+            vec![format!("{{{p}}}:t:a"), format!("{{{p}}}:t:b")],
+        );
+        store
+            .invalidate(std::slice::from_ref(&tags[1]), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let expires_at = unix_ms(SystemTime::now()) + 60_000;
+        store
+            .write_atomic(&key, b"jvalue", 60_000, expires_at, &tags)
+            .await
+            .unwrap();
+        let read = store.read(&key, &tags).await.unwrap();
+        assert_eq!(read.lookup, Lookup::Hit(Bytes::from_static(b"jvalue")));
+        assert_eq!(read.versions[0], UNVERSIONED);
+        assert_ne!(read.versions[1], UNVERSIONED);
+        assert!(read.ttl_left.unwrap() > Duration::from_secs(50));
+        store
+            .invalidate(std::slice::from_ref(&tags[0]), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(store.read(&key, &[]).await.unwrap().lookup, Lookup::Stale);
+        let mut c = redis.connection();
+        let () = redis::cmd("DEL")
+            .arg(&key)
+            .arg(&tags)
+            .query_async(&mut c)
+            .await
+            .unwrap();
     }
 
     #[test]
