@@ -283,7 +283,12 @@ impl CacheBuilder {
             }
             #[cfg(feature = "redis")]
             "redis" | "rediss" | "redis-cluster" => {
-                let store = crate::redis_store::RedisStore::connect(&c.url, c.timeout).await?;
+                let feed = crate::redis_store::Announce {
+                    channel: channel(&c.prefix),
+                    origin: origin.clone(),
+                };
+                let store =
+                    crate::redis_store::RedisStore::connect(&c.url, c.timeout, Some(feed)).await?;
                 let local =
                     (c.local_capacity > 0).then(|| Local::new(c.local_capacity, c.local_ttl));
                 if let Some(local) = &local {
@@ -303,22 +308,10 @@ impl CacheBuilder {
                 )));
             }
         };
-        #[cfg(feature = "redis")]
-        let publisher = if matches!(scheme, "redis" | "rediss" | "redis-cluster") {
-            Some(
-                crate::feed::Publisher::new(&pubsub_url(&c.url))?
-                    .with_channel(channel(&c.prefix))
-                    .with_origin(origin),
-            )
-        } else {
-            None
-        };
         Ok(Cache {
             inner: Arc::new(Inner {
                 store,
                 local,
-                #[cfg(feature = "redis")]
-                publisher,
                 breaker: Breaker::new(5, Duration::from_millis(500), Duration::from_secs(30)),
                 metrics: self.metrics.unwrap_or_default(),
                 namespaces: Mutex::new(BTreeMap::new()),
@@ -363,8 +356,6 @@ struct Pending {
 struct Inner {
     store: Arc<dyn Store>,
     local: Option<Arc<Local>>,
-    #[cfg(feature = "redis")]
-    publisher: Option<crate::feed::Publisher>,
     breaker: Breaker,
     metrics: CacheMetrics,
     namespaces: Mutex<BTreeMap<String, NsCounters>>,
@@ -510,10 +501,7 @@ impl Cache {
             },
         };
         match result {
-            Ok(()) => {
-                self.broadcast(vec!["*".to_owned()]).await;
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 if let Some(ns) = ns {
                     ns.error.inc();
@@ -546,8 +534,6 @@ impl Cache {
         match result {
             Ok(()) => {
                 self.inner.metrics.invalidations.inc_by(names.len() as u64);
-                self.broadcast(names.iter().map(|n| format!("t {n}")).collect())
-                    .await;
                 Ok(())
             }
             Err(e) => {
@@ -705,13 +691,6 @@ impl Cache {
                     keys = pending.keys.len(),
                     "replayed invalidations after redis recovered"
                 );
-                self.broadcast(
-                    tags.iter()
-                        .map(|t| format!("t {t}"))
-                        .chain(pending.keys.iter().map(|k| format!("k {k}")))
-                        .collect(),
-                )
-                .await;
                 Ok(())
             }
             other => {
@@ -733,26 +712,6 @@ impl Cache {
                 })
             }
         }
-    }
-
-    /// Tells the other instances' local tiers (best effort: their feed reconnects flush them).
-    async fn broadcast(&self, messages: Vec<String>) {
-        #[cfg(feature = "redis")]
-        if let Some(p) = &self.inner.publisher
-            && let Err(error) =
-                tokio::time::timeout(self.inner.config.timeout, p.publish(&messages))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::Redis {
-                            operation: "publish",
-                            reason: "no answer in time".into(),
-                        })
-                    })
-        {
-            tracing::warn!(%error, "cannot broadcast an invalidation to other instances' local tiers");
-        }
-        #[cfg(not(feature = "redis"))]
-        let _ = messages;
     }
 
     fn fail_open_or<T>(&self, error: Error, fallback: T) -> Result<T, Error> {
@@ -911,13 +870,12 @@ impl Namespace {
                 self.cache
                     .inner
                     .store
-                    .write(&full, &bytes, ttl, &names, None),
+                    .write(&full, &bytes, ttl, &names, None, true),
             )
             .await;
         match written {
             Ok(_) => {
                 self.counters.set.inc();
-                self.cache.broadcast(vec![format!("k {full}")]).await;
                 Ok(())
             }
             Err(e) => {
@@ -942,7 +900,6 @@ impl Namespace {
         {
             Ok(existed) => {
                 self.counters.delete.inc();
-                self.cache.broadcast(vec![format!("k {full}")]).await;
                 Ok(existed)
             }
             Err(e) => {
@@ -1142,7 +1099,9 @@ impl Namespace {
                         .cache
                         .call(
                             Some(&self.counters),
-                            inner.store.write(full, &bytes, ttl, names, Some(&versions)),
+                            inner
+                                .store
+                                .write(full, &bytes, ttl, names, Some(&versions), false),
                         )
                         .await
                     {
@@ -1196,14 +1155,13 @@ impl Namespace {
             match loader().await {
                 Ok(value) => match ns.encode(&value) {
                     Ok(bytes) => {
-                        let write = ns.cache.inner.store.write(&full, &bytes, ttl, &names, Some(&versions));
+                        let write = ns.cache.inner.store.write(&full, &bytes, ttl, &names, Some(&versions), true);
                         match ns.cache.call(Some(&ns.counters), write).await {
                             Ok(true) => {
                                 ns.counters.set.inc();
                                 if let Some(local) = &ns.cache.inner.local {
                                     local.remove(&full);
                                 }
-                                ns.cache.broadcast(vec![format!("k {full}")]).await;
                             }
                             Ok(false) => ns.counters.skipped.inc(),
                             Err(error) => tracing::debug!(%error, key = %full, "early refresh not stored"),

@@ -1,5 +1,7 @@
-//! The invalidation feed between instances: Redis pub/sub messages `<origin> t <tag key>` and
-//! `<origin> k <key>`, where `<origin>` names the sending cache instance so it can skip its own.
+//! The invalidation feed between instances: Redis pub/sub messages `<origin> t <tag key>`,
+//! `<origin> k <key>` and `<origin> *` (flush), where `<origin>` names the sending cache instance
+//! so it can skip its own. The Redis store publishes them in the same pipeline as the change they
+//! announce, so they arrive after it.
 //!
 //! A listener task keeps one subscription per cache. While it is live the local tier is used;
 //! when it drops (connection killed, Redis restarted) the tier is flushed and switched off, and
@@ -9,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use redis::aio::ConnectionManager;
 use tidewell_core::Backoff;
 use tokio_util::sync::CancellationToken;
 
@@ -101,60 +102,4 @@ pub(crate) fn start(
         }
     });
     Ok(())
-}
-
-/// Publishes invalidation messages on a lazily connected, self-healing connection.
-pub(crate) struct Publisher {
-    client: redis::Client,
-    channel: tokio::sync::OnceCell<ConnectionManager>,
-    name: String,
-    origin: String,
-}
-
-impl Publisher {
-    pub(crate) fn new(url: &str) -> Result<Self, Error> {
-        Ok(Self {
-            client: redis::Client::open(url).map_err(|e| Error::Connect {
-                url: redact(url),
-                reason: e.to_string(),
-            })?,
-            channel: tokio::sync::OnceCell::new(),
-            name: String::new(),
-            origin: String::new(),
-        })
-    }
-
-    pub(crate) fn with_channel(mut self, channel: String) -> Self {
-        self.name = channel;
-        self
-    }
-
-    pub(crate) fn with_origin(mut self, origin: String) -> Self {
-        self.origin = origin;
-        self
-    }
-
-    pub(crate) async fn publish(&self, messages: &[String]) -> Result<(), Error> {
-        if messages.is_empty() {
-            return Ok(());
-        }
-        let fail = |e: redis::RedisError| Error::Redis {
-            operation: "publish",
-            reason: e.to_string(),
-        };
-        let conn = self
-            .channel
-            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-            .await
-            .map_err(fail)?;
-        let mut conn = conn.clone();
-        let mut pipe = redis::pipe();
-        for m in messages {
-            pipe.cmd("PUBLISH")
-                .arg(&self.name)
-                .arg(format!("{} {m}", self.origin))
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await.map_err(fail)
-    }
 }

@@ -114,6 +114,7 @@ impl Store for MemoryStore {
         ttl: Duration,
         tags: &'a [String],
         versions: Option<&'a [String]>,
+        _announce: bool,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let now = Instant::now();

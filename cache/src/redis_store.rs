@@ -116,8 +116,27 @@ pub(crate) fn cluster_nodes(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// Where the store announces its changes to other instances' local tiers (see `feed`).
+pub(crate) struct Announce {
+    /// The pub/sub channel.
+    pub(crate) channel: String,
+    /// This cache instance's id, which starts every message (so it skips its own).
+    pub(crate) origin: String,
+}
+
+impl Announce {
+    /// Adds the message `<origin> <what>` to `pipe`, after the change it announces.
+    fn add(&self, pipe: &mut redis::Pipeline, what: std::fmt::Arguments<'_>) {
+        pipe.cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(format!("{} {what}", self.origin))
+            .ignore();
+    }
+}
+
 pub(crate) struct RedisStore {
     connection: Conn,
+    announce: Option<Announce>,
     clear_batch: Script,
     write: Script,
     unlock: Script,
@@ -128,7 +147,11 @@ pub(crate) struct RedisStore {
 }
 
 impl RedisStore {
-    pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Self, Error> {
+    pub(crate) async fn connect(
+        url: &str,
+        timeout: Duration,
+        announce: Option<Announce>,
+    ) -> Result<Self, Error> {
         let connect_error = |reason: String| Error::Connect {
             url: redact(url),
             reason,
@@ -147,7 +170,7 @@ impl RedisStore {
             .await
             .map_err(|_| connect_error("no answer in time".into()))?
             .map_err(|e| connect_error(e.to_string()))?;
-            return Ok(Self::with(Conn::Cluster(connection)));
+            return Ok(Self::with(Conn::Cluster(connection), announce));
         }
         let client = redis::Client::open(url).map_err(|e| connect_error(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -162,12 +185,13 @@ impl RedisStore {
         .await
         .map_err(|_| connect_error("no answer in time".into()))?
         .map_err(|e| connect_error(e.to_string()))?;
-        Ok(Self::with(Conn::Single(connection)))
+        Ok(Self::with(Conn::Single(connection), announce))
     }
 
-    fn with(connection: Conn) -> Self {
+    fn with(connection: Conn, announce: Option<Announce>) -> Self {
         Self {
             connection,
+            announce,
             clear_batch: Script::new(CLEAR_BATCH),
             write: Script::new(WRITE),
             unlock: Script::new(UNLOCK),
@@ -428,28 +452,17 @@ impl Store for RedisStore {
         ttl: Duration,
         tags: &'a [String],
         versions: Option<&'a [String]>,
+        announce: bool,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let mut c = self.connection.clone();
             let ttl_ms = millis(ttl);
             let expires_at = unix_ms(SystemTime::now()).saturating_add(ttl_ms);
+            let announce = self.announce.as_ref().filter(|_| announce);
             let remember_tags = || {
                 self.entry_tags
                     .put(key, |known| same_names(known, tags), || tags.into());
             };
-            if tags.is_empty() {
-                let entry = format_entry(expires_at, tags, &[], value);
-                let () = redis::cmd("SET")
-                    .arg(key)
-                    .arg(entry)
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(redis_error("write"))?;
-                remember_tags();
-                return Ok(true);
-            }
             // The versions to record: the given ones (read before a load), else the last seen.
             let mut seen: Vec<Arc<str>> = match versions {
                 Some(_) => Vec::new(),
@@ -474,21 +487,34 @@ impl Store for RedisStore {
                     .arg("PX")
                     .arg(ttl_ms)
                     .ignore();
-                pipe.cmd("MGET").arg(tags);
-                let (current,): (Vec<Option<String>>,) = pipe
-                    .query_async(&mut c)
-                    .await
-                    .map_err(redis_error("write"))?;
+                if !tags.is_empty() {
+                    pipe.cmd("MGET").arg(tags);
+                }
+                if let Some(a) = announce {
+                    a.add(&mut pipe, format_args!("k {key}"));
+                }
+                let current: Vec<String> = if tags.is_empty() {
+                    let () = pipe
+                        .query_async(&mut c)
+                        .await
+                        .map_err(redis_error("write"))?;
+                    Vec::new()
+                } else {
+                    let (current,): (Vec<Option<String>>,) = pipe
+                        .query_async(&mut c)
+                        .await
+                        .map_err(redis_error("write"))?;
+                    current
+                        .into_iter()
+                        .map(|v| v.unwrap_or_else(|| UNVERSIONED.to_owned()))
+                        .collect()
+                };
                 if current.len() != tags.len() {
                     return Err(Error::Redis {
                         operation: "write",
                         reason: "unexpected reply to MGET: wrong number of values".into(),
                     });
                 }
-                let current: Vec<String> = current
-                    .into_iter()
-                    .map(|v| v.unwrap_or_else(|| UNVERSIONED.to_owned()))
-                    .collect();
                 for (t, v) in tags.iter().zip(&current) {
                     self.versions
                         .put(t, |known| **known == **v, || Arc::from(v.as_str()));
@@ -505,6 +531,14 @@ impl Store for RedisStore {
             }
             self.write_atomic(key, value, ttl_ms, expires_at, tags)
                 .await?;
+            if let Some(a) = announce {
+                let mut pipe = redis::pipe();
+                a.add(&mut pipe, format_args!("k {key}"));
+                let () = pipe
+                    .query_async(&mut c)
+                    .await
+                    .map_err(redis_error("write"))?;
+            }
             remember_tags();
             Ok(true)
         })
@@ -513,8 +547,12 @@ impl Store for RedisStore {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let mut c = self.connection.clone();
-            let n: i64 = redis::cmd("DEL")
-                .arg(key)
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(key);
+            if let Some(a) = &self.announce {
+                a.add(&mut pipe, format_args!("k {key}"));
+            }
+            let (n,): (i64,) = pipe
                 .query_async(&mut c)
                 .await
                 .map_err(redis_error("delete"))?;
@@ -538,6 +576,11 @@ impl Store for RedisStore {
                     .arg("PX")
                     .arg(millis(version_ttl))
                     .ignore();
+            }
+            if let Some(a) = &self.announce {
+                for t in tags {
+                    a.add(&mut pipe, format_args!("t {t}"));
+                }
             }
             pipe.query_async::<()>(&mut c)
                 .await
@@ -565,9 +608,17 @@ impl Store for RedisStore {
                     .await
                     .map_err(redis_error("clear"))?;
                 if cursor == "0" {
-                    return Ok(());
+                    break;
                 }
             }
+            if let Some(a) = &self.announce {
+                let mut pipe = redis::pipe();
+                a.add(&mut pipe, format_args!("*"));
+                pipe.query_async::<()>(&mut c)
+                    .await
+                    .map_err(redis_error("clear"))?;
+            }
+            Ok(())
         })
     }
 
@@ -673,7 +724,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_atomic_write_records_current_versions() {
         let redis = tidewell_testkit::TestRedis::connect().await;
-        let store = RedisStore::connect(redis.url(), Duration::from_secs(2))
+        let store = RedisStore::connect(redis.url(), Duration::from_secs(2), None)
             .await
             .unwrap();
         let p = redis.prefix();

@@ -46,8 +46,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn read<'a>(&'a self, key: &'a str, tags: &'a [String]) -> BoxFuture<'a, Result<Read, Error>>;
 
     /// Writes `value` under `key` with `tags`. With `versions`, the entry records those (taken
-    /// before a load) and is not written if any tag has moved on since: returns `false`. Without,
-    /// it records the current versions atomically.
+    /// before a load) and is never valid if any tag has moved on since: returns `false`. Without,
+    /// it records the versions current when it is written. With `announce`, other instances'
+    /// local tiers are told to drop the key (after the write, in the same round trip).
     fn write<'a>(
         &'a self,
         key: &'a str,
@@ -55,19 +56,22 @@ pub(crate) trait Store: Send + Sync + 'static {
         ttl: Duration,
         tags: &'a [String],
         versions: Option<&'a [String]>,
+        announce: bool,
     ) -> BoxFuture<'a, Result<bool, Error>>;
 
-    /// Deletes `key`; returns whether it existed.
+    /// Deletes `key` (and tells other instances' local tiers); returns whether it existed.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, Error>>;
 
-    /// Gives every tag a fresh version that lives `version_ttl`.
+    /// Gives every tag a fresh version that lives `version_ttl` (and tells other instances'
+    /// local tiers).
     fn invalidate<'a>(
         &'a self,
         tags: &'a [String],
         version_ttl: Duration,
     ) -> BoxFuture<'a, Result<(), Error>>;
 
-    /// Deletes every entry whose key starts with `prefix` (maintenance: a scan).
+    /// Deletes every entry whose key starts with `prefix` (maintenance: a scan), then tells other
+    /// instances' local tiers to flush.
     fn clear<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(), Error>>;
 
     /// Takes the lock `key` with `token` for `ttl`; returns whether it was taken.
