@@ -12,6 +12,7 @@
 //!   key's tag, against a perfect unbounded cache replaying the same operations.
 //!
 //! Run: `cargo bench -p tidewell-cache --bench cache` (Redis at `REDIS_URL`, default local).
+//! `-- redis`, `-- local`, `-- invalidate` or `-- hit_ratio` runs one part (for profiling).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -346,6 +347,63 @@ async fn hit_ratio(ns: &Namespace) {
     line("hit_ratio", ours, perfect, "ratio");
 }
 
+async fn profile_one(redis: &TestRedis, ns: &Namespace, what: &str) {
+    let key = Key::new("user").part(7);
+    let tags = [Tag::from("profiles"), Tag::new("user").part(7)];
+    ns.set(&key, &profile(), TTL, &tags).await.unwrap();
+    let bytes = {
+        let mut b = vec![b'j'];
+        serde_json::to_writer(&mut b, &profile()).unwrap();
+        b
+    };
+    let raw_key = redis.key("raw");
+    let mut c = redis.connection();
+    let () = c.pset_ex(&raw_key, &bytes, 600_000).await.unwrap();
+    let (n, k, c, b) = (ns.clone(), key.clone(), redis.connection(), Arc::new(bytes));
+    let rate = match what {
+        "get" => {
+            throughput(CONCURRENCY, move |_| {
+                let (n, k) = (n.clone(), k.clone());
+                async move {
+                    assert!(n.get::<Profile>(&k).await.unwrap().is_some());
+                }
+            })
+            .await
+        }
+        "set" => {
+            throughput(CONCURRENCY, move |i| {
+                let (n, t) = (n.clone(), tags.clone());
+                async move {
+                    n.set(&Key::new("w").part(i % 1_000), &profile(), TTL, &t)
+                        .await
+                        .unwrap();
+                }
+            })
+            .await
+        }
+        "raw-get" => {
+            throughput(CONCURRENCY, move |_| {
+                let (mut c, k) = (c.clone(), raw_key.clone());
+                async move {
+                    let v: Vec<u8> = c.get(&k).await.unwrap();
+                    assert!(!v.is_empty());
+                }
+            })
+            .await
+        }
+        _ => {
+            throughput(CONCURRENCY, move |i| {
+                let (mut c, k, b) = (c.clone(), format!("{raw_key}:{}", i % 1_000), b.clone());
+                async move {
+                    let () = c.pset_ex(&k, b.as_slice(), 600_000).await.unwrap();
+                }
+            })
+            .await
+        }
+    };
+    eprintln!("profile {what}: {rate:.0} ops/s");
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let redis = TestRedis::connect().await;
@@ -356,15 +414,33 @@ async fn main() {
         .await
         .unwrap();
     let ns = cache.namespace("bench").unwrap();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
 
-    eprintln!("redis tier: {OPS} ops per run, best of 3, sequential and {CONCURRENCY} tasks");
-    redis_tier(&redis, &ns).await;
-    eprintln!("local tier:");
-    l1(&redis).await;
-    eprintln!("tag invalidation:");
-    invalidation_cost(&redis, &ns, &cache).await;
-    eprintln!("hit ratio:");
-    hit_ratio(&cache.namespace("zipf").unwrap()).await;
+    if run("redis") {
+        eprintln!("redis tier: {OPS} ops per run, best of 3, sequential and {CONCURRENCY} tasks");
+        redis_tier(&redis, &ns).await;
+    }
+    if let Some(what) = only.iter().find_map(|o| o.strip_prefix("profile-")) {
+        // One workload alone (32 tasks), for a profiler: get, set, raw-get or raw-set.
+        profile_one(&redis, &ns, what).await;
+        return;
+    }
+    if run("local") {
+        eprintln!("local tier:");
+        l1(&redis).await;
+    }
+    if run("invalidate") {
+        eprintln!("tag invalidation:");
+        invalidation_cost(&redis, &ns, &cache).await;
+    }
+    if run("hit_ratio") {
+        eprintln!("hit ratio:");
+        hit_ratio(&cache.namespace("zipf").unwrap()).await;
+    }
 
     // Remove everything this run wrote.
     let mut c = redis.connection();

@@ -287,8 +287,9 @@ impl CacheBuilder {
                     channel: channel(&c.prefix),
                     origin: origin.clone(),
                 };
-                let store =
-                    crate::redis_store::RedisStore::connect(&c.url, c.timeout, Some(feed)).await?;
+                let store = crate::redis_store::RedisStore::connect(&c.url, c.timeout, Some(feed))
+                    .await?
+                    .reporting_entry_tags(c.local_capacity > 0);
                 let local =
                     (c.local_capacity > 0).then(|| Local::new(c.local_capacity, c.local_ttl));
                 if let Some(local) = &local {
@@ -459,10 +460,12 @@ impl Cache {
             .clone();
         let p = &self.inner.config.prefix;
         Ok(Namespace {
-            cache: self.clone(),
-            entry_prefix: format!("{{{p}}}:e:{name}:"),
-            counters,
-            name: name.into(),
+            ns: Arc::new(NsInner {
+                cache: self.clone(),
+                entry_prefix: format!("{{{p}}}:e:{name}:"),
+                counters,
+                name: name.into(),
+            }),
         })
     }
 
@@ -725,8 +728,13 @@ impl Cache {
 }
 
 /// One namespace of a [`Cache`]: keys are per namespace, tags are shared by all namespaces.
+/// Cheap to clone (one reference count).
 #[derive(Clone)]
 pub struct Namespace {
+    ns: Arc<NsInner>,
+}
+
+struct NsInner {
     cache: Cache,
     name: Arc<str>,
     entry_prefix: String,
@@ -736,22 +744,22 @@ pub struct Namespace {
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Namespace")
-            .field("name", &self.name)
+            .field("name", &self.ns.name)
             .finish_non_exhaustive()
     }
 }
 
 impl Namespace {
     fn entry_key(&self, key: &Key) -> Result<String, Error> {
-        key.validate(self.cache.inner.config.max_key_len)?;
-        Ok(format!("{}{}", self.entry_prefix, key.as_str()))
+        key.validate(self.ns.cache.inner.config.max_key_len)?;
+        Ok(format!("{}{}", self.ns.entry_prefix, key.as_str()))
     }
 
     fn tag_names(&self, tags: &[Tag]) -> Result<Vec<String>, Error> {
         let mut names = Vec::with_capacity(tags.len() + 2);
         for t in tags {
             t.validate()?;
-            names.push(self.cache.tag_key(t));
+            names.push(self.ns.cache.tag_key(t));
         }
         names.sort_unstable();
         names.dedup();
@@ -759,7 +767,7 @@ impl Namespace {
     }
 
     fn check_ttl(&self, ttl: Duration) -> Result<(), Error> {
-        let max = self.cache.inner.config.max_ttl;
+        let max = self.ns.cache.inner.config.max_ttl;
         if ttl.is_zero() || ttl > max {
             return Err(Error::InvalidTtl { ttl, max });
         }
@@ -767,8 +775,8 @@ impl Namespace {
     }
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, Error> {
-        let bytes = self.cache.inner.config.codec.encode(value)?;
-        let limit = self.cache.inner.config.max_value_size;
+        let bytes = self.ns.cache.inner.config.codec.encode(value)?;
+        let limit = self.ns.cache.inner.config.max_value_size;
         if bytes.len() > limit {
             return Err(Error::ValueTooLarge {
                 size: bytes.len(),
@@ -780,7 +788,7 @@ impl Namespace {
 
     /// The namespace's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.ns.name
     }
 
     /// The value under `key`, if present, valid (no tag invalidated since it was written) and
@@ -790,21 +798,22 @@ impl Namespace {
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let full = self.entry_key(key)?;
-        let codec = self.cache.inner.config.codec;
+        let codec = self.ns.cache.inner.config.codec;
         if let Some(hit) = self.local_get(&full, codec) {
             return Ok(Some(hit));
         }
-        let mark = self.cache.inner.local.as_ref().map(|l| l.mark());
+        let mark = self.ns.cache.inner.local.as_ref().map(|l| l.mark());
         match self
+            .ns
             .cache
             .call(
-                Some(&self.counters),
-                self.cache.inner.store.read(&full, &[]),
+                Some(&self.ns.counters),
+                self.ns.cache.inner.store.read(&full, &[]),
             )
             .await
         {
             Ok(read) => Ok(self.accept(&full, read, mark)),
-            Err(e) => self.cache.fail_open_or(e, None),
+            Err(e) => self.ns.cache.fail_open_or(e, None),
         }
     }
 
@@ -812,9 +821,9 @@ impl Namespace {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        let entry = self.cache.inner.local.as_ref()?.get(full)?;
+        let entry = self.ns.cache.inner.local.as_ref()?.get(full)?;
         let value = entry.value(|b| codec.decode::<T>(b))?;
-        self.counters.local_hit.inc();
+        self.ns.counters.local_hit.inc();
         Some(value)
     }
 
@@ -824,25 +833,25 @@ impl Namespace {
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         match read.lookup {
-            Lookup::Hit(bytes) => match self.cache.inner.config.codec.decode::<T>(&bytes) {
+            Lookup::Hit(bytes) => match self.ns.cache.inner.config.codec.decode::<T>(&bytes) {
                 Some(v) => {
-                    self.counters.hit.inc();
-                    if let (Some(local), Some(mark)) = (&self.cache.inner.local, mark) {
+                    self.ns.counters.hit.inc();
+                    if let (Some(local), Some(mark)) = (&self.ns.cache.inner.local, mark) {
                         local.insert(full, bytes, &read.entry_tags, mark);
                     }
                     Some(v)
                 }
                 None => {
-                    self.counters.undecodable.inc();
+                    self.ns.counters.undecodable.inc();
                     None
                 }
             },
             Lookup::Stale => {
-                self.counters.stale.inc();
+                self.ns.counters.stale.inc();
                 None
             }
             Lookup::Miss => {
-                self.counters.miss.inc();
+                self.ns.counters.miss.inc();
                 None
             }
         }
@@ -860,14 +869,16 @@ impl Namespace {
         self.check_ttl(ttl)?;
         let names = self.tag_names(tags)?;
         let bytes = self.encode(value)?;
-        if let Some(local) = &self.cache.inner.local {
+        if let Some(local) = &self.ns.cache.inner.local {
             local.remove(&full);
         }
         let written = self
+            .ns
             .cache
             .call(
-                Some(&self.counters),
-                self.cache
+                Some(&self.ns.counters),
+                self.ns
+                    .cache
                     .inner
                     .store
                     .write(&full, &bytes, ttl, &names, None, true),
@@ -875,13 +886,13 @@ impl Namespace {
             .await;
         match written {
             Ok(_) => {
-                self.counters.set.inc();
+                self.ns.counters.set.inc();
                 Ok(())
             }
             Err(e) => {
                 // The old value may still be there: make sure it goes when Redis is back.
-                self.cache.defer(Vec::new(), vec![full]);
-                self.cache.fail_open_or(e, ())
+                self.ns.cache.defer(Vec::new(), vec![full]);
+                self.ns.cache.fail_open_or(e, ())
             }
         }
     }
@@ -890,21 +901,25 @@ impl Namespace {
     /// soon as it is back.
     pub async fn delete(&self, key: &Key) -> Result<bool, Error> {
         let full = self.entry_key(key)?;
-        if let Some(local) = &self.cache.inner.local {
+        if let Some(local) = &self.ns.cache.inner.local {
             local.remove(&full);
         }
         match self
+            .ns
             .cache
-            .call(Some(&self.counters), self.cache.inner.store.delete(&full))
+            .call(
+                Some(&self.ns.counters),
+                self.ns.cache.inner.store.delete(&full),
+            )
             .await
         {
             Ok(existed) => {
-                self.counters.delete.inc();
+                self.ns.counters.delete.inc();
                 Ok(existed)
             }
             Err(e) => {
-                self.cache.defer(Vec::new(), vec![full]);
-                self.cache.fail_open_or(e, false)
+                self.ns.cache.defer(Vec::new(), vec![full]);
+                self.ns.cache.fail_open_or(e, false)
             }
         }
     }
@@ -913,18 +928,20 @@ impl Namespace {
     pub async fn invalidate_tags(&self, tags: &[Tag]) -> Result<(), Error> {
         let names = tags
             .iter()
-            .map(|t| t.validate().map(|()| self.cache.tag_key(t)))
+            .map(|t| t.validate().map(|()| self.ns.cache.tag_key(t)))
             .collect::<Result<Vec<_>, _>>()?;
-        self.cache
-            .invalidate_names(names, Some(&self.counters))
+        self.ns
+            .cache
+            .invalidate_names(names, Some(&self.ns.counters))
             .await
     }
 
     /// Deletes every entry of this namespace (a scan: O(entries), for maintenance; use tags to
     /// invalidate on the request path).
     pub async fn clear(&self) -> Result<(), Error> {
-        self.cache
-            .clear_prefix(self.entry_prefix.clone(), Some(&self.counters))
+        self.ns
+            .cache
+            .clear_prefix(self.ns.entry_prefix.clone(), Some(&self.ns.counters))
             .await
     }
 
@@ -951,12 +968,13 @@ impl Namespace {
         let full = self.entry_key(key)?;
         self.check_ttl(ttl)?;
         let names = self.tag_names(tags)?;
-        let codec = self.cache.inner.config.codec;
+        let codec = self.ns.cache.inner.config.codec;
         if let Some(hit) = self.local_get(&full, codec) {
             return Ok(hit);
         }
         let flight = {
             let mut flights = self
+                .ns
                 .cache
                 .inner
                 .flights
@@ -1000,15 +1018,16 @@ impl Namespace {
     {
         Box::pin(async move {
             let done = FlightDone {
-                cache: self.cache.clone(),
+                cache: self.ns.cache.clone(),
                 key: full,
             };
             let full = done.key.as_str();
-            let inner = &self.cache.inner;
+            let inner = &self.ns.cache.inner;
             let mark = inner.local.as_ref().map(|l| l.mark());
             let versions = match self
+                .ns
                 .cache
-                .call(Some(&self.counters), inner.store.read(full, &names))
+                .call(Some(&self.ns.counters), inner.store.read(full, &names))
                 .await
             {
                 Ok(read) => {
@@ -1077,7 +1096,7 @@ impl Namespace {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let inner = &self.cache.inner;
+        let inner = &self.ns.cache.inner;
         let lock = if inner.config.distributed_lock && versions.is_some() {
             self.acquire_or_wait::<T>(full, names).await
         } else {
@@ -1089,24 +1108,25 @@ impl Namespace {
             LockOutcome::Unlocked => None,
         };
 
-        self.counters.load.inc();
+        self.ns.counters.load.inc();
         let loaded = loader().await.map_err(|e| Error::Loader(Arc::new(e)));
         let result = match loaded {
             Ok(value) => {
                 let bytes = self.encode(&value)?;
                 if let Some(versions) = versions {
                     match self
+                        .ns
                         .cache
                         .call(
-                            Some(&self.counters),
+                            Some(&self.ns.counters),
                             inner
                                 .store
                                 .write(full, &bytes, ttl, names, Some(&versions), false),
                         )
                         .await
                     {
-                        Ok(true) => self.counters.set.inc(),
-                        Ok(false) => self.counters.skipped.inc(),
+                        Ok(true) => self.ns.counters.set.inc(),
+                        Ok(false) => self.ns.counters.skipped.inc(),
                         Err(e) if !inner.config.fail_open => return Err(e),
                         Err(_) => {}
                     }
@@ -1119,6 +1139,7 @@ impl Namespace {
             let lock_key = self.lock_key(full);
             // ok to ignore: the lock expires by itself
             let _ = self
+                .ns
                 .cache
                 .call(None, inner.store.unlock(&lock_key, &token))
                 .await;
@@ -1140,7 +1161,7 @@ impl Namespace {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let inner = &self.cache.inner;
+        let inner = &self.ns.cache.inner;
         if !inner
             .refreshing
             .lock()
@@ -1151,19 +1172,19 @@ impl Namespace {
         }
         let ns = self.clone();
         inner.tasks.spawn(async move {
-            ns.counters.load.inc();
+            ns.ns.counters.load.inc();
             match loader().await {
                 Ok(value) => match ns.encode(&value) {
                     Ok(bytes) => {
-                        let write = ns.cache.inner.store.write(&full, &bytes, ttl, &names, Some(&versions), true);
-                        match ns.cache.call(Some(&ns.counters), write).await {
+                        let write = ns.ns.cache.inner.store.write(&full, &bytes, ttl, &names, Some(&versions), true);
+                        match ns.ns.cache.call(Some(&ns.ns.counters), write).await {
                             Ok(true) => {
-                                ns.counters.set.inc();
-                                if let Some(local) = &ns.cache.inner.local {
+                                ns.ns.counters.set.inc();
+                                if let Some(local) = &ns.ns.cache.inner.local {
                                     local.remove(&full);
                                 }
                             }
-                            Ok(false) => ns.counters.skipped.inc(),
+                            Ok(false) => ns.ns.counters.skipped.inc(),
                             Err(error) => tracing::debug!(%error, key = %full, "early refresh not stored"),
                         }
                     }
@@ -1171,12 +1192,12 @@ impl Namespace {
                 },
                 Err(error) => tracing::warn!(%error, key = %full, "early refresh: loader failed; the cached value stays until it expires"),
             }
-            ns.cache.inner.refreshing.lock().unwrap_or_else(PoisonError::into_inner).remove(&full);
+            ns.ns.cache.inner.refreshing.lock().unwrap_or_else(PoisonError::into_inner).remove(&full);
         });
     }
 
     fn lock_key(&self, full: &str) -> String {
-        format!("{{{}}}:l:{full}", self.cache.inner.config.prefix)
+        format!("{{{}}}:l:{full}", self.ns.cache.inner.config.prefix)
     }
 
     /// Takes the cross-process lock, or waits (with backoff) for the holder's value; after
@@ -1185,13 +1206,14 @@ impl Namespace {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        let inner = &self.cache.inner;
+        let inner = &self.ns.cache.inner;
         let lock_key = self.lock_key(full);
         let token = crate::store::fresh_version();
         match self
+            .ns
             .cache
             .call(
-                Some(&self.counters),
+                Some(&self.ns.counters),
                 inner.store.lock(&lock_key, &token, LOCK_TTL),
             )
             .await
@@ -1206,13 +1228,14 @@ impl Namespace {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(200));
             if let Ok(read) = self
+                .ns
                 .cache
-                .call(Some(&self.counters), inner.store.read(full, names))
+                .call(Some(&self.ns.counters), inner.store.read(full, names))
                 .await
                 && let Lookup::Hit(bytes) = read.lookup
                 && inner.config.codec.decode::<T>(&bytes).is_some()
             {
-                self.counters.hit.inc();
+                self.ns.counters.hit.inc();
                 return LockOutcome::Value(bytes);
             }
         }

@@ -29,7 +29,9 @@ impl Codec {
     }
 
     pub(crate) fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, Error> {
-        let mut out = vec![self.tag()];
+        // Most cached values are small documents: one allocation up front instead of growing.
+        let mut out = Vec::with_capacity(256);
+        out.push(self.tag());
         match self {
             Self::Json => {
                 serde_json::to_writer(&mut out, value).map_err(|e| Error::Encode(e.to_string()))?;

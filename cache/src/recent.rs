@@ -20,14 +20,14 @@ type Slot<V> = Mutex<Option<(u64, V)>>;
 /// A bounded map from a key to the value last seen for it.
 pub(crate) struct Recent<V> {
     slots: Box<[Slot<V>]>,
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<V: Clone> Recent<V> {
     pub(crate) fn new() -> Self {
         Self {
             slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 

@@ -144,6 +144,8 @@ pub(crate) struct RedisStore {
     entry_tags: Recent<Arc<[String]>>,
     /// Tag key -> the version it had when last seen here.
     versions: Recent<Arc<str>>,
+    /// Whether reads report a hit's tags (only a local tier needs them).
+    report_entry_tags: bool,
 }
 
 impl RedisStore {
@@ -197,6 +199,7 @@ impl RedisStore {
             unlock: Script::new(UNLOCK),
             entry_tags: Recent::new(),
             versions: Recent::new(),
+            report_entry_tags: true,
         }
     }
 }
@@ -221,6 +224,14 @@ impl RedisStore {
             .await
             .map(drop)
             .map_err(redis_error("write"))
+    }
+}
+
+impl RedisStore {
+    /// Whether reads report a hit's tags (default on; a cache without a local tier turns it off).
+    pub(crate) fn reporting_entry_tags(mut self, report: bool) -> Self {
+        self.report_entry_tags = report;
+        self
     }
 }
 
@@ -389,13 +400,14 @@ impl Store for RedisStore {
                         None => unfetched.push((*tag).to_owned()),
                     }
                 }
-                if tags.is_empty() {
+                let hinted = |known: &[String]| {
+                    known.len() == entry.tags.len()
+                        && known.iter().zip(&entry.tags).all(|(a, (b, _))| a == b)
+                };
+                if tags.is_empty() && !hint.as_deref().is_some_and(hinted) {
                     self.entry_tags.put(
                         key,
-                        |known| {
-                            known.len() == entry.tags.len()
-                                && known.iter().zip(&entry.tags).all(|(a, (b, _))| a == b)
-                        },
+                        |known| hinted(known),
                         || entry.tags.iter().map(|(t, _)| (*t).to_owned()).collect(),
                     );
                 }
@@ -414,9 +426,14 @@ impl Store for RedisStore {
                 let left = entry
                     .expires_at_ms
                     .saturating_sub(unix_ms(SystemTime::now()));
+                let entry_tags = if self.report_entry_tags {
+                    entry.tags.iter().map(|(t, _)| (*t).to_owned()).collect()
+                } else {
+                    Vec::new()
+                };
                 return Ok(Read {
                     lookup: Lookup::Hit(entry.value.clone()),
-                    entry_tags: entry.tags.iter().map(|(t, _)| (*t).to_owned()).collect(),
+                    entry_tags,
                     versions: asked(),
                     ttl_left: Some(Duration::from_millis(left)),
                 });
@@ -480,13 +497,11 @@ impl Store for RedisStore {
                     Some(given) => given.iter().map(String::as_str).collect(),
                     None => seen.iter().map(|v| &**v).collect(),
                 };
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(format_entry(expires_at, tags, &recorded, value))
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .ignore();
+                let entry = format_entry(expires_at, tags, &recorded, value);
+                let mut set = redis::Cmd::with_capacity(5, key.len() + entry.len() + 32);
+                set.arg("SET").arg(key).arg(entry).arg("PX").arg(ttl_ms);
+                let mut pipe = redis::Pipeline::with_capacity(3);
+                pipe.add_command(set).ignore();
                 if !tags.is_empty() {
                     pipe.cmd("MGET").arg(tags);
                 }
