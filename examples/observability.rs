@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let metrics = HttpMetrics::new(&registry)?.route_with(|uri, _| {
         uri.path()
             .starts_with("/users/")
-            .then(|| "/users/{id}".to_owned())
+            .then_some("/users/{id}".into())
     });
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -1,6 +1,7 @@
 //! HTTP RED metrics as a tower layer: rate, errors and duration per method, route template and
 //! status, with a guard on the number of route labels.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -26,7 +27,7 @@ pub const DEFAULT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-type RouteFn = dyn Fn(&Uri, &Extensions) -> Option<String> + Send + Sync;
+type RouteFn = dyn for<'a> Fn(&'a Uri, &'a Extensions) -> Option<Cow<'a, str>> + Send + Sync;
 
 /// The HTTP metrics of one service:
 ///
@@ -187,11 +188,13 @@ impl HttpMetrics {
     }
 
     /// How a request's route template is found, e.g.
-    /// `|_, ext| ext.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned())`.
+    /// `|_, ext| ext.get::<axum::extract::MatchedPath>().map(|p| p.as_str().into())`, or
+    /// `|uri, _| uri.path().starts_with("/users/").then(|| "/users/{id}".into())`. Borrowing (or
+    /// a `'static` template) costs no allocation per request.
     #[must_use]
     pub fn route_with(
         mut self,
-        route: impl Fn(&Uri, &Extensions) -> Option<String> + Send + Sync + 'static,
+        route: impl for<'a> Fn(&'a Uri, &'a Extensions) -> Option<Cow<'a, str>> + Send + Sync + 'static,
     ) -> Self {
         self.route = Arc::new(route);
         self
@@ -222,7 +225,7 @@ impl HttpMetrics {
             .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(route.as_str())
+            .get(&*route)
         {
             return Arc::clone(known);
         }
@@ -230,13 +233,13 @@ impl HttpMetrics {
             .routes
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(known) = routes.get(route.as_str()) {
+        if let Some(known) = routes.get(&*route) {
             return Arc::clone(known);
         }
         if routes.len() >= self.max_routes {
             return Arc::clone(&shared.overflow);
         }
-        let route: Arc<str> = Arc::from(route);
+        let route: Arc<str> = Arc::from(&*route);
         let series = RouteSeries::new(
             Arc::clone(&route),
             &shared.requests,

@@ -38,10 +38,13 @@ fn app() -> impl Service<Request<()>, Response = Response<String>, Error = Infal
     })
 }
 
-fn users_route(uri: &http::Uri, _: &http::Extensions) -> Option<String> {
+fn users_route<'a>(
+    uri: &'a http::Uri,
+    _: &'a http::Extensions,
+) -> Option<std::borrow::Cow<'a, str>> {
     uri.path()
         .starts_with("/users/")
-        .then(|| "/users/{id}".to_owned())
+        .then_some("/users/{id}".into())
 }
 
 /// `promtool check metrics` on a scrape: its complaints, or none.
@@ -175,7 +178,7 @@ async fn cardinality_guard_holds_under_100k_distinct_paths() {
     let registry = MetricsRegistry::new(None);
     let leaky = HttpMetrics::new(&registry)
         .unwrap()
-        .route_with(|uri, _| Some(uri.path().to_owned()))
+        .route_with(|uri, _| Some(uri.path().into()))
         .max_routes(50);
     let svc = leaky.layer().layer(app());
     for i in 0..1_000 {
