@@ -125,7 +125,39 @@ impl Gateway {
         }
         let proxy = Proxy::new(routes)?;
         let metrics = MetricsRegistry::new(Some("gateway"));
-        let http = HttpMetrics::new(&metrics)?;
+        // The `route` label: the gateway's own paths, and each proxied service's prefix (the
+        // layer runs before axum's routing, so there is no MatchedPath to read yet).
+        let http = HttpMetrics::new(&metrics)?.route_with(|uri, _| {
+            const OWN: &[&str] = &[
+                "/healthz",
+                "/readyz",
+                "/metrics",
+                "/openapi.json",
+                "/ws",
+                "/",
+                "/app.js",
+            ];
+            const PROXIED: &[(&str, &str)] = &[
+                ("/api/auth", "/api/auth/*"),
+                ("/api/payments", "/api/payments/*"),
+                ("/api/admin", "/api/admin/*"),
+                ("/api/profile", "/api/profile/*"),
+            ];
+            let path = uri.path();
+            if let Some(own) = OWN.iter().find(|p| **p == path) {
+                return Some((*own).into());
+            }
+            if path.starts_with("/pkg/") {
+                return Some("/pkg/{file}".into());
+            }
+            PROXIED
+                .iter()
+                .find(|(prefix, _)| {
+                    path.strip_prefix(*prefix)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                })
+                .map(|(_, template)| (*template).into())
+        });
         tidewell_observability::register_websocket(&metrics, &ws.metrics())?;
         Ok(Self {
             state: Arc::new(web::State {

@@ -329,10 +329,58 @@ async fn flow(config: PlatformConfig) {
         Some(2),
         "the admin's users table follows auth.user.updated and deleted"
     );
+    // The gateway's RED metrics are labelled by route template: each proxied service's prefix
+    // and the gateway's own paths, never a raw path.
+    let scrape = get_text(a, "/metrics").await;
+    for route in ["/api/auth/*", "/api/payments/*", "/api/admin/*", "/ws"] {
+        assert!(
+            scrape.contains(&format!(r#"route="{route}""#)),
+            "{route} in the scrape:\n{scrape}"
+        );
+    }
+    let allowed = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/ws",
+        "/",
+        "/app.js",
+        "/pkg/{file}",
+        "/api/auth/*",
+        "/api/payments/*",
+        "/api/admin/*",
+        "/api/profile/*",
+        "__unmatched__",
+    ];
+    for label in scrape.split(r#"route=""#).skip(1) {
+        let value = label.split('"').next().unwrap();
+        assert!(
+            allowed.contains(&value),
+            "route label {value:?} is not a template"
+        );
+    }
     eprintln!(
         "payment event reached both of the owner's connections in {delivered:?}; cache hit ratio {ratio:.2}"
     );
     platform.shutdown().await;
+}
+
+/// The body of `GET path` as text.
+async fn get_text(addr: SocketAddr, path: &str) -> String {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn embedded(data: &std::path::Path) -> PlatformConfig {
