@@ -47,6 +47,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let s = server.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            // Small frames go out at once (Nagle would hold one back behind an unacknowledged
+            // one); the server already coalesces frames queued together into one write.
+            let _ = stream.set_nodelay(true);
             let s = s.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {

@@ -185,7 +185,7 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let app = tidewell_service_kit::layers(self.router())
             .into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, app)
+        let result = axum::serve(tidewell_service_kit::nodelay(listener), app)
             .with_graceful_shutdown(shutdown)
             .await;
         self.state.ws.shutdown(Duration::from_secs(5)).await;

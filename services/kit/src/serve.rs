@@ -13,9 +13,22 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, layers(router))
+    axum::serve(nodelay(listener), layers(router))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `listener` with TCP_NODELAY on every accepted connection, so a small response or WebSocket
+/// frame goes out at once instead of waiting for the previous segment's ACK (axum leaves Nagle
+/// on).
+pub fn nodelay(
+    listener: TcpListener,
+) -> axum::serve::TapIo<TcpListener, impl FnMut(&mut tokio::net::TcpStream) + Send + 'static> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|stream| {
+        // ok to ignore: without it the connection still works, only with Nagle's delays
+        let _ = stream.set_nodelay(true);
+    })
 }
 
 /// `router` with what every service has: correlation ids (`x-correlation-id` in and out) and
