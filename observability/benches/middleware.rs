@@ -15,6 +15,7 @@
     clippy::print_stdout,
     clippy::print_stderr,
     clippy::panic,
+    clippy::indexing_slicing,
     reason = "benchmark"
 )]
 

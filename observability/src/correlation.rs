@@ -79,7 +79,7 @@ where
             Some((id, value)) => (id, Some(value.clone())),
             None => {
                 let id = CorrelationId::new();
-                let header = HeaderValue::from_str(id.as_str()).ok();
+                let header = Some(id.to_header_value());
                 (id, header)
             }
         };

@@ -214,11 +214,11 @@ impl HttpMetrics {
         }
     }
 
-    /// The series of the request's route: its template's, [`UNMATCHED_ROUTE`]'s, or
+    /// The series of a route template: its own, [`UNMATCHED_ROUTE`]'s for none, or
     /// [`OVERFLOW_ROUTE`]'s once `max_routes` templates are known.
-    fn route_series(&self, uri: &Uri, ext: &Extensions) -> Arc<RouteSeries> {
+    fn route_series(&self, route: Option<Cow<'_, str>>) -> Arc<RouteSeries> {
         let shared = &*self.shared;
-        let Some(route) = (self.route)(uri, ext) else {
+        let Some(route) = route else {
             return Arc::clone(&shared.unmatched);
         };
         if let Some(known) = shared
@@ -279,15 +279,28 @@ impl<S> Layer<S> for HttpMetricsLayer {
         HttpMetricsService {
             inner,
             metrics: self.metrics.clone(),
+            last: None,
         }
     }
 }
 
 /// The service made by [`HttpMetricsLayer`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HttpMetricsService<S> {
     inner: S,
     metrics: HttpMetrics,
+    /// The series of the last request's route: a connection's requests mostly hit one route,
+    /// and comparing the template is cheaper than the shared map's lock and hash.
+    last: Option<Arc<RouteSeries>>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for HttpMetricsService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpMetricsService")
+            .field("inner", &self.inner)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S, B, RB> Service<Request<B>> for HttpMetricsService<S>
@@ -304,7 +317,15 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let method = method_label(req.method());
-        let series = self.metrics.route_series(req.uri(), req.extensions());
+        let route = (self.metrics.route)(req.uri(), req.extensions());
+        let series = match (&self.last, &route) {
+            (Some(last), Some(route)) if *last.route == **route => Arc::clone(last),
+            _ => {
+                let series = self.metrics.route_series(route);
+                self.last = Some(Arc::clone(&series));
+                series
+            }
+        };
         series.in_flight.inc();
         MetricsFuture {
             inner: self.inner.call(req),

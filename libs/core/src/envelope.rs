@@ -109,9 +109,13 @@ pub const fn is_valid_event_type(ty: &str) -> bool {
 /// assert!("has space".parse::<CorrelationId>().is_err());
 /// # Ok::<(), tidewell_core::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct CorrelationId(String);
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CorrelationId(
+    /// Always valid UTF-8 (checked visible ASCII). Shared bytes, so an HTTP header value can be
+    /// made from it without a copy ([`CorrelationId::to_header_value`]).
+    bytes::Bytes,
+);
 
 impl CorrelationId {
     /// The longest accepted correlation id, in bytes.
@@ -125,12 +129,27 @@ impl CorrelationId {
     pub fn new() -> Self {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let text = fast_uuid_v7().hyphenated().encode_lower(&mut buf);
-        Self(text.to_owned())
+        Self(bytes::Bytes::copy_from_slice(text.as_bytes()))
     }
 
     /// The id as a string.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Never empty in practice: the bytes were checked (or made) as visible ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The id as an HTTP header value, sharing its bytes (no copy).
+    ///
+    /// ```
+    /// let id: tidewell_core::CorrelationId = "req-7f3a".parse()?;
+    /// assert_eq!(id.to_header_value(), "req-7f3a");
+    /// # Ok::<(), tidewell_core::Error>(())
+    /// ```
+    #[cfg(feature = "http")]
+    pub fn to_header_value(&self) -> http::HeaderValue {
+        // Visible ASCII is always a valid header value; the fallback is never taken.
+        http::HeaderValue::from_maybe_shared(self.0.clone())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
     }
 
     fn check(s: &str) -> Result<(), Error> {
@@ -173,7 +192,7 @@ impl std::str::FromStr for CorrelationId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         Self::check(s)?;
-        Ok(Self(s.to_owned()))
+        Ok(Self(bytes::Bytes::copy_from_slice(s.as_bytes())))
     }
 }
 
@@ -181,31 +200,37 @@ impl TryFrom<String> for CorrelationId {
     type Error = Error;
     fn try_from(s: String) -> Result<Self, Error> {
         Self::check(&s)?;
-        Ok(Self(s))
+        Ok(Self(bytes::Bytes::from(s)))
+    }
+}
+
+impl Serialize for CorrelationId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
 impl From<CorrelationId> for String {
     fn from(id: CorrelationId) -> String {
-        id.0
+        id.as_str().to_owned()
     }
 }
 
 impl From<Uuid> for CorrelationId {
     fn from(id: Uuid) -> Self {
-        Self(id.to_string())
+        Self(bytes::Bytes::from(id.to_string()))
     }
 }
 
 impl fmt::Display for CorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for CorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CorrelationId({:?})", self.0)
+        write!(f, "CorrelationId({:?})", self.as_str())
     }
 }
 
