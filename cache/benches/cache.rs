@@ -370,6 +370,22 @@ async fn profile_one(redis: &TestRedis, ns: &Namespace, what: &str) {
             })
             .await
         }
+        "get-or-load" => {
+            throughput(CONCURRENCY, move |_| {
+                let (n, k) = (n.clone(), k.clone());
+                async move {
+                    let tags = [Tag::from("profiles"), Tag::new("user").part(7)];
+                    let v = n
+                        .get_or_load(&k, TTL, &tags, || async {
+                            Ok::<_, std::io::Error>(profile())
+                        })
+                        .await
+                        .unwrap();
+                    assert_eq!(v.id, 7);
+                }
+            })
+            .await
+        }
         "set" => {
             throughput(CONCURRENCY, move |i| {
                 let (n, t) = (n.clone(), tags.clone());
@@ -425,7 +441,7 @@ async fn main() {
         redis_tier(&redis, &ns).await;
     }
     if let Some(what) = only.iter().find_map(|o| o.strip_prefix("profile-")) {
-        // One workload alone (32 tasks), for a profiler: get, set, raw-get or raw-set.
+        // One workload alone (32 tasks), for a profiler: get, get-or-load, set, raw-get or raw-set.
         profile_one(&redis, &ns, what).await;
         return;
     }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -320,6 +320,7 @@ impl CacheBuilder {
                 refreshing: Mutex::new(std::collections::HashSet::new()),
                 pending: Mutex::new(Pending::default()),
                 has_pending: AtomicBool::new(false),
+                flights_done: AtomicU64::new(0),
                 config: c,
                 stop,
                 tasks: TaskTracker::new(),
@@ -366,6 +367,8 @@ struct Inner {
     pending: Mutex<Pending>,
     /// Whether `pending` holds anything (checked on every call without the lock).
     has_pending: AtomicBool,
+    /// Flights ended so far (a caller's read that started before one ended may be outdated).
+    flights_done: AtomicU64,
     config: CacheConfig,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -972,23 +975,71 @@ impl Namespace {
         if let Some(hit) = self.local_get(&full, codec) {
             return Ok(hit);
         }
+        // The read runs in the caller's task: a hit costs no flight bookkeeping and one decode.
+        let inner = &self.ns.cache.inner;
+        let mark = inner.local.as_ref().map(|l| l.mark());
+        let flights_before = inner.flights_done.load(Ordering::Acquire);
+        let read = match self
+            .ns
+            .cache
+            .call(Some(&self.ns.counters), inner.store.read(&full, &names))
+            .await
+        {
+            Ok(mut read) => {
+                if matches!(read.lookup, Lookup::Hit(_)) {
+                    let due = match (inner.config.refresh_ahead, read.ttl_left) {
+                        (Some(f), Some(left)) => left < ttl.mul_f64(1.0 - f),
+                        _ => false,
+                    };
+                    let versions = std::mem::take(&mut read.versions);
+                    match self.accept::<T>(&full, read, mark) {
+                        Some(value) => {
+                            if due {
+                                self.refresh_in_background::<T, F, Fut, E>(
+                                    full, ttl, names, versions, loader,
+                                );
+                            }
+                            return Ok(value);
+                        }
+                        // Counted as undecodable; load with the versions read.
+                        None => PreRead::Counted(versions),
+                    }
+                } else {
+                    PreRead::Miss(read)
+                }
+            }
+            Err(e) if !inner.config.fail_open => return Err(e),
+            Err(_) => PreRead::Failed,
+        };
         let flight = {
-            let mut flights = self
-                .ns
-                .cache
-                .inner
-                .flights
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut flights = inner.flights.lock().unwrap_or_else(PoisonError::into_inner);
             match flights.get(&full) {
-                Some(f) => f.clone(),
+                Some(f) => {
+                    // Another caller's load is running: this read missed, and waits for it.
+                    if let PreRead::Miss(read) = read {
+                        self.accept::<T>(&full, read, mark);
+                    }
+                    f.clone()
+                }
                 None => {
-                    // The flight's read runs in the callers' tasks (a hit needs no task of its
-                    // own); a load runs as its own task, so it completes (and caches) even if
-                    // every caller waiting for it is cancelled.
+                    // The versions this load records: this read's, unless a flight ended since
+                    // it started (its value may be written after this read: the flight reads
+                    // again rather than load twice); none when Redis failed (serve, don't store).
+                    let versions = match read {
+                        PreRead::Failed => Some(None),
+                        _ if inner.flights_done.load(Ordering::Acquire) != flights_before => None,
+                        PreRead::Miss(mut read) => {
+                            let versions = std::mem::take(&mut read.versions);
+                            self.accept::<T>(&full, read, mark);
+                            Some(Some(versions))
+                        }
+                        PreRead::Counted(versions) => Some(Some(versions)),
+                    };
+                    // The load runs as its own task, so it completes (and caches) even if every
+                    // caller waiting for it is cancelled.
                     let f: Flight = self
                         .clone()
-                        .fly::<T, F, Fut, E>(full.clone(), ttl, names, loader)
+                        .fly::<T, F, Fut, E>(full.clone(), ttl, names, versions, loader)
                         .shared();
                     flights.insert(full.clone(), f.clone());
                     f
@@ -1001,13 +1052,16 @@ impl Namespace {
             .ok_or_else(|| Error::Encode("a loaded value did not decode as the same type".into()))
     }
 
-    /// The single flight of one key: read, else load and write. Removes itself from the flights
-    /// when done (or when every caller gave up before a load started).
+    /// The single flight of one key: with `read` (the versions the caller's read found, or
+    /// `Some(None)` when Redis failed) it loads at once; without, it reads first and returns a hit
+    /// if a load that just ended wrote one. Removes itself from the flights when done (or when
+    /// every caller gave up before a load started).
     fn fly<T, F, Fut, E>(
         self,
         full: String,
         ttl: Duration,
         names: Vec<String>,
+        read: Option<Option<Vec<String>>>,
         loader: F,
     ) -> BoxFuture<'static, Result<Bytes, Error>>
     where
@@ -1024,44 +1078,47 @@ impl Namespace {
             let full = done.key.as_str();
             let inner = &self.ns.cache.inner;
             let mark = inner.local.as_ref().map(|l| l.mark());
-            let versions = match self
-                .ns
-                .cache
-                .call(Some(&self.ns.counters), inner.store.read(full, &names))
-                .await
-            {
-                Ok(read) => {
-                    if let Lookup::Hit(bytes) = &read.lookup
-                        && inner.config.codec.decode::<T>(bytes).is_some()
-                    {
-                        let bytes = bytes.clone();
-                        let due = match (inner.config.refresh_ahead, read.ttl_left) {
-                            (Some(f), Some(left)) => left < ttl.mul_f64(1.0 - f),
-                            _ => false,
-                        };
+            let versions = match read {
+                Some(versions) => versions,
+                None => match self
+                    .ns
+                    .cache
+                    .call(Some(&self.ns.counters), inner.store.read(full, &names))
+                    .await
+                {
+                    Ok(read) => {
+                        if let Lookup::Hit(bytes) = &read.lookup
+                            && inner.config.codec.decode::<T>(bytes).is_some()
+                        {
+                            let bytes = bytes.clone();
+                            let due = match (inner.config.refresh_ahead, read.ttl_left) {
+                                (Some(f), Some(left)) => left < ttl.mul_f64(1.0 - f),
+                                _ => false,
+                            };
+                            let versions = read.versions.clone();
+                            self.accept::<T>(full, read, mark);
+                            if due {
+                                self.refresh_in_background::<T, F, Fut, E>(
+                                    full.to_owned(),
+                                    ttl,
+                                    names,
+                                    versions,
+                                    loader,
+                                );
+                            }
+                            return Ok(bytes);
+                        }
                         let versions = read.versions.clone();
                         self.accept::<T>(full, read, mark);
-                        if due {
-                            self.refresh_in_background::<T, F, Fut, E>(
-                                full.to_owned(),
-                                ttl,
-                                names,
-                                versions,
-                                loader,
-                            );
+                        Some(versions)
+                    }
+                    Err(e) => {
+                        if !inner.config.fail_open {
+                            return Err(e);
                         }
-                        return Ok(bytes);
+                        None
                     }
-                    let versions = read.versions.clone();
-                    self.accept::<T>(full, read, mark);
-                    Some(versions)
-                }
-                Err(e) => {
-                    if !inner.config.fail_open {
-                        return Err(e);
-                    }
-                    None
-                }
+                },
             };
             let tasks = inner.tasks.clone();
             let task = tasks.spawn(async move {
@@ -1255,13 +1312,22 @@ struct FlightDone {
 
 impl Drop for FlightDone {
     fn drop(&mut self) {
-        self.cache
-            .inner
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
+        let inner = &self.cache.inner;
+        let mut flights = inner.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        flights.remove(&self.key);
+        // Under the lock: a caller that finds no flight for the key also sees it counted.
+        inner.flights_done.fetch_add(1, Ordering::Release);
     }
+}
+
+/// What a `get_or_load` caller's own read found, when it was not a hit to return.
+enum PreRead {
+    /// No valid entry (not counted yet).
+    Miss(Read),
+    /// A hit that did not decode (counted); the versions it read.
+    Counted(Vec<String>),
+    /// Redis failed (counted), in fail-open mode.
+    Failed,
 }
 
 enum LockOutcome {

@@ -501,6 +501,32 @@ async fn early_refresh_keeps_hot_keys_warm(kind: Kind) {
     );
 }
 
+/// Callers that arrive in waves on cold keys, with a loader that finishes at once: a caller whose
+/// read missed just before another caller's load ended must not load again.
+async fn quick_loads_are_not_repeated(kind: Kind) {
+    let f = fixture(kind).await;
+    let ns = f.cache.namespace("waves").unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    const KEYS: u32 = 200;
+    for k in 0..KEYS {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (ns, calls) = (ns.clone(), calls.clone());
+            tasks.spawn(async move {
+                ns.get_or_load(&Key::new("k").part(k), MIN, &[], move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(k)
+                })
+                .await
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), k);
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), KEYS, "one load per key");
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -526,4 +552,5 @@ conformance!(
     limits_are_clear_errors,
     stats_and_hit_ratio,
     early_refresh_keeps_hot_keys_warm,
+    quick_loads_are_not_repeated,
 );
