@@ -1014,13 +1014,9 @@ impl Namespace {
         let flight = {
             let mut flights = inner.flights.lock().unwrap_or_else(PoisonError::into_inner);
             match flights.get(&full) {
-                Some(f) => {
-                    // Another caller's load is running: this read missed, and waits for it.
-                    if let PreRead::Miss(read) = read {
-                        self.accept::<T>(&full, read, mark);
-                    }
-                    f.clone()
-                }
+                // Another caller's load is running: wait for its value. Its miss is counted
+                // once, by the caller that started it, as before reads left the flight.
+                Some(f) => f.clone(),
                 None => {
                     // The versions this load records: this read's, unless a flight ended since
                     // it started (its value may be written after this read: the flight reads
