@@ -76,7 +76,7 @@ struct Prepared {
     path_and_query: http::uri::PathAndQuery,
     /// Whether the client named a host (`Host` or the request target's authority).
     has_host: bool,
-    request_id: String,
+    request_id: CorrelationId,
     request_id_value: Option<HeaderValue>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
@@ -181,20 +181,20 @@ where
 
 /// The request id (the correlation layer's, else a valid `x-request-id`, else a new one) and its
 /// header value: the client's own `x-request-id` field when it carries the same id.
-fn request_id_of<B>(req: &Request<B>) -> (String, Option<HeaderValue>) {
+fn request_id_of<B>(req: &Request<B>) -> (CorrelationId, Option<HeaderValue>) {
     let incoming = req.headers().get(&REQUEST_ID_HEADER);
     let id = match req.extensions().get::<CorrelationId>() {
-        Some(id) => id.as_str().to_owned(),
+        Some(id) => id.clone(),
         None => incoming
             .and_then(|v| v.to_str().ok()?.parse::<CorrelationId>().ok())
-            .unwrap_or_default()
-            .into(),
+            .unwrap_or_default(),
     };
     let value = match incoming {
-        Some(v) if v.as_bytes() == id.as_bytes() => Some(v.clone()),
-        _ => HeaderValue::from_str(&id).ok(),
+        Some(v) if v.as_bytes() == id.as_str().as_bytes() => v.clone(),
+        // Shares the id's bytes: no copy.
+        _ => id.to_header_value(),
     };
-    (id, value)
+    (id, Some(value))
 }
 
 /// A JSON error response.
@@ -265,7 +265,7 @@ impl Inner {
                 StatusCode::BAD_REQUEST,
                 "bad_host",
                 "the Host header is missing, repeated or malformed",
-                &request_id,
+                request_id.as_str(),
             ));
         };
         let host_name = host.as_ref().map(|(a, _)| a.host());
@@ -280,7 +280,7 @@ impl Inner {
                 StatusCode::NOT_FOUND,
                 "no_route",
                 "no route matches this request",
-                &request_id,
+                request_id.as_str(),
             ));
         };
         let route = &rs.route;
@@ -291,7 +291,7 @@ impl Inner {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests from this client; retry later",
-                &request_id,
+                request_id.as_str(),
             );
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             res.headers_mut()
@@ -306,7 +306,7 @@ impl Inner {
                     "the request body is over this route's {}-byte limit",
                     route.max_body
                 ),
-                &request_id,
+                request_id.as_str(),
             ));
         }
 
@@ -328,7 +328,7 @@ impl Inner {
                             StatusCode::BAD_REQUEST,
                             "bad_path",
                             "the rewritten path is not valid",
-                            &request_id,
+                            request_id.as_str(),
                         ));
                     }
                 }
