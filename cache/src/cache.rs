@@ -987,10 +987,7 @@ impl Namespace {
         {
             Ok(mut read) => {
                 if matches!(read.lookup, Lookup::Hit(_)) {
-                    let due = match (inner.config.refresh_ahead, read.ttl_left) {
-                        (Some(f), Some(left)) => left < ttl.mul_f64(1.0 - f),
-                        _ => false,
-                    };
+                    let due = self.refresh_due(ttl, read.ttl_left);
                     let versions = std::mem::take(&mut read.versions);
                     match self.accept::<T>(&full, read, mark) {
                         Some(value) => {
@@ -1087,10 +1084,7 @@ impl Namespace {
                             && inner.config.codec.decode::<T>(bytes).is_some()
                         {
                             let bytes = bytes.clone();
-                            let due = match (inner.config.refresh_ahead, read.ttl_left) {
-                                (Some(f), Some(left)) => left < ttl.mul_f64(1.0 - f),
-                                _ => false,
-                            };
+                            let due = self.refresh_due(ttl, read.ttl_left);
                             let versions = read.versions.clone();
                             self.accept::<T>(full, read, mark);
                             if due {
@@ -1198,6 +1192,14 @@ impl Namespace {
                 .await;
         }
         result
+    }
+
+    /// Whether a hit with `left` to live is due an early refresh (`CacheBuilder::refresh_ahead`).
+    fn refresh_due(&self, ttl: Duration, left: Option<Duration>) -> bool {
+        match (self.ns.cache.inner.config.refresh_ahead, left) {
+            (Some(f), Some(left)) => left < ttl.mul_f64(1.0 - f),
+            _ => false,
+        }
     }
 
     /// Reloads `full` in a tracked background task, once at a time per key.

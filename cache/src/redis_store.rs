@@ -298,14 +298,22 @@ fn format_entry(expires_at_ms: u64, tags: &[String], versions: &[&str], value: &
     out
 }
 
+/// Tag versions as `MGET` returns them: an absent key is a tag never invalidated.
+fn or_unversioned(current: Vec<Option<String>>) -> Vec<String> {
+    current
+        .into_iter()
+        .map(|v| v.unwrap_or_else(|| UNVERSIONED.to_owned()))
+        .collect()
+}
+
 fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn unexpected(what: &str) -> Error {
+fn unexpected(operation: &'static str, what: &str) -> Error {
     Error::Redis {
-        operation: "read",
+        operation,
         reason: format!("unexpected reply to MGET: {what}"),
     }
 }
@@ -315,19 +323,19 @@ type MgetReply = (Option<Bytes>, Vec<Option<Vec<u8>>>);
 
 fn split_reply(reply: Value) -> Result<MgetReply, Error> {
     let Value::Array(items) = reply else {
-        return Err(unexpected("not an array"));
+        return Err(unexpected("read", "not an array"));
     };
     let mut items = items.into_iter();
     let entry = match items.next() {
         Some(Value::BulkString(b)) => Some(Bytes::from(b)),
         Some(Value::Nil) => None,
-        _ => return Err(unexpected("no entry")),
+        _ => return Err(unexpected("read", "no entry")),
     };
     let versions = items
         .map(|v| match v {
             Value::BulkString(b) => Ok(Some(b)),
             Value::Nil => Ok(None),
-            _ => Err(unexpected("a tag version is not a string")),
+            _ => Err(unexpected("read", "a tag version is not a string")),
         })
         .collect::<Result<_, _>>()?;
     Ok((entry, versions))
@@ -363,7 +371,7 @@ impl Store for RedisStore {
                     .map_err(redis_error("read"))?;
                 let (raw, current) = split_reply(reply)?;
                 if current.len() != names.len() {
-                    return Err(unexpected("wrong number of values"));
+                    return Err(unexpected("read", "wrong number of values"));
                 }
                 let version_of = |tag: &str| {
                     let i = names.iter().position(|n| *n == tag)?;
@@ -448,10 +456,7 @@ impl Store for RedisStore {
                     .query_async(&mut c)
                     .await
                     .map_err(redis_error("read"))?;
-                current
-                    .into_iter()
-                    .map(|v| v.unwrap_or_else(|| UNVERSIONED.to_owned()))
-                    .collect()
+                or_unversioned(current)
             };
             Ok(Read {
                 lookup: Lookup::Stale,
@@ -519,16 +524,10 @@ impl Store for RedisStore {
                         .query_async(&mut c)
                         .await
                         .map_err(redis_error("write"))?;
-                    current
-                        .into_iter()
-                        .map(|v| v.unwrap_or_else(|| UNVERSIONED.to_owned()))
-                        .collect()
+                    or_unversioned(current)
                 };
                 if current.len() != tags.len() {
-                    return Err(Error::Redis {
-                        operation: "write",
-                        reason: "unexpected reply to MGET: wrong number of values".into(),
-                    });
+                    return Err(unexpected("write", "wrong number of values"));
                 }
                 for (t, v) in tags.iter().zip(&current) {
                     self.versions

@@ -82,21 +82,10 @@ fn main() {
     }
     fleet.wait_for("done");
     let ours_rate = (CONNS * EVENTS) as f64 / started.elapsed().as_secs_f64();
-    fleet.send("go");
     // Each event is stamped with the time it was due, so falling behind counts as latency.
-    let schedule_us = now_us();
-    let start = Instant::now();
-    for i in 0..LAT_EVENTS {
-        let due_us = schedule_us + (i * 1_000_000 / LAT_RATE) as u64;
-        let event = serde_json::json!({"id": "ev", "type": "bench.thing.happened",
-            "payload": {"sent_us": due_us, "pad": "x".repeat(SIZE - 64)}});
-        server.publish("broadcast", &event).unwrap();
-        pace(start, i);
-    }
-    let ours_p99 = fleet.p99();
-    let ours_sus_p99 = paced(&mut fleet, SUS_EVENTS, SUS_RATE, |event| {
-        server.publish("broadcast", event).unwrap();
-    });
+    let publish = |event: &serde_json::Value| server.publish("broadcast", event).unwrap();
+    let ours_p99 = paced(&mut fleet, LAT_EVENTS, LAT_RATE, publish);
+    let ours_sus_p99 = paced(&mut fleet, SUS_EVENTS, SUS_RATE, publish);
     drop(fleet);
     eprintln!(
         "  tidewell: {ours_rate:.0} deliveries/s, {ours_idle:.0} B per idle connection; {:?}",
@@ -125,36 +114,8 @@ fn main() {
     assert!(out.status.success());
     fleet.wait_for("done");
     let node_rate = (CONNS * EVENTS) as f64 / started.elapsed().as_secs_f64();
-    fleet.send("go");
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-X",
-            "POST",
-            &format!(
-                "http://127.0.0.1:{port}/paced?n={LAT_EVENTS}&rate={LAT_RATE}&size={}",
-                SIZE - 64
-            ),
-        ])
-        .output()
-        .expect("curl on PATH");
-    assert!(out.status.success());
-    let node_p99 = fleet.p99();
-    fleet.send("go");
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-X",
-            "POST",
-            &format!(
-                "http://127.0.0.1:{port}/paced?n={SUS_EVENTS}&rate={SUS_RATE}&size={}",
-                SIZE - 64
-            ),
-        ])
-        .output()
-        .expect("curl on PATH");
-    assert!(out.status.success());
-    let node_sus_p99 = fleet.p99();
+    let node_p99 = node_paced(&mut fleet, port, LAT_EVENTS, LAT_RATE);
+    let node_sus_p99 = node_paced(&mut fleet, port, SUS_EVENTS, SUS_RATE);
     drop(fleet);
     let _ = node.kill();
     let _ = node.wait();
@@ -197,19 +158,30 @@ fn paced(fleet: &mut Fleet, n: usize, rate: usize, publish: impl Fn(&serde_json:
     fleet.p99()
 }
 
+/// Tells the fleet `go`, has the Node server publish `n` events at `rate` per second (stamped
+/// when due, like [`paced`]), and returns the fleet's p99 in ms.
+fn node_paced(fleet: &mut Fleet, port: u16, n: usize, rate: usize) -> f64 {
+    fleet.send("go");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            &format!(
+                "http://127.0.0.1:{port}/paced?n={n}&rate={rate}&size={}",
+                SIZE - 64
+            ),
+        ])
+        .output()
+        .expect("curl on PATH");
+    assert!(out.status.success());
+    fleet.p99()
+}
+
 fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-/// Sleeps until event `i + 1` is due at LAT_RATE per second.
-fn pace(start: Instant, i: usize) {
-    let due = start + Duration::from_secs_f64((i + 1) as f64 / LAT_RATE as f64);
-    let now = Instant::now();
-    if due > now {
-        std::thread::sleep(due - now);
-    }
 }
 
 async fn start_ours() -> (WsServer, SocketAddr) {

@@ -41,12 +41,6 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -61,13 +55,24 @@ async fn call(
         }
         None => Full::new(Bytes::new()),
     };
-    let res = sender.send_request(req.body(body).unwrap()).await.unwrap();
-    let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let (status, bytes) = send(addr, req.body(body).unwrap()).await;
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+/// Sends `req` to `addr` on a fresh HTTP/1.1 connection: the status and the whole body.
+async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> (u16, Bytes) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let res = sender.send_request(req).await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.into_body().collect().await.unwrap().to_bytes())
 }
 
 async fn ws(addr: SocketAddr, token: &str) -> Ws {
@@ -368,19 +373,11 @@ async fn flow(config: PlatformConfig) {
 
 /// The body of `GET path` as text.
 async fn get_text(addr: SocketAddr, path: &str) -> String {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
     let req = Request::get(path)
         .header("host", addr.to_string())
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let res = sender.send_request(req).await.unwrap();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&bytes).into_owned()
+    String::from_utf8_lossy(&send(addr, req).await.1).into_owned()
 }
 
 fn embedded(data: &std::path::Path) -> PlatformConfig {
