@@ -19,19 +19,15 @@ use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tidewell::core::CorrelationId;
 use tidewell::observability::{
-    CorrelationLayer, HttpMetrics, MetricsRegistry, TelemetryConfig, init,
+    CorrelationLayer, HttpMetrics, MetricsRegistry, TelemetryConfig, correlation_id_of, init,
 };
 use tower::{Layer as _, service_fn};
 
-/// The application's handler: it finds the request's correlation id in the extensions.
+/// The application's handler: the correlation layer left the request's id in its
+/// `x-correlation-id` header.
 async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let id = req
-        .extensions()
-        .get::<CorrelationId>()
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    let id = correlation_id_of(req.headers());
     tracing::info!(correlation_id = %id, path = req.uri().path(), "hello");
     Ok(Response::new(Full::new(Bytes::from(format!(
         "hello from request {id}\n"

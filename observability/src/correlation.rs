@@ -1,5 +1,5 @@
-//! Correlation ids on HTTP: read or make one per request, keep it in the request's extensions and
-//! span, echo it on the response.
+//! Correlation ids on HTTP: read or make one per request, keep it in the request's
+//! `x-correlation-id` header and span, echo it on the response.
 
 use std::task::{Context, Poll};
 
@@ -16,28 +16,36 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// The correlation id of a request: from `x-correlation-id`, else `x-request-id`, else a fresh
 /// UUID v7. A value that is not a valid [`CorrelationId`] (too long, bad characters) is replaced,
 /// never trusted.
+///
+/// Behind [`CorrelationLayer`] the request's `x-correlation-id` always holds its valid id, so this
+/// reads the layer's id (and always the same one for one request).
 pub fn correlation_id_of(headers: &http::HeaderMap) -> CorrelationId {
-    incoming_id(headers).map(|(id, _)| id).unwrap_or_default()
+    incoming_value(headers)
+        .and_then(|(_, v)| v.to_str().ok()?.parse().ok())
+        .unwrap_or_default()
 }
 
-/// A tower layer that gives every request a correlation id: stored in the request extensions
-/// (`req.extensions().get::<CorrelationId>()`), recorded on an `http.request` server span, and
-/// echoed in the response's `x-correlation-id`.
+/// A tower layer that gives every request a correlation id: the request's own (a valid
+/// `x-correlation-id`, else a valid `x-request-id`) or a fresh UUID v7. After the layer the
+/// request's `x-correlation-id` header holds that id (read it with [`correlation_id_of`]; outbound
+/// calls and proxies forward it with the other headers); it is recorded on an `http.request`
+/// server span and echoed in the response's `x-correlation-id`.
 ///
 /// The span continues the caller's trace when the request carries a W3C `traceparent` (with an
 /// OpenTelemetry layer installed, e.g. by [`init`](crate::init)), records the response status and
-/// is marked failed on a 5xx or a service error. For outbound calls, take the id from the
-/// extensions and call [`inject_span`](crate::inject_span) on the outbound headers.
+/// is marked failed on a 5xx or a service error. For outbound calls, copy the id into the
+/// outbound headers and call [`inject_span`](crate::inject_span) on them.
+///
+/// A caller's valid id costs no allocation: its header value is shared, not parsed into a copy.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use tidewell_core::{CorrelationId, propagation};
-/// use tidewell_observability::CorrelationLayer;
+/// use tidewell_observability::{CorrelationLayer, correlation_id_of};
 /// use tower::{Layer, ServiceExt, service_fn};
 ///
 /// let svc = CorrelationLayer.layer(service_fn(|req: http::Request<()>| async move {
-///     let id = req.extensions().get::<CorrelationId>().cloned();
-///     Ok::<_, std::convert::Infallible>(http::Response::new(id.map(|i| i.to_string()).unwrap_or_default()))
+///     let id = correlation_id_of(req.headers());
+///     Ok::<_, std::convert::Infallible>(http::Response::new(id.to_string()))
 /// }));
 /// let req = http::Request::builder().header("x-request-id", "req-42").body(()).unwrap();
 /// let res = svc.oneshot(req).await.unwrap();
@@ -74,13 +82,20 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let (id, header) = match incoming_id(req.headers()) {
-            // Echo the caller's own header value: the same bytes, no copy.
-            Some((id, value)) => (id, Some(value.clone())),
+        let header = match incoming_value(req.headers()) {
+            // The caller's own value, echoed: the same bytes, no copy.
+            Some((name, value)) => {
+                let value = value.clone();
+                if name != CORRELATION_HEADER {
+                    req.headers_mut().insert(CORRELATION_HEADER, value.clone());
+                }
+                value
+            }
             None => {
-                let id = CorrelationId::new();
-                let header = Some(id.to_header_value());
-                (id, header)
+                let value = CorrelationId::new().to_header_value();
+                // Replaces an invalid one: what handlers and proxies read next is valid.
+                req.headers_mut().insert(CORRELATION_HEADER, value.clone());
+                value
             }
         };
         // Without a subscriber that wants it, no span at all: `info_span!` would still record its
@@ -89,7 +104,8 @@ where
             let span = tracing::info_span!(
                 "http.request",
                 otel.kind = "server",
-                correlation_id = %id,
+                // Checked visible ASCII: `to_str` cannot fail.
+                correlation_id = header.to_str().unwrap_or_default(),
                 http.request.method = %req.method(),
                 url.path = %req.uri().path(),
                 http.response.status_code = tracing::field::Empty,
@@ -100,26 +116,25 @@ where
         } else {
             tracing::Span::none()
         };
-        req.extensions_mut().insert(id);
         let inner = {
             let _entered = span.enter();
             self.inner.call(req)
         };
         CorrelationFuture {
             inner,
-            header,
+            header: Some(header),
             span,
         }
     }
 }
 
-/// The caller's valid correlation id and the header value it came in.
-fn incoming_id(headers: &http::HeaderMap) -> Option<(CorrelationId, &HeaderValue)> {
+/// The first header holding a valid correlation id, and its value.
+fn incoming_value(headers: &http::HeaderMap) -> Option<(HeaderName, &HeaderValue)> {
     [CORRELATION_HEADER, REQUEST_ID_HEADER]
-        .iter()
-        .find_map(|h| {
-            let value = headers.get(h)?;
-            Some((value.to_str().ok()?.parse().ok()?, value))
+        .into_iter()
+        .find_map(|name| {
+            let value = headers.get(&name)?;
+            CorrelationId::is_valid(value.to_str().ok()?).then_some((name, value))
         })
 }
 

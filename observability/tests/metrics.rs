@@ -14,9 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use tidewell_core::CorrelationId;
 use tidewell_observability::{
     CorrelationLayer, HttpMetrics, MetricsRegistry, OVERFLOW_ROUTE, UNMATCHED_ROUTE,
+    correlation_id_of,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -27,11 +27,15 @@ fn app() -> impl Service<Request<()>, Response = Response<String>, Error = Infal
             "/boom" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::NOT_FOUND,
         };
+        // What the handler sees: the layer leaves the id in the request's header.
         let id = req
-            .extensions()
-            .get::<CorrelationId>()
-            .map(ToString::to_string)
+            .headers()
+            .get("x-correlation-id")
+            .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
+        if !id.is_empty() {
+            assert_eq!(id, correlation_id_of(req.headers()).as_str());
+        }
         let mut res = Response::new(id);
         *res.status_mut() = status;
         Ok::<_, Infallible>(res)
@@ -246,16 +250,22 @@ async fn correlation_id_is_kept_made_or_replaced_and_echoed() {
         ("abc-123", "abc-123"),
         "kept"
     );
-    let (echoed, _) = call(Some(("x-request-id", "req-9"))).await;
-    assert_eq!(echoed, "req-9", "x-request-id is the fallback");
+    let (echoed, seen) = call(Some(("x-request-id", "req-9"))).await;
+    assert_eq!(
+        (echoed.as_str(), seen.as_str()),
+        ("req-9", "req-9"),
+        "x-request-id is the fallback"
+    );
     let (echoed, seen) = call(None).await;
-    assert_eq!(echoed, seen);
+    assert_eq!(echoed, seen, "the handler sees the id that is echoed");
     assert_eq!(uuid_version(&echoed), Some(7), "made: a UUID v7");
-    let (echoed, _) = call(Some(("x-correlation-id", "has space"))).await;
+    let (echoed, seen) = call(Some(("x-correlation-id", "has space"))).await;
     assert_ne!(
         echoed, "has space",
         "an invalid id is replaced, never trusted"
     );
+    assert_eq!(echoed, seen, "the handler sees the replacement");
+    assert_eq!(uuid_version(&echoed), Some(7));
 }
 
 fn uuid_version(s: &str) -> Option<u32> {

@@ -20,9 +20,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
-use tidewell_core::{CorrelationId, Event};
+use tidewell_core::Event;
 use tidewell_event_hub::{HandlerError, Hub, ServiceQueue, Subscription, Topology};
-use tidewell_observability::{CorrelationLayer, LogFormat, TelemetryConfig, init};
+use tidewell_observability::{
+    CorrelationLayer, LogFormat, TelemetryConfig, correlation_id_of, init,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Layer as _, service_fn};
@@ -180,7 +182,7 @@ async fn one_trace_from_http_through_the_hub_to_the_consumer() {
         move |req: http::Request<hyper::body::Incoming>| {
             let hub = app_hub.clone();
             async move {
-                let id = req.extensions().get::<CorrelationId>().cloned().unwrap();
+                let id = correlation_id_of(req.headers());
                 if req.uri().path() == "/fail" {
                     return Ok::<_, Infallible>(
                         http::Response::builder()

@@ -179,16 +179,12 @@ where
     }
 }
 
-/// The request id (the correlation layer's, else a valid `x-request-id`, else a new one) and its
-/// header value: the client's own `x-request-id` field when it carries the same id.
+/// The request id (a valid `x-correlation-id`, as the correlation layer leaves it, else a valid
+/// `x-request-id`, else a new one) and its header value: the client's own `x-request-id` field
+/// when it carries the same id.
 fn request_id_of<B>(req: &Request<B>) -> (CorrelationId, Option<HeaderValue>) {
     let incoming = req.headers().get(&REQUEST_ID_HEADER);
-    let id = match req.extensions().get::<CorrelationId>() {
-        Some(id) => id.clone(),
-        None => incoming
-            .and_then(|v| v.to_str().ok()?.parse::<CorrelationId>().ok())
-            .unwrap_or_default(),
-    };
+    let id = tidewell_observability::correlation_id_of(req.headers());
     let value = match incoming {
         Some(v) if v.as_bytes() == id.as_str().as_bytes() => v.clone(),
         // Shares the id's bytes: no copy.

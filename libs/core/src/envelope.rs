@@ -128,8 +128,10 @@ impl CorrelationId {
     /// not secret: a correlation id is echoed to clients and is never a credential.
     pub fn new() -> Self {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = fast_uuid_v7().hyphenated().encode_lower(&mut buf);
-        Self(bytes::Bytes::copy_from_slice(text.as_bytes()))
+        fast_uuid_v7().hyphenated().encode_lower(&mut buf);
+        // One allocation holding the text; clones (the echoed header) share it by reference
+        // count. (`copy_from_slice` would allocate once more on the first clone.)
+        Self(bytes::Bytes::from_owner(Hyphenated(buf)))
     }
 
     /// The id as a string.
@@ -150,6 +152,17 @@ impl CorrelationId {
         // Visible ASCII is always a valid header value; the fallback is never taken.
         http::HeaderValue::from_maybe_shared(self.0.clone())
             .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
+    }
+
+    /// Whether `s` would parse as a correlation id, without making one (no allocation).
+    ///
+    /// ```
+    /// use tidewell_core::CorrelationId;
+    /// assert!(CorrelationId::is_valid("req-7f3a"));
+    /// assert!(!CorrelationId::is_valid("has space"));
+    /// ```
+    pub fn is_valid(s: &str) -> bool {
+        Self::check(s).is_ok()
     }
 
     fn check(s: &str) -> Result<(), Error> {
@@ -180,6 +193,15 @@ fn fast_uuid_v7() -> Uuid {
     let rand_a = (rand >> 64) & 0xFFF; // 12 bits
     let rand_b = rand & 0x3FFF_FFFF_FFFF_FFFF; // 62 bits
     Uuid::from_u128(high | (rand_a << 64) | (0b10 << 62) | rand_b)
+}
+
+/// The text of a fresh UUID: always ASCII, owned by the id's [`bytes::Bytes`].
+struct Hyphenated([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl AsRef<[u8]> for Hyphenated {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl Default for CorrelationId {

@@ -4,7 +4,6 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use tidewell_core::CorrelationId;
 
 tokio::task_local! {
     /// The correlation id of the request being handled.
@@ -97,10 +96,6 @@ impl IntoResponse for ApiError {
 /// the request's correlation id (from `CorrelationLayer`, else `x-correlation-id` /
 /// `x-request-id`, else a new one) the `request_id` of every [`ApiError`] answered for it.
 pub async fn request_id(req: Request, next: Next) -> Response {
-    let id = req
-        .extensions()
-        .get::<CorrelationId>()
-        .cloned()
-        .unwrap_or_else(|| tidewell_observability::correlation_id_of(req.headers()));
+    let id = tidewell_observability::correlation_id_of(req.headers());
     REQUEST_ID.scope(id.to_string(), next.run(req)).await
 }
