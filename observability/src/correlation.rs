@@ -25,6 +25,22 @@ pub fn correlation_id_of(headers: &http::HeaderMap) -> CorrelationId {
         .unwrap_or_default()
 }
 
+/// The correlation id of a request as a header value, as [`correlation_id_of`] finds it: the
+/// caller's valid value itself (shared, not copied), else a fresh UUID v7. For copying the id into
+/// outbound or forwarded headers without parsing it.
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("x-request-id", "req-42".parse().unwrap());
+/// assert_eq!(tidewell_observability::correlation_header(&headers), "req-42");
+/// ```
+pub fn correlation_header(headers: &http::HeaderMap) -> HeaderValue {
+    incoming_value(headers).map_or_else(
+        || CorrelationId::new().to_header_value(),
+        |(_, v)| v.clone(),
+    )
+}
+
 /// A tower layer that gives every request a correlation id: the request's own (a valid
 /// `x-correlation-id`, else a valid `x-request-id`) or a fresh UUID v7. After the layer the
 /// request's `x-correlation-id` header holds that id (read it with [`correlation_id_of`]; outbound

@@ -41,7 +41,7 @@ pub use adapters::register_event_hub;
 pub use adapters::register_websocket;
 pub use correlation::{
     CORRELATION_HEADER, CorrelationFuture, CorrelationLayer, CorrelationService, REQUEST_ID_HEADER,
-    correlation_id_of,
+    correlation_header, correlation_id_of,
 };
 pub use error::Error;
 pub use http_metrics::{

@@ -288,6 +288,13 @@ fn main() {
     let up_rt = runtime("upstream");
     let upstream = start_upstream(&up_rt);
     let ours = start_ours(upstream);
+    if std::env::args().any(|a| a == "profile") {
+        // `-- profile`: only wrk against Tidewell's proxy, for a profiler (callgrind with
+        // `--separate-threads=yes`: the proxy's thread is named `tidewell`).
+        let (rps, _) = wrk(ours);
+        eprintln!("  tidewell {rps:.0} req/s");
+        return;
+    }
     let nginx = start_nginx(upstream);
 
     let (mut best_ours, mut best_nginx) = (0.0f64, 0.0f64);

@@ -10,7 +10,7 @@ use tidewell_observability::CorrelationLayer;
 use tokio::net::TcpListener;
 use tower_layer::Layer as _;
 
-use crate::service::{ClientAddr, Proxy};
+use crate::service::Proxy;
 
 /// Largest request head (request line and headers) accepted; over it, 431. (More than 100 header
 /// fields is also 431: hyper's default, kept because setting it explicitly costs a zeroed array
@@ -57,10 +57,7 @@ where
         };
         // ok to ignore: a socket option is an optimisation
         let _ = stream.set_nodelay(true);
-        let svc = CorrelationLayer.layer(AddClient {
-            inner: proxy.clone(),
-            addr: ClientAddr(addr),
-        });
+        let svc = CorrelationLayer.layer(proxy.for_client(addr));
         let conn = builder.serve_connection_with_upgrades(
             TokioIo::new(stream),
             hyper_util::service::TowerToHyperService::new(svc),
@@ -76,33 +73,5 @@ where
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("proxy drained"),
         () = tokio::time::sleep(drain) => tracing::warn!(?drain, "proxy drain timed out; dropping the rest"),
-    }
-}
-
-/// Puts the client's address in the request extensions.
-#[derive(Clone)]
-struct AddClient {
-    inner: Proxy,
-    addr: ClientAddr,
-}
-
-impl<B> tower_service::Service<http::Request<B>> for AddClient
-where
-    Proxy: tower_service::Service<http::Request<B>>,
-{
-    type Response = <Proxy as tower_service::Service<http::Request<B>>>::Response;
-    type Error = <Proxy as tower_service::Service<http::Request<B>>>::Error;
-    type Future = <Proxy as tower_service::Service<http::Request<B>>>::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        req.extensions_mut().insert(self.addr);
-        self.inner.call(req)
     }
 }

@@ -15,13 +15,12 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
-use tidewell_core::CorrelationId;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::Error;
 use crate::body::{BoxError, Limited, ProxyBody, full};
 use crate::config::{HostHeader, ProxyConfig, Route};
-use crate::headers;
+use crate::headers::{self, Peer};
 use crate::limit::{Limiter, RetryBudget};
 use crate::pool::SendError;
 use crate::upstream::Upstreams;
@@ -34,9 +33,10 @@ const RETRY_CAP: u64 = 10;
 /// The request header the request id is forwarded upstream in.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The client's address, put in the request extensions by [`serve`](crate::serve). Under
-/// another server (axum), insert it from the connection info so that `X-Forwarded-For`, `X-Real-IP`
-/// and rate limits see the client.
+/// The client's address, for a proxy served by another server (axum): insert it in the request
+/// extensions from the connection info so that `X-Forwarded-For`, `X-Real-IP` and rate limits see
+/// the client. (With a handle per connection, [`Proxy::for_client`], none is needed;
+/// [`serve`](crate::serve) uses that.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
@@ -49,6 +49,9 @@ pub struct ClientAddr(pub SocketAddr);
 #[derive(Clone)]
 pub struct Proxy {
     inner: Arc<Inner>,
+    /// The client of this handle's connection ([`Proxy::for_client`]); else the request's
+    /// [`ClientAddr`] extension names it.
+    peer: Option<Peer>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -76,8 +79,8 @@ struct Prepared {
     path_and_query: http::uri::PathAndQuery,
     /// Whether the client named a host (`Host` or the request target's authority).
     has_host: bool,
-    request_id: CorrelationId,
-    request_id_value: Option<HeaderValue>,
+    /// The request id, as forwarded in `x-request-id` and named in error bodies.
+    request_id: HeaderValue,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
@@ -153,7 +156,29 @@ impl Proxy {
                 via,
                 security,
             }),
+            peer: None,
         })
+    }
+
+    /// A handle for one client connection: its requests come from `client` (for
+    /// `X-Forwarded-For`, `X-Real-IP` and rate limits) without a [`ClientAddr`] extension per
+    /// request, and the address is formatted once, not per request. [`serve`](crate::serve)
+    /// does this for each connection it accepts.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tidewell_proxy::Error> {
+    /// use tidewell_proxy::{Proxy, ProxyConfig, Route};
+    /// let proxy = Proxy::new(ProxyConfig::new().route(Route::new("/", &["http://127.0.0.1:8081"])?))?;
+    /// let for_one_connection = proxy.for_client("192.0.2.7:50000".parse().unwrap());
+    /// # drop(for_one_connection);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn for_client(&self, client: SocketAddr) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            peer: Some(Peer::new(client)),
+        }
     }
 }
 
@@ -172,25 +197,23 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
-        match inner.prepare(req) {
+        match inner.prepare(req, self.peer.as_ref()) {
             Ok(prepared) => Box::pin(futures_util::FutureExt::map(inner.forward(prepared), Ok)),
             Err(response) => Box::pin(std::future::ready(Ok(response))),
         }
     }
 }
 
-/// The request id (a valid `x-correlation-id`, as the correlation layer leaves it, else a valid
-/// `x-request-id`, else a new one) and its header value: the client's own `x-request-id` field
-/// when it carries the same id.
-fn request_id_of<B>(req: &Request<B>) -> (CorrelationId, Option<HeaderValue>) {
-    let incoming = req.headers().get(&REQUEST_ID_HEADER);
-    let id = tidewell_observability::correlation_id_of(req.headers());
-    let value = match incoming {
-        Some(v) if v.as_bytes() == id.as_str().as_bytes() => v.clone(),
-        // Shares the id's bytes: no copy.
-        _ => id.to_header_value(),
-    };
-    (id, Some(value))
+/// The request id: a valid `x-correlation-id` (as the correlation layer leaves it), else a valid
+/// `x-request-id`, else a new one; the client's own header value when it has one (shared, not
+/// copied or parsed).
+fn request_id_of<B>(req: &Request<B>) -> HeaderValue {
+    tidewell_observability::correlation_header(req.headers())
+}
+
+/// A request id header value as text (always visible ASCII: checked or made so).
+fn id_text(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or_default()
 }
 
 /// A JSON error response.
@@ -249,19 +272,30 @@ impl Inner {
         clippy::result_large_err,
         reason = "moved once per request; boxing would allocate per request"
     )]
-    fn prepare<B>(&self, mut req: Request<B>) -> Result<Prepared, Response<ProxyBody>>
+    fn prepare<B>(
+        &self,
+        mut req: Request<B>,
+        conn_peer: Option<&Peer>,
+    ) -> Result<Prepared, Response<ProxyBody>>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (request_id, request_id_value) = request_id_of(&req);
-        let peer = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        let request_id = request_id_of(&req);
+        let extension_peer;
+        let peer = match conn_peer {
+            Some(p) => Some(p),
+            None => {
+                extension_peer = req.extensions().get::<ClientAddr>().map(|c| Peer::new(c.0));
+                extension_peer.as_ref()
+            }
+        };
         let Ok(host) = host_of(&req) else {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "bad_host",
                 "the Host header is missing, repeated or malformed",
-                request_id.as_str(),
+                id_text(&request_id),
             ));
         };
         let host_name = host.as_ref().map(|(a, _)| a.host());
@@ -276,18 +310,18 @@ impl Inner {
                 StatusCode::NOT_FOUND,
                 "no_route",
                 "no route matches this request",
-                request_id.as_str(),
+                id_text(&request_id),
             ));
         };
         let route = &rs.route;
-        if let (Some(limiter), Some(ip)) = (&rs.limiter, peer)
-            && let Err(wait) = limiter.check(ip, Instant::now())
+        if let (Some(limiter), Some(peer)) = (&rs.limiter, peer)
+            && let Err(wait) = limiter.check(peer.ip, Instant::now())
         {
             let mut res = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests from this client; retry later",
-                request_id.as_str(),
+                id_text(&request_id),
             );
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             res.headers_mut()
@@ -302,7 +336,7 @@ impl Inner {
                     "the request body is over this route's {}-byte limit",
                     route.max_body
                 ),
-                request_id.as_str(),
+                id_text(&request_id),
             ));
         }
 
@@ -324,7 +358,7 @@ impl Inner {
                             StatusCode::BAD_REQUEST,
                             "bad_path",
                             "the rewritten path is not valid",
-                            request_id.as_str(),
+                            id_text(&request_id),
                         ));
                     }
                 }
@@ -346,9 +380,7 @@ impl Inner {
             host_value.as_ref(),
             &self.config.trusted_proxies,
         );
-        if let Some(v) = &request_id_value {
-            head.insert(REQUEST_ID_HEADER, v.clone());
-        }
+        head.insert(REQUEST_ID_HEADER, request_id.clone());
         if let (Some((_, false)), Some(v)) = (&host, &host_value) {
             head.insert(header::HOST, v.clone());
         }
@@ -364,7 +396,6 @@ impl Inner {
             path_and_query,
             has_host: host.is_some(),
             request_id,
-            request_id_value,
             client_upgrade,
         })
     }
@@ -372,7 +403,7 @@ impl Inner {
     /// Sends the prepared request upstream (retrying only when nothing of it was sent) and
     /// turns the answer into the client's response.
     async fn forward(self: Arc<Self>, mut p: Prepared) -> Response<ProxyBody> {
-        let request_id = p.request_id.as_str();
+        let request_id = id_text(&p.request_id);
         let Some(rs) = self.routes.get(p.route) else {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -425,12 +456,7 @@ impl Inner {
                 }
                 Ok(Ok(res)) => {
                     rs.upstreams.succeeded(upstream);
-                    return self.respond(
-                        res,
-                        p.client_upgrade.take(),
-                        route,
-                        p.request_id_value.take(),
-                    );
+                    return self.respond(res, p.client_upgrade.take(), route, &p.request_id);
                 }
                 Ok(Err(SendError::NotSent {
                     reason,
@@ -495,7 +521,7 @@ impl Inner {
         mut res: Response<ProxyBody>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         route: &Route,
-        request_id: Option<HeaderValue>,
+        request_id: &HeaderValue,
     ) -> Response<ProxyBody> {
         let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
@@ -506,10 +532,7 @@ impl Inner {
                     tokio::spawn(tunnel(client, upstream, idle));
                 }
                 None => {
-                    let id = request_id
-                        .as_ref()
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
+                    let id = id_text(request_id);
                     return error(
                         StatusCode::BAD_GATEWAY,
                         "bad_gateway",
@@ -529,10 +552,8 @@ impl Inner {
                 }
             }
         }
-        if let Some(v) = request_id
-            && !parts.headers.contains_key(&REQUEST_ID_HEADER)
-        {
-            parts.headers.insert(REQUEST_ID_HEADER, v);
+        if !parts.headers.contains_key(&REQUEST_ID_HEADER) {
+            parts.headers.insert(REQUEST_ID_HEADER, request_id.clone());
         }
         parts.version = http::Version::default();
         Response::from_parts(parts, body)
