@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tidewell_core::{Envelope, Event};
 use tidewell_event_hub::{Hub, QueueType, RetryPolicy, ServiceQueue, Subscription, Topology};
 use tidewell_testkit::TestRabbit;
+use tidewell_testkit::bench::median;
 
 const MESSAGES: usize = 20_000;
 const WINDOW: usize = 1_000;
@@ -63,11 +64,6 @@ fn sample() -> Sample {
         sent_micros: 0,
         data: "x".repeat(1_000),
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {

@@ -33,6 +33,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tidewell_observability::{CorrelationLayer, HttpMetrics, MetricsRegistry};
+use tidewell_testkit::bench::{Steal, calm_rounds, median};
 use tower::{Layer, service_fn};
 
 /// Short rounds, many of them: the machine's speed drifts by 10–15% over tens of seconds, and
@@ -90,17 +91,17 @@ where
     });
     // This process does nothing else while wrk runs: its CPU time is the server's.
     let cpu_before = process_cpu_seconds();
-    let machine_before = machine_ticks();
+    let steal = Steal::start();
     let (rps, requests) = tokio::task::spawn_blocking(move || wrk(addr))
         .await
         .unwrap();
     let cpu = process_cpu_seconds() - cpu_before;
-    let machine = machine_ticks();
+    let steal = steal.share();
     accept.abort();
     Run {
         rps,
         cpu_us: cpu * 1e6 / requests,
-        steal: (machine.1 - machine_before.1) / (machine.0 - machine_before.0).max(1.0),
+        steal,
     }
 }
 
@@ -126,21 +127,6 @@ fn process_cpu_seconds() -> f64 {
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
-}
-
-/// The machine's CPU ticks so far: (all, stolen by the hypervisor), from `/proc/stat`.
-fn machine_ticks() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat (Linux)");
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .expect("a cpu line")
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    (ticks.iter().take(8).sum(), ticks[7])
 }
 
 /// Requests per second and requests completed, from wrk's report.
@@ -279,11 +265,10 @@ async fn main() {
     // Rounds in which the hypervisor took more than 5% of the machine are dropped, all three
     // servers of the round alike (the others' neighbours slowed one side by up to 3x). Unless too
     // few are left: then all rounds count, and the line below says so.
-    let calm: Vec<usize> = (0..ROUNDS)
-        .filter(|&i| base[i].steal.max(wire[i].steal).max(ours[i].steal) <= 0.05)
+    let stolen: Vec<f64> = (0..ROUNDS)
+        .map(|i| base[i].steal.max(wire[i].steal).max(ours[i].steal))
         .collect();
-    let too_few = calm.len() < 5;
-    let keep: Vec<usize> = if too_few { (0..ROUNDS).collect() } else { calm };
+    let (keep, too_few) = calm_rounds(&stolen, 5);
     eprintln!(
         "  {} of {ROUNDS} rounds count ({})",
         keep.len(),
@@ -295,10 +280,6 @@ async fn main() {
     );
     let pick = |v: &[Run]| keep.iter().map(|&i| v[i]).collect::<Vec<Run>>();
     let (ours, base, wire) = (pick(&ours), pick(&base), pick(&wire));
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let rps = |v: &[Run]| v.iter().map(|r| r.rps).collect::<Vec<_>>();
     let cpu = |v: &[Run]| v.iter().map(|r| r.cpu_us).collect::<Vec<_>>();
     let ratios: Vec<f64> = ours.iter().zip(&base).map(|(o, b)| o.rps / b.rps).collect();

@@ -4,8 +4,9 @@
 //! nginx-light). The upstream is a hyper hello server on its own one-thread runtime; the proxy runs
 //! on a current-thread runtime on its own thread (one event loop, as nginx's single worker process)
 //! and nginx with one worker (keep-alive upstream pool, the same X-Forwarded-* headers), so each
-//! proxy has one core. wrk: `-t1 -c32 -d5s --latency`; figures are
-//! the best of 3 alternating rounds. `streaming_rss` is the peak RSS while curl downloads 1 GiB:
+//! proxy has one core. wrk: `-t1 -c32 -d3s --latency`, 7 rounds (direct, then the two proxies in
+//! alternating order); rounds with over 5% of the machine stolen by the hypervisor are dropped and
+//! the figures are medians of the rest. `streaming_rss` is the peak RSS while curl downloads 1 GiB:
 //! the whole bench process (proxy and upstream) against the nginx worker alone.
 #![allow(
     clippy::unwrap_used,
@@ -26,8 +27,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 use tidewell_proxy::{Proxy, ProxyConfig, Route};
+use tidewell_testkit::bench::{Steal, calm_rounds, median};
 
-const ROUNDS: usize = 3;
+/// Short alternating rounds: the machine's speed drifts over tens of seconds.
+const ROUNDS: usize = 7;
 
 fn runtime(name: &str) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -204,13 +207,32 @@ http {{
     }
 }
 
+/// One wrk run: requests per second, p99 in ms, and the share of the machine the hypervisor
+/// stole meanwhile.
+#[derive(Clone, Copy)]
+struct Run {
+    rps: f64,
+    p99: f64,
+    steal: f64,
+}
+
+fn measure(addr: SocketAddr) -> Run {
+    let steal = Steal::start();
+    let (rps, p99) = wrk(addr);
+    Run {
+        rps,
+        p99,
+        steal: steal.share(),
+    }
+}
+
 /// (requests per second, p99 in ms).
 fn wrk(addr: SocketAddr) -> (f64, f64) {
     let out = Command::new("wrk")
         .args([
             "-t1",
             "-c32",
-            "-d5s",
+            "-d3s",
             "--latency",
             &format!("http://{addr}/"),
         ])
@@ -297,31 +319,60 @@ fn main() {
     }
     let nginx = start_nginx(upstream);
 
-    let (mut best_ours, mut best_nginx) = (0.0f64, 0.0f64);
-    let (mut p99_ours, mut p99_nginx, mut p99_direct) = (f64::MAX, f64::MAX, f64::MAX);
+    let mut rounds: Vec<[Run; 3]> = Vec::new();
     for round in 0..ROUNDS {
-        let (d_rps, d_p99) = wrk(upstream);
-        let (o_rps, o_p99) = wrk(ours);
-        let (n_rps, n_p99) = wrk(nginx.addr);
+        // Alternated: neither proxy always runs right after the direct measurement.
+        let direct = measure(upstream);
+        let (o, n) = if round % 2 == 0 {
+            let o = measure(ours);
+            (o, measure(nginx.addr))
+        } else {
+            let n = measure(nginx.addr);
+            (measure(ours), n)
+        };
         eprintln!(
-            "  round {round}: direct {d_rps:.0} req/s p99 {d_p99:.2} ms; tidewell {o_rps:.0} req/s p99 {o_p99:.2} ms; nginx {n_rps:.0} req/s p99 {n_p99:.2} ms"
+            "  round {round}: direct {:.0} req/s p99 {:.2} ms; tidewell {:.0} req/s p99 {:.2} ms; nginx {:.0} req/s p99 {:.2} ms; stolen {:.0}%",
+            direct.rps,
+            direct.p99,
+            o.rps,
+            o.p99,
+            n.rps,
+            n.p99,
+            100.0 * direct.steal.max(o.steal).max(n.steal)
         );
-        best_ours = best_ours.max(o_rps);
-        best_nginx = best_nginx.max(n_rps);
-        p99_ours = p99_ours.min(o_p99);
-        p99_nginx = p99_nginx.min(n_p99);
-        p99_direct = p99_direct.min(d_p99);
+        rounds.push([direct, o, n]);
     }
+    // Rounds the hypervisor disturbed (over 5% of the machine stolen in any of the three runs)
+    // are dropped; the figures are medians over the rest (each side's own median for req/s, the
+    // median of each round's difference for the added p99).
+    let stolen: Vec<f64> = rounds
+        .iter()
+        .map(|r| r.iter().map(|m| m.steal).fold(0.0, f64::max))
+        .collect();
+    let (keep, too_few) = calm_rounds(&stolen, 3);
+    eprintln!(
+        "  {} of {ROUNDS} rounds count{}",
+        keep.len(),
+        if too_few {
+            " (too few had at most 5% stolen by the hypervisor: all of them)"
+        } else {
+            ""
+        }
+    );
+    let kept = |f: &dyn Fn(&[Run; 3]) -> f64| keep.iter().map(|&i| f(&rounds[i])).collect();
+    let ours_rps = median(kept(&|r| r[1].rps));
+    let nginx_rps = median(kept(&|r| r[2].rps));
+    let added_ours = median(kept(&|r| r[1].p99 - r[0].p99));
+    let added_nginx = median(kept(&|r| r[2].p99 - r[0].p99));
     // Peak RSS while 1 GiB streams: this whole process (proxy and upstream together) against the
     // nginx worker alone, so the comparison is tilted against Tidewell.
     let ours_rss = stream_rss(ours, std::process::id());
     let worker = nginx_worker(nginx.child.id()).expect("the nginx worker process");
     let nginx_rss = stream_rss(nginx.addr, worker);
     println!(
-        "bench: proxy_throughput ours={best_ours:.2} baseline={best_nginx:.2} ratio={:.3} unit=req/s",
-        best_ours / best_nginx
+        "bench: proxy_throughput ours={ours_rps:.2} baseline={nginx_rps:.2} ratio={:.3} unit=req/s",
+        ours_rps / nginx_rps
     );
-    let (added_ours, added_nginx) = (p99_ours - p99_direct, p99_nginx - p99_direct);
     println!(
         "bench: added_latency_p99 ours={added_ours:.3} baseline={added_nginx:.3} ratio={:.3} unit=ms",
         added_ours / added_nginx
