@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::Error;
 use crate::breaker::Breaker;
 use crate::codec::Codec;
-use crate::key::{Key, MAX_NAME_LEN, Tag};
+use crate::key::{Key, MAX_NAME_LEN, Tag, joined};
 use crate::local::Local;
 use crate::memory_store::MemoryStore;
 use crate::stats::{CacheMetrics, NsCounters, Stats};
@@ -520,7 +520,7 @@ impl Cache {
     }
 
     fn tag_key(&self, tag: &Tag) -> String {
-        format!("{{{}}}:t:{}", self.inner.config.prefix, tag.as_str())
+        joined(&["{", &self.inner.config.prefix, "}:t:", tag.as_str()])
     }
 
     async fn invalidate_names(
@@ -755,7 +755,7 @@ impl std::fmt::Debug for Namespace {
 impl Namespace {
     fn entry_key(&self, key: &Key) -> Result<String, Error> {
         key.validate(self.ns.cache.inner.config.max_key_len)?;
-        Ok(format!("{}{}", self.ns.entry_prefix, key.as_str()))
+        Ok(joined(&[&self.ns.entry_prefix, key.as_str()]))
     }
 
     fn tag_names(&self, tags: &[Tag]) -> Result<Vec<String>, Error> {

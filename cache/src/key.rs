@@ -7,6 +7,16 @@ use crate::Error;
 /// The longest key or tag, in bytes (before the namespace prefix).
 pub(crate) const MAX_NAME_LEN: usize = 512;
 
+/// `parts` joined in one allocation of the exact size: the Redis key names made per operation
+/// (`format!` runs the formatting machinery, ~10x the instructions).
+pub(crate) fn joined(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
 /// A cache key built from parts joined by `:`.
 ///
 /// ```

@@ -23,7 +23,6 @@
 //! read; a write after a load (given versions) reports that its tags moved on. The versions a
 //! plain `set` records first are the ones this process last saw ([`Recent`]).
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -125,12 +124,16 @@ pub(crate) struct Announce {
 }
 
 impl Announce {
-    /// Adds the message `<origin> <what>` to `pipe`, after the change it announces.
-    fn add(&self, pipe: &mut redis::Pipeline, what: std::fmt::Arguments<'_>) {
-        pipe.cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg(format!("{} {what}", self.origin))
-            .ignore();
+    /// Adds the message `<origin> <what...>` to `pipe`, after the change it announces.
+    fn add(&self, pipe: &mut redis::Pipeline, what: &[&str]) {
+        let mut message =
+            Vec::with_capacity(self.origin.len() + 1 + what.iter().map(|w| w.len()).sum::<usize>());
+        message.extend_from_slice(self.origin.as_bytes());
+        message.push(b' ');
+        for w in what {
+            message.extend_from_slice(w.as_bytes());
+        }
+        pipe.cmd("PUBLISH").arg(&self.channel).arg(message).ignore();
     }
 }
 
@@ -277,6 +280,17 @@ fn parse_entry(raw: &Bytes) -> Option<Entry<'_>> {
     })
 }
 
+/// `MGET` of `keys`, its buffers sized once (`redis::cmd` grows them argument by argument).
+fn mget<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> redis::Cmd {
+    let (count, bytes) = keys.clone().fold((0, 0), |(n, b), k| (n + 1, b + k.len()));
+    let mut cmd = redis::Cmd::with_capacity(count + 1, bytes + 4);
+    cmd.arg("MGET");
+    for k in keys {
+        cmd.arg(k);
+    }
+    cmd
+}
+
 /// An entry as stored (see the module docs).
 fn format_entry(expires_at_ms: u64, tags: &[String], versions: &[&str], value: &[u8]) -> Vec<u8> {
     let header: usize = tags
@@ -285,8 +299,11 @@ fn format_entry(expires_at_ms: u64, tags: &[String], versions: &[&str], value: &
         .map(|(t, v)| t.len() + v.len() + 2)
         .sum();
     let mut out = Vec::with_capacity(32 + header + value.len());
-    // ok to ignore: writing to a Vec cannot fail
-    let _ = write!(out, "tw1 {expires_at_ms} {}", tags.len());
+    let mut number = itoa::Buffer::new();
+    out.extend_from_slice(b"tw1 ");
+    out.extend_from_slice(number.format(expires_at_ms).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(number.format(tags.len()).as_bytes());
     for (t, v) in tags.iter().zip(versions) {
         out.push(b' ');
         out.extend_from_slice(t.as_bytes());
@@ -363,9 +380,7 @@ impl Store for RedisStore {
                     .chain(&learned)
                     .map(String::as_str)
                     .collect();
-                let mut mget = redis::cmd("MGET");
-                mget.arg(key).arg(&names);
-                let reply: Value = mget
+                let reply: Value = mget(std::iter::once(key).chain(names.iter().copied()))
                     .query_async(&mut c)
                     .await
                     .map_err(redis_error("read"))?;
@@ -508,10 +523,10 @@ impl Store for RedisStore {
                 let mut pipe = redis::Pipeline::with_capacity(3);
                 pipe.add_command(set).ignore();
                 if !tags.is_empty() {
-                    pipe.cmd("MGET").arg(tags);
+                    pipe.add_command(mget(tags.iter().map(String::as_str)));
                 }
                 if let Some(a) = announce {
-                    a.add(&mut pipe, format_args!("k {key}"));
+                    a.add(&mut pipe, &["k ", key]);
                 }
                 let current: Vec<String> = if tags.is_empty() {
                     let () = pipe
@@ -547,7 +562,7 @@ impl Store for RedisStore {
                 .await?;
             if let Some(a) = announce {
                 let mut pipe = redis::pipe();
-                a.add(&mut pipe, format_args!("k {key}"));
+                a.add(&mut pipe, &["k ", key]);
                 let () = pipe
                     .query_async(&mut c)
                     .await
@@ -564,7 +579,7 @@ impl Store for RedisStore {
             let mut pipe = redis::pipe();
             pipe.cmd("DEL").arg(key);
             if let Some(a) = &self.announce {
-                a.add(&mut pipe, format_args!("k {key}"));
+                a.add(&mut pipe, &["k ", key]);
             }
             let (n,): (i64,) = pipe
                 .query_async(&mut c)
@@ -593,7 +608,7 @@ impl Store for RedisStore {
             }
             if let Some(a) = &self.announce {
                 for t in tags {
-                    a.add(&mut pipe, format_args!("t {t}"));
+                    a.add(&mut pipe, &["t ", t]);
                 }
             }
             pipe.query_async::<()>(&mut c)
@@ -627,7 +642,7 @@ impl Store for RedisStore {
             }
             if let Some(a) = &self.announce {
                 let mut pipe = redis::pipe();
-                a.add(&mut pipe, format_args!("*"));
+                a.add(&mut pipe, &["*"]);
                 pipe.query_async::<()>(&mut c)
                     .await
                     .map_err(redis_error("clear"))?;
