@@ -694,8 +694,8 @@ async fn hostile_requests_get_a_4xx_and_leak_nothing() {
         );
     }
     // Bob's payment list does not show Ann's.
-    let (_, page) = call(a, "GET", "/api/payments", Some(&bob), None).await;
-    assert_eq!(page["total"], 0);
+    let (s, page) = call(a, "GET", "/api/payments", Some(&bob), None).await;
+    assert_eq!(page["total"], 0, "status {s}: {page}");
     platform.shutdown().await;
     let _ = std::fs::remove_dir_all(&data);
 }
