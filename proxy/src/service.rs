@@ -546,15 +546,18 @@ impl Inner {
         headers::strip_hop_by_hop(&mut parts.headers, switching);
         parts.headers.append(header::VIA, self.via(parts.version));
         if !switching {
+            // One hashed lookup each (`entry`), not a lookup and then an insert.
             for (name, value) in &self.security {
-                if !parts.headers.contains_key(name) {
-                    parts.headers.insert(name.clone(), value.clone());
-                }
+                parts
+                    .headers
+                    .entry(name.clone())
+                    .or_insert_with(|| value.clone());
             }
         }
-        if !parts.headers.contains_key(&REQUEST_ID_HEADER) {
-            parts.headers.insert(REQUEST_ID_HEADER, request_id.clone());
-        }
+        parts
+            .headers
+            .entry(REQUEST_ID_HEADER)
+            .or_insert_with(|| request_id.clone());
         parts.version = http::Version::default();
         Response::from_parts(parts, body)
     }
