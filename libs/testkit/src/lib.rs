@@ -7,7 +7,7 @@
 //!   no other test uses, and remove what they created when dropped.
 //! - When a service is unreachable, the test fails with a message that names the service, the URL
 //!   (password hidden) and the command that starts it; nothing is skipped.
-//! - [`bench`]: medians and the hypervisor's stolen share, for benchmarks on a shared machine.
+//! - [`bench`](mod@bench): medians and the hypervisor's stolen share, for benchmarks on a shared machine.
 //!
 //! ```no_run
 //! # async fn demo() {
