@@ -33,7 +33,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tidewell_observability::{CorrelationLayer, HttpMetrics, MetricsRegistry};
-use tidewell_testkit::bench::{Steal, calm_rounds, median};
+use tidewell_testkit::bench::{Steal, WrkReport, calm_rounds, median};
 use tower::{Layer, service_fn};
 
 /// Short rounds, many of them: the machine's speed drifts by 10–15% over tens of seconds, and
@@ -144,18 +144,9 @@ fn wrk(addr: SocketAddr) -> (f64, f64) {
         .output()
         .expect("taskset and wrk on PATH (apt-get install util-linux wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok());
-    let requests = text
-        .lines()
-        .find_map(|l| l.trim().split_once(" requests in "))
-        .and_then(|(n, _)| n.parse().ok());
-    match (rps, requests) {
-        (Some(rps), Some(requests)) => (rps, requests),
-        _ => panic!("cannot read wrk output: {text}"),
-    }
+    let report =
+        WrkReport::parse(&text).unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
+    (report.rps, report.requests)
 }
 
 async fn hello_unit(_: http::Request<()>) -> Result<http::Response<Full<Bytes>>, Infallible> {

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 use tidewell_proxy::{Proxy, ProxyConfig, Route};
-use tidewell_testkit::bench::{Steal, calm_rounds, median};
+use tidewell_testkit::bench::{Steal, WrkReport, calm_rounds, median};
 
 /// Short alternating rounds: the machine's speed drifts over tens of seconds.
 const ROUNDS: usize = 7;
@@ -239,29 +239,12 @@ fn wrk(addr: SocketAddr) -> (f64, f64) {
         .output()
         .expect("wrk on PATH (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
-    let p99 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .map(|v| parse_latency(v.trim()))
+    let report =
+        WrkReport::parse(&text).unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
+    let p99 = report
+        .p99_ms
         .unwrap_or_else(|| panic!("no p99 in wrk output: {text}"));
-    (rps, p99)
-}
-
-fn parse_latency(v: &str) -> f64 {
-    if let Some(us) = v.strip_suffix("us") {
-        us.parse::<f64>().unwrap() / 1000.0
-    } else if let Some(ms) = v.strip_suffix("ms") {
-        ms.parse().unwrap()
-    } else if let Some(s) = v.strip_suffix('s') {
-        s.parse::<f64>().unwrap() * 1000.0
-    } else {
-        panic!("latency {v:?}")
-    }
+    (report.rps, p99)
 }
 
 fn rss_of(pid: u32) -> u64 {

@@ -82,3 +82,54 @@ fn machine_ticks() -> (f64, f64) {
         .collect();
     (ticks.iter().sum(), ticks.get(7).copied().unwrap_or(0.0))
 }
+
+/// What a `wrk` run reported (parsed from its standard output by [`WrkReport::parse`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WrkReport {
+    /// `Requests/sec:`.
+    pub rps: f64,
+    /// Requests completed (`N requests in ...`).
+    pub requests: f64,
+    /// The 99th percentile latency in ms, when wrk ran with `--latency`.
+    pub p99_ms: Option<f64>,
+}
+
+impl WrkReport {
+    /// Parses wrk's report; `None` when it holds no `Requests/sec:` or request count line.
+    ///
+    /// ```
+    /// let out = "  Latency Distribution\n     99%    2.50ms\n  120 requests in 1.00s, 9.00KB read\nRequests/sec:    120.00\n";
+    /// let r = tidewell_testkit::bench::WrkReport::parse(out).unwrap();
+    /// assert_eq!((r.rps, r.requests, r.p99_ms), (120.0, 120.0, Some(2.5)));
+    /// ```
+    pub fn parse(stdout: &str) -> Option<Self> {
+        let rps = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse().ok())?;
+        let requests = stdout
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in "))
+            .and_then(|(n, _)| n.parse().ok())?;
+        let p99_ms = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("99%"))
+            .and_then(|v| latency_ms(v.trim()));
+        Some(Self {
+            rps,
+            requests,
+            p99_ms,
+        })
+    }
+}
+
+/// A wrk latency (`812.00us`, `2.50ms`, `1.20s`) in ms.
+fn latency_ms(v: &str) -> Option<f64> {
+    if let Some(us) = v.strip_suffix("us") {
+        Some(us.parse::<f64>().ok()? / 1000.0)
+    } else if let Some(ms) = v.strip_suffix("ms") {
+        ms.parse().ok()
+    } else {
+        Some(v.strip_suffix('s')?.parse::<f64>().ok()? * 1000.0)
+    }
+}
