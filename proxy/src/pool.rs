@@ -6,6 +6,7 @@
 //! another upstream even with a streamed body, which it never buffers.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -114,7 +115,20 @@ impl ConnPool {
         if self.h2c {
             return Box::pin(self.send_h2(req)).await;
         }
-        let mut req = req;
+        // Whether the request body was sent to its end: an upstream may answer (a 413, say)
+        // before reading all of it, and a connection with a body half written must not go back
+        // to the pool (the next request on it failed with "error writing a body").
+        let body_sent = Arc::new(AtomicBool::new(false));
+        let mut req = req.map(|inner| {
+            if inner.is_end_stream() {
+                body_sent.store(true, Ordering::Release);
+            }
+            SentToEnd {
+                inner,
+                done: Arc::clone(&body_sent),
+            }
+            .boxed_unsync()
+        });
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(s) => (s, true),
@@ -144,6 +158,7 @@ impl ConnPool {
                             inner: b,
                             sender: Some(sender),
                             pool,
+                            body_sent,
                         }
                         .boxed_unsync()
                     }));
@@ -226,17 +241,68 @@ pin_project_lite::pin_project! {
         inner: hyper::body::Incoming,
         sender: Option<http1::SendRequest<ProxyBody>>,
         pool: Weak<ConnPool>,
+        // Whether the request's body went out to its end (else the connection is not reused).
+        body_sent: Arc<AtomicBool>,
     }
 
     impl PinnedDrop for PoolReturn {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if this.inner.is_end_stream()
-                && let (Some(sender), Some(pool)) = (this.sender.take(), this.pool.upgrade())
-            {
-                pool.checkin(sender);
+            if this.inner.is_end_stream() {
+                give_back(this.sender, this.pool, this.body_sent);
             }
         }
+    }
+}
+
+/// Returns the connection to the pool, if its request body was sent to its end.
+fn give_back(
+    sender: &mut Option<http1::SendRequest<ProxyBody>>,
+    pool: &Weak<ConnPool>,
+    body_sent: &AtomicBool,
+) {
+    if let (Some(sender), Some(pool)) = (sender.take(), pool.upgrade())
+        && body_sent.load(Ordering::Acquire)
+    {
+        pool.checkin(sender);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that records when it has been sent to its end.
+    struct SentToEnd {
+        #[pin]
+        inner: ProxyBody,
+        done: Arc<AtomicBool>,
+    }
+}
+
+impl Body for SentToEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        if frame.is_none() || this.inner.is_end_stream() {
+            this.done.store(true, Ordering::Release);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.done.store(true, Ordering::Release);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -251,9 +317,7 @@ impl Body for PoolReturn {
         let mut this = self.project();
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(None) => {
-                if let (Some(sender), Some(pool)) = (this.sender.take(), this.pool.upgrade()) {
-                    pool.checkin(sender);
-                }
+                give_back(this.sender, this.pool, this.body_sent);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
@@ -261,10 +325,8 @@ impl Body for PoolReturn {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if this.inner.is_end_stream()
-                    && let (Some(sender), Some(pool)) = (this.sender.take(), this.pool.upgrade())
-                {
-                    pool.checkin(sender);
+                if this.inner.is_end_stream() {
+                    give_back(this.sender, this.pool, this.body_sent);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
