@@ -144,14 +144,37 @@ where
     }
 }
 
-/// The first header holding a valid correlation id, and its value.
+/// Header maps with at most this many values are searched with one scan, which looks for both
+/// names in one pass; larger ones by hashed lookups. (The two names are usually absent, and two
+/// hashed misses cost more than comparing a browser's dozen or so names, most of them standard
+/// headers that differ from these at the first comparison.)
+const SCAN_UP_TO: usize = 16;
+
+/// The first header holding a valid correlation id, and its value: a valid first
+/// `x-correlation-id` value, else a valid first `x-request-id` value.
 fn incoming_value(headers: &http::HeaderMap) -> Option<(HeaderName, &HeaderValue)> {
-    [CORRELATION_HEADER, REQUEST_ID_HEADER]
-        .into_iter()
-        .find_map(|name| {
-            let value = headers.get(&name)?;
-            CorrelationId::is_valid(value.to_str().ok()?).then_some((name, value))
-        })
+    let valid = |v: &HeaderValue| v.to_str().is_ok_and(CorrelationId::is_valid);
+    if headers.len() > SCAN_UP_TO {
+        return [CORRELATION_HEADER, REQUEST_ID_HEADER]
+            .into_iter()
+            .find_map(|name| {
+                let value = headers.get(&name)?;
+                valid(value).then_some((name, value))
+            });
+    }
+    // Only the first value of each name counts, as with `HeaderMap::get`.
+    let (mut correlation_seen, mut request) = (false, None);
+    for (name, value) in headers {
+        if !correlation_seen && *name == CORRELATION_HEADER {
+            if valid(value) {
+                return Some((CORRELATION_HEADER, value));
+            }
+            correlation_seen = true;
+        } else if request.is_none() && *name == REQUEST_ID_HEADER {
+            request = Some(value);
+        }
+    }
+    request.filter(|v| valid(v)).map(|v| (REQUEST_ID_HEADER, v))
 }
 
 pin_project_lite::pin_project! {
@@ -191,6 +214,82 @@ where
                 Poll::Ready(Err(e))
             }
             Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header map holding `fields` after `padding` unrelated fields.
+    fn map(padding: usize, fields: &[(&str, &str)]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for i in 0..padding {
+            headers.append(
+                HeaderName::try_from(format!("x-pad-{i}")).unwrap(),
+                HeaderValue::from_static("p"),
+            );
+        }
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::try_from(*name).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn found(headers: &http::HeaderMap) -> Option<(String, String)> {
+        incoming_value(headers).map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+    }
+
+    #[test]
+    fn the_scan_and_the_hashed_lookups_find_the_same_id() {
+        type Fields = &'static [(&'static str, &'static str)];
+        let cases: &[(Fields, Option<(&str, &str)>)] = &[
+            (&[], None),
+            (
+                &[("x-correlation-id", "c-1")],
+                Some(("x-correlation-id", "c-1")),
+            ),
+            (&[("x-request-id", "r-1")], Some(("x-request-id", "r-1"))),
+            (
+                &[("x-request-id", "r-1"), ("x-correlation-id", "c-1")],
+                Some(("x-correlation-id", "c-1")),
+            ),
+            // An invalid correlation id falls back to the request id.
+            (
+                &[("x-correlation-id", "bad;id"), ("x-request-id", "r-1")],
+                Some(("x-request-id", "r-1")),
+            ),
+            // Only the first value of a name counts.
+            (
+                &[("x-correlation-id", "bad;id"), ("x-correlation-id", "c-2")],
+                None,
+            ),
+            (
+                &[("x-request-id", "r-1"), ("x-request-id", "r-2")],
+                Some(("x-request-id", "r-1")),
+            ),
+            (&[("x-request-id", "bad,id"), ("x-request-id", "r-2")], None),
+        ];
+        // 0 and 3 padding fields: scanned; 40: over SCAN_UP_TO, hashed lookups.
+        for padding in [0, 3, 40] {
+            for (fields, expected) in cases {
+                let headers = map(padding, fields);
+                assert_eq!(
+                    headers.len() > SCAN_UP_TO,
+                    padding == 40,
+                    "the case takes the path it means to"
+                );
+                let expected = expected.map(|(n, v)| (n.to_owned(), v.to_owned()));
+                assert_eq!(
+                    found(&headers),
+                    expected,
+                    "{fields:?} after {padding} fields"
+                );
+            }
         }
     }
 }

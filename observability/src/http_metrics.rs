@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -66,14 +66,28 @@ struct RouteSeries {
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGauge,
+    /// The first [`LOCK_FREE_CHILDREN`] (method, status) children, found without a lock (a
+    /// route's requests mostly share a few, `GET` 200 first among them).
+    first: [OnceLock<Child>; LOCK_FREE_CHILDREN],
+    /// The rest.
     children: RwLock<Vec<Child>>,
 }
+
+/// Children of a route found without taking a lock; the rest sit behind a read lock.
+const LOCK_FREE_CHILDREN: usize = 4;
 
 struct Child {
     /// Method index (see [`method_label`]) << 16 | status (0: the service failed).
     key: u32,
     requests: IntCounter,
     duration: Histogram,
+}
+
+impl Child {
+    fn observe(&self, elapsed: Duration) {
+        self.requests.inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
 }
 
 impl RouteSeries {
@@ -88,18 +102,25 @@ impl RouteSeries {
             requests: requests.clone(),
             duration: duration.clone(),
             in_flight: in_flight.clone(),
+            first: Default::default(),
             children: RwLock::default(),
         })
     }
 
     fn record(&self, method: (u32, &'static str), status: u16, elapsed: Duration) {
         let key = (method.0 << 16) | u32::from(status);
+        for slot in &self.first {
+            match slot.get() {
+                Some(c) if c.key == key => return c.observe(elapsed),
+                Some(_) => {}
+                // Slots fill in order: an empty one means the key is not among them.
+                None => break,
+            }
+        }
         {
             let children = self.children.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(c) = children.iter().find(|c| c.key == key) {
-                c.requests.inc();
-                c.duration.observe(elapsed.as_secs_f64());
-                return;
+                return c.observe(elapsed);
             }
         }
         // 0 stands for "the service failed" (label `error`): no HTTP status is 0.
@@ -108,15 +129,24 @@ impl RouteSeries {
         } else {
             status.to_string()
         };
-        let child = Child {
+        // Two handles made for one key at once are harmless: both name the same series.
+        let mut child = Child {
             key,
             requests: self
                 .requests
                 .with_label_values(&[method.1, &self.route, &status_text]),
             duration: self.duration.with_label_values(&[method.1, &self.route]),
         };
-        child.requests.inc();
-        child.duration.observe(elapsed.as_secs_f64());
+        child.observe(elapsed);
+        for slot in &self.first {
+            match slot.set(child) {
+                Ok(()) => return,
+                Err(back) => child = back,
+            }
+            if slot.get().is_some_and(|c| c.key == key) {
+                return; // made at the same time by another request
+            }
+        }
         let mut children = self
             .children
             .write()
@@ -375,5 +405,54 @@ where
             r.series.record(r.method, status, r.started.elapsed());
         }
         Poll::Ready(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_and_status_of_a_route_is_counted_past_the_lock_free_slots() {
+        let registry = MetricsRegistry::new(None);
+        let metrics = HttpMetrics::new(&registry).unwrap();
+        let series = metrics.route_series(Some("/r".into()));
+        // More (method, status) pairs than lock-free slots, recorded from four threads at once.
+        let pairs: Vec<((u32, &'static str), u16)> = [200, 201, 404, 500, 503, 0]
+            .into_iter()
+            .flat_map(|s| [((0, "GET"), s), ((1, "POST"), s)])
+            .collect();
+        assert!(pairs.len() > LOCK_FREE_CHILDREN);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for (i, (method, status)) in pairs.iter().enumerate() {
+                        for _ in 0..=i {
+                            series.record(*method, *status, Duration::from_millis(1));
+                        }
+                    }
+                });
+            }
+        });
+        let (_, text) = registry.render().unwrap();
+        for (i, ((_, method), status)) in pairs.iter().enumerate() {
+            let status = if *status == 0 {
+                "error".to_owned()
+            } else {
+                status.to_string()
+            };
+            let line = format!(
+                "http_requests_total{{method=\"{method}\",route=\"/r\",status=\"{status}\"}} {}",
+                4 * (i + 1)
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        let total: usize = (1..=pairs.len()).map(|n| 4 * n).sum();
+        let count = r#"http_request_duration_seconds_count{method="GET",route="/r"}"#;
+        let gets: usize = (0..pairs.len()).step_by(2).map(|i| 4 * (i + 1)).sum();
+        assert!(
+            text.contains(&format!("{count} {gets}")),
+            "{count} {gets} of {total} in\n{text}"
+        );
     }
 }
