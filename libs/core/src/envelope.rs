@@ -185,14 +185,32 @@ impl CorrelationId {
 /// A UUID v7 from the system clock and the thread's `fastrand` generator: 48 bits of
 /// milliseconds, version, 12 + 62 random bits, variant (RFC 9562 §5.7).
 fn fast_uuid_v7() -> Uuid {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let ms = unix_millis();
     let rand = fastrand::u128(..);
     let high = (u128::from(ms & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76);
     let rand_a = (rand >> 64) & 0xFFF; // 12 bits
     let rand_b = rand & 0x3FFF_FFFF_FFFF_FFFF; // 62 bits
     Uuid::from_u128(high | (rand_a << 64) | (0b10 << 62) | rand_b)
+}
+
+/// Milliseconds since the Unix epoch, for UUID v7 timestamps. On Linux from the coarse real-time
+/// clock: the time of the kernel's last tick (1-4 ms old), read without the TSC, a fifth of the
+/// cost of the precise clock (4 ns against 23 ns here), on every request that brings no id. Ids
+/// still sort by creation time, to within a tick.
+fn unix_millis() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+        let ms = u64::try_from(t.tv_nsec).unwrap_or(0) / 1_000_000;
+        secs.saturating_mul(1000).saturating_add(ms)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// The text of a fresh UUID: always ASCII, owned by the id's [`bytes::Bytes`].
@@ -788,8 +806,10 @@ mod tests {
             );
             let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
             let ms = u128::from(secs) * 1000 + u128::from(nanos / 1_000_000);
+            // The coarse clock is the kernel's last tick: up to one tick (at most 10 ms, HZ=100)
+            // behind the precise clock.
             assert!(
-                (before..=after).contains(&ms),
+                (before - 10..=after).contains(&ms),
                 "{id}: {ms} not in {before}..={after}"
             );
         }
