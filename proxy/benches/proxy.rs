@@ -4,10 +4,17 @@
 //! nginx-light). The upstream is a hyper hello server on its own one-thread runtime; the proxy runs
 //! on a current-thread runtime on its own thread (one event loop, as nginx's single worker process)
 //! and nginx with one worker (keep-alive upstream pool, the same X-Forwarded-* headers), so each
-//! proxy has one core. wrk: `-t1 -c32 -d3s --latency`, 7 rounds (direct, then the two proxies in
+//! proxy has one core. wrk: `-t1 -c32 -d3s --latency`, 7 rounds (direct, then the proxies in
 //! alternating order); rounds with over 5% of the machine stolen by the hypervisor are dropped and
 //! the figures are medians of the rest. `streaming_rss` is the peak RSS while curl downloads 1 GiB:
 //! the whole bench process (proxy and upstream) against the nginx worker alone.
+//!
+//! A third forwarder, `hyper_floor_throughput`, is not a proxy: hyper's HTTP/1 server and client
+//! and nothing else (one upstream connection per client connection, requests passed through
+//! untouched). It is the most any proxy built on hyper can do here, measured against the same
+//! nginx in the same rounds, so the distance between Tidewell and nginx splits into what Tidewell
+//! adds (ours against the floor) and what hyper costs (the floor against nginx).
+//! `-- profile` and `-- profile-floor` run wrk against one of them only, for a profiler.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -110,6 +117,58 @@ fn start_ours(upstream: SocketAddr) -> SocketAddr {
                     Duration::from_secs(1),
                 )
                 .await;
+            });
+        })
+        .unwrap();
+    rx.recv().unwrap()
+}
+
+/// The floor on hyper: the least any proxy built on hyper's HTTP/1 server and client can do per
+/// request. Each client connection gets one dedicated upstream connection (no pool, no lock
+/// contention, no timer), and each request goes up and comes back untouched (no routing, no header
+/// policy, no request id, no `Via`). Same runtime and thread layout as [`start_ours`]. If this
+/// stays under nginx, so must any hyper-based proxy that does the work a proxy has to do.
+fn start_hyper_floor(upstream: SocketAddr) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("hyper-floor".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let (client, _) = listener.accept().await.unwrap();
+                    let _ = client.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                        let _ = up.set_nodelay(true);
+                        let (sender, conn) =
+                            hyper::client::conn::http1::handshake::<_, hyper::body::Incoming>(
+                                hyper_util::rt::TokioIo::new(up),
+                            )
+                            .await
+                            .unwrap();
+                        tokio::spawn(conn);
+                        let sender = std::sync::Arc::new(tokio::sync::Mutex::new(sender));
+                        let svc = hyper::service::service_fn(
+                            move |req: http::Request<hyper::body::Incoming>| {
+                                let sender = std::sync::Arc::clone(&sender);
+                                async move {
+                                    let mut sender = sender.lock().await;
+                                    sender.ready().await?;
+                                    sender.send_request(req).await
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(client), svc)
+                            .await;
+                    });
+                }
             });
         })
         .unwrap();
@@ -293,6 +352,13 @@ fn main() {
     let up_rt = runtime("upstream");
     let upstream = start_upstream(&up_rt);
     let ours = start_ours(upstream);
+    let floor = start_hyper_floor(upstream);
+    if std::env::args().any(|a| a == "profile-floor") {
+        // `-- profile-floor`: only wrk against the bare hyper forwarder (thread `hyper-floor`).
+        let (rps, _) = wrk(floor);
+        eprintln!("  hyper floor {rps:.0} req/s");
+        return;
+    }
     if std::env::args().any(|a| a == "profile") {
         // `-- profile`: only wrk against Tidewell's proxy, for a profiler (callgrind with
         // `--separate-threads=yes`: the proxy's thread is named `tidewell`).
@@ -302,28 +368,31 @@ fn main() {
     }
     let nginx = start_nginx(upstream);
 
-    let mut rounds: Vec<[Run; 3]> = Vec::new();
+    let mut rounds: Vec<[Run; 4]> = Vec::new();
     for round in 0..ROUNDS {
         // Alternated: neither proxy always runs right after the direct measurement.
         let direct = measure(upstream);
-        let (o, n) = if round % 2 == 0 {
+        let (o, n, f) = if round % 2 == 0 {
             let o = measure(ours);
-            (o, measure(nginx.addr))
-        } else {
             let n = measure(nginx.addr);
-            (measure(ours), n)
+            (o, n, measure(floor))
+        } else {
+            let f = measure(floor);
+            let n = measure(nginx.addr);
+            (measure(ours), n, f)
         };
         eprintln!(
-            "  round {round}: direct {:.0} req/s p99 {:.2} ms; tidewell {:.0} req/s p99 {:.2} ms; nginx {:.0} req/s p99 {:.2} ms; stolen {:.0}%",
+            "  round {round}: direct {:.0} req/s p99 {:.2} ms; tidewell {:.0} req/s p99 {:.2} ms; nginx {:.0} req/s p99 {:.2} ms; hyper floor {:.0} req/s; stolen {:.0}%",
             direct.rps,
             direct.p99,
             o.rps,
             o.p99,
             n.rps,
             n.p99,
-            100.0 * direct.steal.max(o.steal).max(n.steal)
+            f.rps,
+            100.0 * direct.steal.max(o.steal).max(n.steal).max(f.steal)
         );
-        rounds.push([direct, o, n]);
+        rounds.push([direct, o, n, f]);
     }
     // Rounds the hypervisor disturbed (over 5% of the machine stolen in any of the three runs)
     // are dropped; the figures are medians over the rest (each side's own median for req/s, the
@@ -342,9 +411,10 @@ fn main() {
             ""
         }
     );
-    let kept = |f: &dyn Fn(&[Run; 3]) -> f64| keep.iter().map(|&i| f(&rounds[i])).collect();
+    let kept = |f: &dyn Fn(&[Run; 4]) -> f64| keep.iter().map(|&i| f(&rounds[i])).collect();
     let ours_rps = median(kept(&|r| r[1].rps));
     let nginx_rps = median(kept(&|r| r[2].rps));
+    let floor_rps = median(kept(&|r| r[3].rps));
     let added_ours = median(kept(&|r| r[1].p99 - r[0].p99));
     let added_nginx = median(kept(&|r| r[2].p99 - r[0].p99));
     // Peak RSS while 1 GiB streams: this whole process (proxy and upstream together) against the
@@ -355,6 +425,11 @@ fn main() {
     println!(
         "bench: proxy_throughput ours={ours_rps:.2} baseline={nginx_rps:.2} ratio={:.3} unit=req/s",
         ours_rps / nginx_rps
+    );
+    // Not ours: the ceiling of any hyper-based proxy here, against the same nginx.
+    println!(
+        "bench: hyper_floor_throughput ours={floor_rps:.2} baseline={nginx_rps:.2} ratio={:.3} unit=req/s",
+        floor_rps / nginx_rps
     );
     println!(
         "bench: added_latency_p99 ours={added_ours:.3} baseline={added_nginx:.3} ratio={:.3} unit=ms",

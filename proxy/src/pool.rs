@@ -118,17 +118,20 @@ impl ConnPool {
         // Whether the request body was sent to its end: an upstream may answer (a 413, say)
         // before reading all of it, and a connection with a body half written must not go back
         // to the pool (the next request on it failed with "error writing a body").
-        let body_sent = Arc::new(AtomicBool::new(false));
-        let mut req = req.map(|inner| {
-            if inner.is_end_stream() {
-                body_sent.store(true, Ordering::Release);
-            }
-            SentToEnd {
-                inner,
-                done: Arc::clone(&body_sent),
-            }
-            .boxed_unsync()
-        });
+        // An empty body (a GET's) is sent with the head: nothing to track, nothing allocated.
+        let (mut req, body_sent) = if req.body().is_end_stream() {
+            (req, None)
+        } else {
+            let body_sent = Arc::new(AtomicBool::new(false));
+            let req = req.map(|inner| {
+                SentToEnd {
+                    inner,
+                    done: Arc::clone(&body_sent),
+                }
+                .boxed_unsync()
+            });
+            (req, Some(body_sent))
+        };
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(s) => (s, true),
@@ -241,8 +244,9 @@ pin_project_lite::pin_project! {
         inner: hyper::body::Incoming,
         sender: Option<http1::SendRequest<ProxyBody>>,
         pool: Weak<ConnPool>,
-        // Whether the request's body went out to its end (else the connection is not reused).
-        body_sent: Arc<AtomicBool>,
+        // Whether the request's body went out to its end (else the connection is not reused);
+        // `None`: the request had no body.
+        body_sent: Option<Arc<AtomicBool>>,
     }
 
     impl PinnedDrop for PoolReturn {
@@ -259,10 +263,12 @@ pin_project_lite::pin_project! {
 fn give_back(
     sender: &mut Option<http1::SendRequest<ProxyBody>>,
     pool: &Weak<ConnPool>,
-    body_sent: &AtomicBool,
+    body_sent: &Option<Arc<AtomicBool>>,
 ) {
     if let (Some(sender), Some(pool)) = (sender.take(), pool.upgrade())
-        && body_sent.load(Ordering::Acquire)
+        && body_sent
+            .as_ref()
+            .is_none_or(|sent| sent.load(Ordering::Acquire))
     {
         pool.checkin(sender);
     }

@@ -52,7 +52,13 @@ pub struct Proxy {
     /// The client of this handle's connection ([`Proxy::for_client`]); else the request's
     /// [`ClientAddr`] extension names it.
     peer: Option<Peer>,
+    /// The last `Host` this handle saw, parsed.
+    host_cache: HostCache,
 }
+
+/// The last `Host` value a handle saw and its parsed authority: a connection's requests mostly
+/// name one host, and comparing the bytes costs less than parsing (and copying) them again.
+type HostCache = Option<(HeaderValue, http::uri::Authority)>;
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,6 +163,7 @@ impl Proxy {
                 security,
             }),
             peer: None,
+            host_cache: None,
         })
     }
 
@@ -178,6 +185,7 @@ impl Proxy {
         Self {
             inner: Arc::clone(&self.inner),
             peer: Some(Peer::new(client)),
+            host_cache: None,
         }
     }
 }
@@ -197,7 +205,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
-        match inner.prepare(req, self.peer.as_ref()) {
+        match inner.prepare(req, self.peer.as_ref(), &mut self.host_cache) {
             Ok(prepared) => Box::pin(futures_util::FutureExt::map(inner.forward(prepared), Ok)),
             Err(response) => Box::pin(std::future::ready(Ok(response))),
         }
@@ -233,7 +241,10 @@ fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Res
 
 /// The request's authority, from `Host` or the URI; `Err` when it is missing on HTTP/1.1,
 /// repeated or malformed. The flag says whether it came from a `Host` field.
-fn host_of<B>(req: &Request<B>) -> Result<Option<(http::uri::Authority, bool)>, ()> {
+fn host_of<B>(
+    req: &Request<B>,
+    cache: &mut HostCache,
+) -> Result<Option<(http::uri::Authority, bool)>, ()> {
     let from_header = req.headers().get_all(header::HOST);
     let mut values = from_header.iter();
     let header_value = values.next();
@@ -241,10 +252,17 @@ fn host_of<B>(req: &Request<B>) -> Result<Option<(http::uri::Authority, bool)>, 
         return Err(()); // two Host fields: RFC 9112 says 400
     }
     let authority = match header_value {
-        Some(v) => Some((
-            http::uri::Authority::try_from(v.as_bytes()).map_err(|_| ())?,
-            true,
-        )),
+        Some(v) => {
+            let authority = match cache {
+                Some((seen, parsed)) if seen == v => parsed.clone(),
+                _ => {
+                    let parsed = http::uri::Authority::try_from(v.as_bytes()).map_err(|_| ())?;
+                    *cache = Some((v.clone(), parsed.clone()));
+                    parsed
+                }
+            };
+            Some((authority, true))
+        }
         None => req.uri().authority().cloned().map(|a| (a, false)),
     };
     match authority {
@@ -276,6 +294,7 @@ impl Inner {
         &self,
         mut req: Request<B>,
         conn_peer: Option<&Peer>,
+        host_cache: &mut HostCache,
     ) -> Result<Prepared, Response<ProxyBody>>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -290,7 +309,7 @@ impl Inner {
                 extension_peer.as_ref()
             }
         };
-        let Ok(host) = host_of(&req) else {
+        let Ok(host) = host_of(&req, host_cache) else {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "bad_host",
@@ -386,7 +405,12 @@ impl Inner {
         }
 
         rs.budget.earn();
-        let body = Limited::new(body, route.max_body).boxed_unsync();
+        // An empty body (a GET's) needs no limit: the zero-sized empty body allocates nothing.
+        let body = if body.is_end_stream() {
+            crate::body::empty()
+        } else {
+            Limited::new(body, route.max_body).boxed_unsync()
+        };
         let mut up = Request::new(body);
         *up.method_mut() = parts.method;
         *up.headers_mut() = head;
