@@ -57,7 +57,7 @@ where
         };
         // ok to ignore: a socket option is an optimisation
         let _ = stream.set_nodelay(true);
-        let svc = CorrelationLayer.layer(proxy.for_client(addr));
+        let svc = CorrelationLayer.layer(proxy.for_client(addr).behind_correlation_layer());
         let conn = builder.serve_connection_with_upgrades(
             TokioIo::new(stream),
             hyper_util::service::TowerToHyperService::new(svc),

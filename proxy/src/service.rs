@@ -54,6 +54,10 @@ pub struct Proxy {
     peer: Option<Peer>,
     /// The last `Host` this handle saw, parsed.
     host_cache: HostCache,
+    /// Whether a [`CorrelationLayer`](tidewell_observability::CorrelationLayer) in front of this
+    /// handle has already left a valid id in `x-correlation-id` ([`serve`](crate::serve)'s
+    /// handles): then it is taken as it is, not searched for and checked a second time.
+    behind_correlation_layer: bool,
 }
 
 /// The last `Host` value a handle saw and its parsed authority: a connection's requests mostly
@@ -164,6 +168,7 @@ impl Proxy {
             }),
             peer: None,
             host_cache: None,
+            behind_correlation_layer: false,
         })
     }
 
@@ -186,7 +191,14 @@ impl Proxy {
             inner: Arc::clone(&self.inner),
             peer: Some(Peer::new(client)),
             host_cache: None,
+            behind_correlation_layer: self.behind_correlation_layer,
         }
+    }
+
+    /// This handle, told that a `CorrelationLayer` runs in front of it (for [`serve`](crate::serve)).
+    pub(crate) fn behind_correlation_layer(mut self) -> Self {
+        self.behind_correlation_layer = true;
+        self
     }
 }
 
@@ -205,7 +217,14 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
-        match inner.prepare(req, self.peer.as_ref(), &mut self.host_cache) {
+        let layer_id = if self.behind_correlation_layer {
+            req.headers()
+                .get(tidewell_observability::CORRELATION_HEADER)
+                .cloned()
+        } else {
+            None
+        };
+        match inner.prepare(req, self.peer.as_ref(), &mut self.host_cache, layer_id) {
             Ok(prepared) => Box::pin(futures_util::FutureExt::map(inner.forward(prepared), Ok)),
             Err(response) => Box::pin(std::future::ready(Ok(response))),
         }
@@ -295,12 +314,13 @@ impl Inner {
         mut req: Request<B>,
         conn_peer: Option<&Peer>,
         host_cache: &mut HostCache,
+        layer_id: Option<HeaderValue>,
     ) -> Result<Prepared, Response<ProxyBody>>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let request_id = request_id_of(&req);
+        let request_id = layer_id.unwrap_or_else(|| request_id_of(&req));
         let extension_peer;
         let peer = match conn_peer {
             Some(p) => Some(p),
