@@ -13,6 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures_util::StreamExt as _;
 use http_body_util::BodyExt as _;
 use tidewell_proxy::{HostHeader, ProxyConfig, Route};
 
@@ -352,6 +353,53 @@ async fn body_limit_is_413_upfront_and_mid_stream() {
         response.starts_with("HTTP/1.1 413"),
         "chunked body over the limit: {response}"
     );
+}
+
+/// An upstream may answer before it has read the request body (a 413 from a body limit). Its
+/// connection is then still busy sending that body and must not serve the next request: before
+/// the fix it went back to the pool, and the next request waited on it until its 504 (or, when
+/// the upstream closed, failed with 502 "error writing a body to connection").
+#[tokio::test]
+async fn a_connection_answered_before_its_body_was_sent_is_not_reused() {
+    let up = start_early_answering_upstream().await;
+    let proxy = start_proxy(
+        ProxyConfig::new().route(
+            Route::new("/", &[&format!("http://{up}")])
+                .unwrap()
+                .timeout(Duration::from_secs(3)),
+        ),
+    )
+    .await;
+    // A slow upload: a first chunk, then nothing more (the body never ends while the test runs).
+    let chunks = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        hyper::body::Frame::data(bytes::Bytes::from(vec![0u8; 64 * 1024])),
+    )])
+    .chain(futures_util::stream::pending());
+    let upload = http_body_util::StreamBody::new(chunks).boxed_unsync();
+    let uploader = client();
+    let res = uploader
+        .request(
+            http::Request::post(format!("http://{proxy}/upload"))
+                .body(upload)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        413,
+        "the upstream's early answer is passed on"
+    );
+    for i in 0..5 {
+        let started = Instant::now();
+        let res = get(proxy, "/after", &[]).await;
+        assert_eq!(
+            res.status(),
+            200,
+            "request {i} after the early answer, {:?}",
+            started.elapsed()
+        );
+    }
 }
 
 #[tokio::test]

@@ -142,6 +142,51 @@ pub(crate) async fn start_resetting_upstream() -> SocketAddr {
     addr
 }
 
+/// An upstream that answers a `POST` with 413 as soon as it has the head, then leaves the body
+/// unread and the connection open (as a server with a body limit that lingers before closing),
+/// and answers every other request `200 ok` on a keep-alive connection.
+pub(crate) async fn start_early_answering_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(answer_early(stream));
+        }
+    });
+    addr
+}
+
+async fn answer_early(mut stream: TcpStream) {
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok(n) = stream.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        head.extend_from_slice(&buf[..n]);
+        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let request: Vec<u8> = head.drain(..end + 4).collect();
+            if request.starts_with(b"POST") {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                // Never reads the body: the connection stays busy until the test ends.
+                std::future::pending::<()>().await;
+            }
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
 async fn reset_mid_body(mut stream: TcpStream) {
     let mut buf = vec![0u8; 4096];
     let _ = stream.read(&mut buf).await;
