@@ -63,6 +63,7 @@ async fn hello_same_wire(_: Req) -> Result<Res, Infallible> {
 #[derive(Clone, Copy)]
 struct Run {
     rps: f64,
+    requests: f64,
     cpu_us: f64,
     /// The share of the machine's CPU time the hypervisor took for other guests meanwhile.
     steal: f64,
@@ -100,6 +101,7 @@ where
     accept.abort();
     Run {
         rps,
+        requests,
         cpu_us: cpu * 1e6 / requests,
         steal,
     }
@@ -154,14 +156,16 @@ async fn hello_unit(_: http::Request<()>) -> Result<http::Response<Full<Bytes>>,
 }
 
 #[inline(never)] // its own symbol per service, for profiling (`-- in-process` under callgrind)
-/// Nanoseconds per call of `svc` on a fresh `GET /users/7` (the futures are ready at once).
-fn ns_per_call<S>(mut svc: S, n: u32) -> f64
+/// Nanoseconds per call of `svc` on a fresh `GET /users/7` (the futures are ready at once). Each
+/// request gets its own clone of the service, made ready and called once, as hyper's
+/// `TowerToHyperService` (and axum's router) do.
+fn ns_per_call<S>(svc: S, n: u32) -> f64
 where
     S: tower::Service<
             http::Request<()>,
             Response = http::Response<Full<Bytes>>,
             Error = Infallible,
-        >,
+        > + Clone,
 {
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
@@ -172,6 +176,8 @@ where
             .header(http::header::HOST, "127.0.0.1")
             .body(())
             .unwrap();
+        let mut svc = svc.clone();
+        assert!(svc.poll_ready(&mut cx).is_ready());
         let mut fut = std::pin::pin!(svc.call(req));
         match fut.as_mut().poll(&mut cx) {
             std::task::Poll::Ready(Ok(res)) => {
@@ -203,6 +209,26 @@ async fn main() {
             .starts_with("/users/")
             .then_some("/users/{id}".into())
     });
+
+    // `-- profile-plain` / `-- profile-layered`: one wrk run against one server, for a profiler
+    // (callgrind: the instructions of the server's thread per request).
+    if std::env::args().any(|a| a == "profile-plain") {
+        let run = measure(|| service_fn(hello)).await;
+        eprintln!(
+            "  plain: {:.0} requests (divide the server thread's instructions by this)",
+            run.requests
+        );
+        return;
+    }
+    if std::env::args().any(|a| a == "profile-layered") {
+        let m = metrics.clone();
+        let run = measure(move || CorrelationLayer.layer(m.layer().layer(service_fn(hello)))).await;
+        eprintln!(
+            "  layered: {:.0} requests (divide the server thread's instructions by this)",
+            run.requests
+        );
+        return;
+    }
 
     let (ours_ns, base_ns) = in_process(&metrics);
     eprintln!(

@@ -41,9 +41,10 @@ type RouteFn = dyn for<'a> Fn(&'a Uri, &'a Extensions) -> Option<Cow<'a, str>> +
 /// raw path; requests without one share [`UNMATCHED_ROUTE`]; past `max_routes` distinct templates
 /// new ones share [`OVERFLOW_ROUTE`]. `method` is one of the standard methods or `OTHER`.
 ///
-/// On the request path the layer looks its route up once (a read lock and a fast hash of the
-/// template) and finds the resolved Prometheus children by a short scan: no label strings are
-/// hashed in `prometheus` per request.
+/// On the request path the layer finds its route's series by comparing the template with the
+/// first 16 known ones (no lock; past them, a read lock and a fast hash) and the
+/// resolved Prometheus children by a short scan: no label strings are hashed in `prometheus` per
+/// request.
 #[derive(Clone)]
 pub struct HttpMetrics {
     shared: Arc<Shared>,
@@ -53,6 +54,10 @@ pub struct HttpMetrics {
 
 struct Shared {
     in_flight: IntGauge,
+    /// The first [`LOCK_FREE_ROUTES`] route templates' series, found without a lock; they fill
+    /// in order.
+    first_routes: [OnceLock<Arc<RouteSeries>>; LOCK_FREE_ROUTES],
+    /// The rest.
     routes: RwLock<HashMap<Arc<str>, Arc<RouteSeries>, foldhash::fast::RandomState>>,
     unmatched: Arc<RouteSeries>,
     overflow: Arc<RouteSeries>,
@@ -75,6 +80,10 @@ struct RouteSeries {
 
 /// Children of a route found without taking a lock; the rest sit behind a read lock.
 const LOCK_FREE_CHILDREN: usize = 4;
+
+/// Route templates whose series are found without taking a lock (by comparing the template with
+/// each known one in turn); the rest sit behind a read lock and a hash map.
+const LOCK_FREE_ROUTES: usize = 16;
 
 struct Child {
     /// Method index (see [`method_label`]) << 16 | status (0: the service failed).
@@ -205,6 +214,7 @@ impl HttpMetrics {
         let shared = Shared {
             unmatched: series(UNMATCHED_ROUTE),
             overflow: series(OVERFLOW_ROUTE),
+            first_routes: Default::default(),
             routes: RwLock::default(),
             in_flight,
             requests,
@@ -240,7 +250,7 @@ impl HttpMetrics {
     /// The tower layer recording into these metrics.
     pub fn layer(&self) -> HttpMetricsLayer {
         HttpMetricsLayer {
-            metrics: self.clone(),
+            metrics: Arc::new(self.clone()),
         }
     }
 
@@ -251,6 +261,33 @@ impl HttpMetrics {
         let Some(route) = route else {
             return Arc::clone(&shared.unmatched);
         };
+        // The lock-free slots, in the order they fill. Everyone tries them in that order, so a
+        // template is in at most one slot, and in the map only once every slot is taken.
+        for (known, slot) in shared.first_routes.iter().enumerate() {
+            let series = match slot.get() {
+                Some(series) => series,
+                None if known >= self.max_routes => return Arc::clone(&shared.overflow),
+                None => {
+                    let made = RouteSeries::new(
+                        Arc::from(&*route),
+                        &shared.requests,
+                        &shared.duration,
+                        &shared.in_flight,
+                    );
+                    match slot.set(Arc::clone(&made)) {
+                        Ok(()) => return made,
+                        // Another request filled it meanwhile: with this template or another.
+                        Err(_) => match slot.get() {
+                            Some(series) => series,
+                            None => continue, // a set that failed leaves the slot full
+                        },
+                    }
+                }
+            };
+            if *series.route == *route {
+                return Arc::clone(series);
+            }
+        }
         if let Some(known) = shared
             .routes
             .read()
@@ -266,7 +303,7 @@ impl HttpMetrics {
         if let Some(known) = routes.get(&*route) {
             return Arc::clone(known);
         }
-        if routes.len() >= self.max_routes {
+        if LOCK_FREE_ROUTES + routes.len() >= self.max_routes {
             return Arc::clone(&shared.overflow);
         }
         let route: Arc<str> = Arc::from(&*route);
@@ -300,7 +337,9 @@ fn method_label(m: &Method) -> (u32, &'static str) {
 /// The layer made by [`HttpMetrics::layer`].
 #[derive(Clone, Debug)]
 pub struct HttpMetricsLayer {
-    metrics: HttpMetrics,
+    /// Behind one reference count: servers (hyper's `TowerToHyperService`, axum's routes) clone
+    /// the service for every request.
+    metrics: Arc<HttpMetrics>,
 }
 
 impl<S> Layer<S> for HttpMetricsLayer {
@@ -308,8 +347,7 @@ impl<S> Layer<S> for HttpMetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         HttpMetricsService {
             inner,
-            metrics: self.metrics.clone(),
-            last: None,
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -318,10 +356,7 @@ impl<S> Layer<S> for HttpMetricsLayer {
 #[derive(Clone)]
 pub struct HttpMetricsService<S> {
     inner: S,
-    metrics: HttpMetrics,
-    /// The series of the last request's route: a connection's requests mostly hit one route,
-    /// and comparing the template is cheaper than the shared map's lock and hash.
-    last: Option<Arc<RouteSeries>>,
+    metrics: Arc<HttpMetrics>,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for HttpMetricsService<S> {
@@ -347,15 +382,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let method = method_label(req.method());
-        let route = (self.metrics.route)(req.uri(), req.extensions());
-        let series = match (&self.last, &route) {
-            (Some(last), Some(route)) if *last.route == **route => Arc::clone(last),
-            _ => {
-                let series = self.metrics.route_series(route);
-                self.last = Some(Arc::clone(&series));
-                series
-            }
-        };
+        let series = self
+            .metrics
+            .route_series((self.metrics.route)(req.uri(), req.extensions()));
         series.in_flight.inc();
         MetricsFuture {
             inner: self.inner.call(req),
@@ -411,6 +440,49 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_past_the_lock_free_slots_and_under_a_small_cap_each_get_one_series() {
+        for max_routes in [3, LOCK_FREE_ROUTES, 40] {
+            let registry = MetricsRegistry::new(None);
+            let metrics = HttpMetrics::new(&registry).unwrap().max_routes(max_routes);
+            let routes: Vec<String> = (0..60).map(|i| format!("/r{i}")).collect();
+            // Four threads find the same templates at once, in different orders.
+            let found: Vec<Vec<Arc<RouteSeries>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|t| {
+                        let (metrics, routes) = (&metrics, &routes);
+                        scope.spawn(move || {
+                            let mut order: Vec<usize> = (0..routes.len()).collect();
+                            if t % 2 == 1 {
+                                order.reverse();
+                            }
+                            let mut mine = vec![None; routes.len()];
+                            for i in order {
+                                mine[i] =
+                                    Some(metrics.route_series(Some(routes[i].as_str().into())));
+                            }
+                            mine.into_iter().map(Option::unwrap).collect()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut own = std::collections::HashSet::new();
+            for i in 0..routes.len() {
+                let first = &found[0][i];
+                for other in &found[1..] {
+                    assert!(Arc::ptr_eq(first, &other[i]), "one series per template");
+                }
+                if *first.route == *routes[i] {
+                    own.insert(i);
+                } else {
+                    assert_eq!(&*first.route, OVERFLOW_ROUTE, "{}", routes[i]);
+                }
+            }
+            assert_eq!(own.len(), max_routes, "the cap holds at {max_routes}");
+        }
+    }
 
     #[test]
     fn every_method_and_status_of_a_route_is_counted_past_the_lock_free_slots() {

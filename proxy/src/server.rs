@@ -1,14 +1,16 @@
 //! Serving the proxy on a TCP listener: HTTP/1.1 and HTTP/2, upgrades, graceful shutdown.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tidewell_observability::CorrelationLayer;
+use tidewell_observability::{CorrelationFuture, CorrelationLayer, CorrelationService};
 use tokio::net::TcpListener;
 use tower_layer::Layer as _;
+use tower_service::Service as _;
 
 use crate::service::Proxy;
 
@@ -60,7 +62,10 @@ where
         let svc = CorrelationLayer.layer(proxy.for_client(addr).behind_correlation_layer());
         let conn = builder.serve_connection_with_upgrades(
             TokioIo::new(stream),
-            hyper_util::service::TowerToHyperService::new(svc),
+            ConnectionService {
+                spare: svc.clone(),
+                svc: RefCell::new(svc),
+            },
         );
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
@@ -73,5 +78,33 @@ where
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("proxy drained"),
         () = tokio::time::sleep(drain) => tracing::warn!(?drain, "proxy drain timed out; dropping the rest"),
+    }
+}
+
+/// One client connection's service, as hyper calls it: by shared reference, from the
+/// connection's own task, one call at a time. hyper-util's `TowerToHyperService` would clone the
+/// handle for every request instead, paying its reference counts and throwing away what it learnt
+/// about the connection (its parsed `Host`).
+struct ConnectionService {
+    svc: RefCell<CorrelationService<Proxy>>,
+    /// For a call made while another is under way, which hyper never does: a copy to clone.
+    spare: CorrelationService<Proxy>,
+}
+
+type ProxyRequest = http::Request<hyper::body::Incoming>;
+
+impl hyper::service::Service<ProxyRequest> for ConnectionService {
+    type Response = http::Response<crate::ProxyBody>;
+    type Error = std::convert::Infallible;
+    type Future = CorrelationFuture<<Proxy as tower_service::Service<ProxyRequest>>::Future>;
+
+    fn call(&self, req: ProxyRequest) -> Self::Future {
+        // `Proxy` and the correlation layer are always ready (`poll_ready` is `Ready` at once), so
+        // no readiness is awaited. hyper makes each call from the connection's task and the call
+        // returns before the next, so the borrow is always free.
+        match self.svc.try_borrow_mut() {
+            Ok(mut svc) => svc.call(req),
+            Err(_) => self.spare.clone().call(req),
+        }
     }
 }
