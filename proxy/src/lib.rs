@@ -46,6 +46,7 @@
 
 mod body;
 mod config;
+mod drain;
 mod error;
 mod headers;
 mod limit;

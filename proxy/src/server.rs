@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tidewell_observability::{CorrelationFuture, CorrelationLayer, CorrelationService};
 use tokio::net::TcpListener;
 use tower_layer::Layer as _;
 use tower_service::Service as _;
 
+use crate::drain::{Drain, GracefulConnection};
 use crate::service::Proxy;
 
 /// Largest request head (request line and headers) accepted; over it, 431. (More than 100 header
@@ -36,7 +36,7 @@ pub async fn serve<F, T>(listener: TcpListener, proxy: Proxy, shutdown: F, drain
 where
     F: Future<Output = T>,
 {
-    let graceful = GracefulShutdown::new();
+    let graceful = Drain::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -76,7 +76,7 @@ where
     }
     drop(listener);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("proxy drained"),
+        () = graceful.drain() => tracing::info!("proxy drained"),
         () = tokio::time::sleep(drain) => tracing::warn!(?drain, "proxy drain timed out; dropping the rest"),
     }
 }
@@ -106,5 +106,18 @@ impl hyper::service::Service<ProxyRequest> for ConnectionService {
             Ok(mut svc) => svc.call(req),
             Err(_) => self.spare.clone().call(req),
         }
+    }
+}
+
+type ServedConnection = auto::UpgradeableConnection<
+    'static,
+    TokioIo<tokio::net::TcpStream>,
+    ConnectionService,
+    TokioExecutor,
+>;
+
+impl GracefulConnection for ServedConnection {
+    fn start_graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
