@@ -310,6 +310,12 @@ pub struct ProxyConfig {
     pub security_headers: SecurityHeaders,
     /// The value this proxy adds to `Via` (`1.1 <name>`).
     pub via_name: String,
+    /// How long [`serve`](crate::serve) waits for a request head (request line and headers) on
+    /// HTTP/1, counted from the connection's start or the end of the previous response; then it
+    /// closes the connection (slow clients sending headers byte by byte, idle keep-alive
+    /// connections). Checked coarsely: a connection may live up to an eighth of it longer
+    /// (at most one second). Default 30 s.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -319,6 +325,7 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             security_headers: SecurityHeaders::default(),
             via_name: "tidewell".into(),
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -355,6 +362,13 @@ impl ProxyConfig {
         self
     }
 
+    /// Sets how long a request head may take ([`ProxyConfig::header_read_timeout`]).
+    #[must_use]
+    pub fn header_read_timeout(mut self, t: Duration) -> Self {
+        self.header_read_timeout = t;
+        self
+    }
+
     /// Reads the TOML file named by `TIDEWELL_PROXY_CONFIG`.
     pub fn from_env() -> Result<Self, Error> {
         let path = Env::process()
@@ -377,6 +391,7 @@ impl ProxyConfig {
     /// ```
     /// let config = tidewell_proxy::ProxyConfig::from_toml(r#"
     ///     trusted_proxies = ["10.0.0.0/8"]
+    ///     header_read_timeout = "15s"
     ///
     ///     [security_headers]
     ///     content_security_policy = "default-src 'self'"
@@ -395,6 +410,7 @@ impl ProxyConfig {
     ///     upstreams = ["h2c://127.0.0.1:3003"]
     /// "#)?;
     /// assert_eq!(config.routes.len(), 2);
+    /// assert_eq!(config.header_read_timeout, std::time::Duration::from_secs(15));
     /// # Ok::<(), tidewell_proxy::Error>(())
     /// ```
     pub fn from_toml(text: &str) -> Result<Self, Error> {
@@ -412,6 +428,10 @@ impl ProxyConfig {
         if let Some(v) = file.via_name {
             config.via_name = v;
         }
+        if let Some(t) = file.header_read_timeout {
+            config.header_read_timeout = parse_duration(&t)
+                .map_err(|e| Error::Config(format!("header_read_timeout {t:?}: {e}")))?;
+        }
         for r in file.route {
             config.routes.push(r.into_route()?);
         }
@@ -427,6 +447,11 @@ impl ProxyConfig {
         }
         for r in &self.routes {
             r.validate()?;
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(Error::Config(
+                "header_read_timeout must be more than zero (e.g. \"30s\")".into(),
+            ));
         }
         if !self.via_name.bytes().all(|b| b.is_ascii_graphic()) || self.via_name.is_empty() {
             return Err(Error::Config(format!(
@@ -446,6 +471,7 @@ struct FileConfig {
     #[serde(default)]
     security_headers: SecurityHeaders,
     via_name: Option<String>,
+    header_read_timeout: Option<String>,
     #[serde(default)]
     route: Vec<FileRoute>,
 }

@@ -48,6 +48,7 @@ mod body;
 mod config;
 mod drain;
 mod error;
+mod head_timer;
 mod headers;
 mod limit;
 mod pool;

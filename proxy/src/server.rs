@@ -12,6 +12,7 @@ use tower_layer::Layer as _;
 use tower_service::Service as _;
 
 use crate::drain::{Drain, GracefulConnection};
+use crate::head_timer::HeadTimer;
 use crate::service::Proxy;
 
 /// Largest request head (request line and headers) accepted; over it, 431. (More than 100 header
@@ -37,12 +38,17 @@ where
     F: Future<Output = T>,
 {
     let graceful = Drain::new();
+    let head_timeout = proxy.header_read_timeout();
+    // Checked 8 times per timeout (at most once a second, at least every 10 ms).
+    let tick = (head_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let (head_timer, ticker) = HeadTimer::new(tick);
+    tokio::spawn(ticker);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .max_buf_size(MAX_HEAD_BYTES)
-        .header_read_timeout(Duration::from_secs(30))
-        .timer(TokioTimer::new());
+        .header_read_timeout(head_timeout)
+        .timer(head_timer);
     builder.http2().timer(TokioTimer::new());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

@@ -195,6 +195,11 @@ impl Proxy {
         }
     }
 
+    /// How long a request head may take ([`ProxyConfig::header_read_timeout`]).
+    pub(crate) fn header_read_timeout(&self) -> Duration {
+        self.inner.config.header_read_timeout
+    }
+
     /// This handle, told that a `CorrelationLayer` runs in front of it (for [`serve`](crate::serve)).
     pub(crate) fn behind_correlation_layer(mut self) -> Self {
         self.behind_correlation_layer = true;

@@ -519,6 +519,129 @@ async fn h2c_upstream_and_http2_downstream() {
     assert_eq!(res.version(), http::Version::HTTP_2);
 }
 
+/// Reads until the connection closes (or `limit` passes); returns what came and when it closed.
+async fn read_until_closed(
+    s: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> (Vec<u8>, Option<Duration>) {
+    use tokio::io::AsyncReadExt as _;
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return (out, None),
+            Ok(Ok(0) | Err(_)) => return (out, Some(started.elapsed())),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_head_slower_than_the_header_read_timeout_closes_the_connection() {
+    use tokio::io::AsyncWriteExt as _;
+    let up = start_upstream().await;
+    let proxy = start_proxy(
+        ProxyConfig::new()
+            .route(Route::new("/", &[&format!("http://{up}")]).unwrap())
+            .header_read_timeout(Duration::from_millis(400)),
+    )
+    .await;
+    // Slowloris: the head arrives a few bytes at a time and never ends.
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for chunk in [
+        &b"GET /hello HT"[..],
+        b"TP/1.1\r\n",
+        b"Host: a",
+        b".test\r\n",
+        b"X-A: 1\r\n",
+    ] {
+        if s.write_all(chunk).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (_, at) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(closed || at.is_some(), "the connection is closed");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3),
+        "closed after the 400 ms timeout (plus at most a tick), not before: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_header_read_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let up = start_upstream().await;
+    let proxy = start_proxy(
+        ProxyConfig::new()
+            .route(Route::new("/", &[&format!("http://{up}")]).unwrap())
+            .header_read_timeout(Duration::from_millis(400)),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    // Requests 150 ms apart keep the connection: each head starts its own 400 ms.
+    for _ in 0..4 {
+        s.write_all(b"GET /hello HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Then idle: closed after the timeout, without a response.
+    let (bytes, at) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    let at = at.expect("the idle connection is closed");
+    assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes));
+    assert!(
+        at >= Duration::from_millis(200) && at < Duration::from_secs(3),
+        "closed about 400 ms after the last response: {at:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_response_is_not_cut_by_the_header_read_timeout() {
+    let up = start_upstream().await;
+    let proxy = start_proxy(
+        ProxyConfig::new()
+            .route(Route::new("/", &[&format!("http://{up}")]).unwrap())
+            .header_read_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let res = get(proxy, "/sleep/700", &[]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "slept");
+}
+
+#[test]
+fn the_header_read_timeout_is_read_from_toml_and_checked() {
+    let config = ProxyConfig::from_toml(
+        "header_read_timeout = \"2s\"\n[[route]]\nprefix = \"/\"\nupstreams = [\"http://127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.header_read_timeout, Duration::from_secs(2));
+    let err = ProxyConfig::from_toml(
+        "header_read_timeout = \"0s\"\n[[route]]\nprefix = \"/\"\nupstreams = [\"http://127.0.0.1:1\"]\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("header_read_timeout"), "{err}");
+}
+
 #[tokio::test]
 async fn graceful_shutdown_closes_idle_connections_at_once() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
