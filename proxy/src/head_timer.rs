@@ -4,8 +4,10 @@
 //! (right after the previous response, on a keep-alive connection) and drops it once the head is
 //! in. With tokio's timer that is a timer-wheel insertion and removal and a runtime handle per
 //! request (~1.5k instructions of the proxy's ~35k). The timeout is long (seconds) and its
-//! precision does not matter, so here a sleep is a slot in one table, checked by one task a few
-//! times per timeout: registering and dropping cost a short uncontended lock each.
+//! precision does not matter, so here a sleep is a slot in a table, checked by one task a few
+//! times per timeout: registering and dropping cost a short lock each. There is a table per
+//! core (each thread registers in its own), so worker threads of a multi-thread runtime do not
+//! contend for one lock.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +18,20 @@ use std::time::{Duration, Instant};
 /// The timer handed to hyper: sleeps that end at most about one tick late.
 #[derive(Clone)]
 pub(crate) struct HeadTimer {
-    table: Arc<Mutex<Table>>,
+    tables: Tables,
+}
+
+/// One table per shard.
+type Tables = Arc<[Mutex<Table>]>;
+
+/// The shard of this thread's registrations: threads take shards in turn.
+fn shard_of_this_thread(shards: usize) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SHARD.with(|s| *s) % shards.max(1)
 }
 
 /// The waiting sleeps: a slab of slots, reused.
@@ -40,31 +55,34 @@ impl HeadTimer {
     /// A timer whose sleeps end within `tick` after their deadline, and the task that ticks it
     /// (run it beside the server; it ends when every handle to the timer is gone).
     pub(crate) fn new(tick: Duration) -> (Self, impl Future<Output = ()> + Send + 'static) {
-        let table = Arc::new(Mutex::new(Table::default()));
-        let weak = Arc::downgrade(&table);
+        let shards = std::thread::available_parallelism().map_or(1, usize::from);
+        let tables: Tables = (0..shards).map(|_| Mutex::default()).collect();
+        let weak = Arc::downgrade(&tables);
         let ticker = async move {
             let mut interval = tokio::time::interval(tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut due: Vec<Waker> = Vec::new();
             loop {
                 interval.tick().await;
-                let Some(table) = weak.upgrade() else { return };
+                let Some(tables) = weak.upgrade() else { return };
                 let now = Instant::now();
-                let due: Vec<Waker> = {
+                for table in tables.iter() {
                     let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
-                    table
-                        .slots
-                        .iter_mut()
-                        .filter(|s| s.occupied && s.deadline <= now)
-                        .filter_map(|s| s.waker.take())
-                        .collect()
-                };
-                // Woken outside the lock: a woken task may drop its sleep at once.
-                for waker in due {
+                    due.extend(
+                        table
+                            .slots
+                            .iter_mut()
+                            .filter(|s| s.occupied && s.deadline <= now)
+                            .filter_map(|s| s.waker.take()),
+                    );
+                }
+                // Woken outside the locks: a woken task may drop its sleep at once.
+                for waker in due.drain(..) {
                     waker.wake();
                 }
             }
         };
-        (Self { table }, ticker)
+        (Self { tables }, ticker)
     }
 }
 
@@ -76,7 +94,7 @@ impl hyper::rt::Timer for HeadTimer {
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         Box::pin(CoarseSleep {
             deadline,
-            table: Arc::clone(&self.table),
+            tables: Arc::clone(&self.tables),
             key: None,
         })
     }
@@ -85,9 +103,17 @@ impl hyper::rt::Timer for HeadTimer {
 /// One sleep: registered in the table on its first pending poll, removed when dropped.
 struct CoarseSleep {
     deadline: Instant,
-    table: Arc<Mutex<Table>>,
-    /// Slot index and generation, once registered.
-    key: Option<(usize, u64)>,
+    tables: Tables,
+    /// Shard, slot index and generation, once registered.
+    key: Option<Key>,
+}
+
+/// Where a registered sleep's slot is.
+#[derive(Clone, Copy)]
+struct Key {
+    shard: usize,
+    index: usize,
+    generation: u64,
 }
 
 impl hyper::rt::Sleep for CoarseSleep {}
@@ -100,58 +126,70 @@ impl Future for CoarseSleep {
         if Instant::now() >= this.deadline {
             return Poll::Ready(());
         }
-        let mut table = this.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let table = &mut *table;
-        match this.key {
-            Some((index, generation)) => {
-                if let Some(slot) = table.slots.get_mut(index)
-                    && slot.generation == generation
-                {
-                    match &mut slot.waker {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        waker => *waker = Some(cx.waker().clone()),
-                    }
+        if let Some(key) = this.key {
+            let Some(table) = this.tables.get(key.shard) else {
+                return Poll::Pending; // never: the shard was taken from these tables
+            };
+            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(slot) = table.slots.get_mut(key.index)
+                && slot.generation == key.generation
+            {
+                match &mut slot.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    waker => *waker = Some(cx.waker().clone()),
                 }
             }
-            None => {
-                let index = match table.free.pop() {
-                    Some(index) => index,
-                    None => {
-                        table.slots.push(Slot {
-                            generation: 0,
-                            deadline: this.deadline,
-                            waker: None,
-                            occupied: false,
-                        });
-                        table.slots.len() - 1
-                    }
-                };
-                let Some(slot) = table.slots.get_mut(index) else {
-                    return Poll::Pending; // never: the index was just taken from the table
-                };
-                slot.occupied = true;
-                slot.deadline = this.deadline;
-                slot.waker = Some(cx.waker().clone());
-                this.key = Some((index, slot.generation));
-            }
+            return Poll::Pending;
         }
+        let shard = shard_of_this_thread(this.tables.len());
+        let Some(table) = this.tables.get(shard) else {
+            return Poll::Pending; // never: the shard is taken modulo the number of tables
+        };
+        let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = &mut *table;
+        let index = match table.free.pop() {
+            Some(index) => index,
+            None => {
+                table.slots.push(Slot {
+                    generation: 0,
+                    deadline: this.deadline,
+                    waker: None,
+                    occupied: false,
+                });
+                table.slots.len() - 1
+            }
+        };
+        let Some(slot) = table.slots.get_mut(index) else {
+            return Poll::Pending; // never: the index was just taken from the table
+        };
+        slot.occupied = true;
+        slot.deadline = this.deadline;
+        slot.waker = Some(cx.waker().clone());
+        this.key = Some(Key {
+            shard,
+            index,
+            generation: slot.generation,
+        });
         Poll::Pending
     }
 }
 
 impl Drop for CoarseSleep {
     fn drop(&mut self) {
-        let Some((index, generation)) = self.key else {
+        let Some(key) = self.key else {
             return;
         };
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = table.slots.get_mut(index)
-            && slot.generation == generation
+        let Some(table) = self.tables.get(key.shard) else {
+            return;
+        };
+        let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = table.slots.get_mut(key.index)
+            && slot.generation == key.generation
         {
             slot.generation = slot.generation.wrapping_add(1);
             slot.occupied = false;
             let waker = slot.waker.take();
-            table.free.push(index);
+            table.free.push(key.index);
             drop(table);
             drop(waker);
         }
@@ -192,7 +230,10 @@ mod tests {
                 "a {ms} ms sleep ended after {ended:?}"
             );
         }
-        let table = timer.table.lock().unwrap();
+        // All registered from this test's one thread: one shard.
+        let table = timer.tables[shard_of_this_thread(timer.tables.len())]
+            .lock()
+            .unwrap();
         assert_eq!(table.slots.len(), 3, "the freed slot was reused");
         assert!(
             table.slots.iter().all(|s| !s.occupied),
