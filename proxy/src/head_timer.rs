@@ -21,8 +21,8 @@ pub(crate) struct HeadTimer {
     tables: Tables,
 }
 
-/// One table per shard.
-type Tables = Arc<[Mutex<Table>]>;
+/// One table per shard (behind a thin pointer: the sleep stays in glibc's smallest bins).
+type Tables = Arc<Box<[Mutex<Table>]>>;
 
 /// The shard of this thread's registrations: threads take shards in turn.
 fn shard_of_this_thread(shards: usize) -> usize {
@@ -56,7 +56,7 @@ impl HeadTimer {
     /// (run it beside the server; it ends when every handle to the timer is gone).
     pub(crate) fn new(tick: Duration) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let shards = std::thread::available_parallelism().map_or(1, usize::from);
-        let tables: Tables = (0..shards).map(|_| Mutex::default()).collect();
+        let tables: Tables = Arc::new((0..shards).map(|_| Mutex::default()).collect());
         let weak = Arc::downgrade(&tables);
         let ticker = async move {
             let mut interval = tokio::time::interval(tick);
