@@ -642,9 +642,15 @@ fn the_header_read_timeout_is_read_from_toml_and_checked() {
     assert!(err.to_string().contains("header_read_timeout"), "{err}");
 }
 
-#[tokio::test]
-async fn graceful_shutdown_closes_idle_connections_at_once() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+/// A proxy served until `stop` is sent, draining for up to `drain`: its address, the sender and
+/// the server's task.
+async fn start_stoppable_proxy(
+    drain: Duration,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let up = start_upstream().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -659,8 +665,15 @@ async fn graceful_shutdown_closes_idle_connections_at_once() {
         async move {
             let _ = stopped.await;
         },
-        Duration::from_secs(30),
+        drain,
     ));
+    (addr, stop, server)
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_idle_connections_at_once() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (addr, stop, server) = start_stoppable_proxy(Duration::from_secs(30)).await;
     // Three keep-alive connections, each answered once and then left idle.
     let mut idle = Vec::new();
     for _ in 0..3 {
@@ -696,22 +709,7 @@ async fn graceful_shutdown_closes_idle_connections_at_once() {
 
 #[tokio::test]
 async fn graceful_shutdown_drains_in_flight_requests() {
-    let up = start_upstream().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let proxy = tidewell_proxy::Proxy::new(
-        ProxyConfig::new().route(Route::new("/", &[&format!("http://{up}")]).unwrap()),
-    )
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tidewell_proxy::serve(
-        listener,
-        proxy,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let (addr, stop, server) = start_stoppable_proxy(Duration::from_secs(5)).await;
     let in_flight = tokio::spawn(async move { get(addr, "/sleep/500", &[]).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.send(()).unwrap();
