@@ -4,8 +4,8 @@
 //! nginx-light). The upstream is a hyper hello server on its own one-thread runtime; the proxy runs
 //! on a current-thread runtime on its own thread (one event loop, as nginx's single worker process)
 //! and nginx with one worker (keep-alive upstream pool, the same X-Forwarded-* headers), so each
-//! proxy has one core. wrk: `-t1 -c32 -d3s --latency`, 7 rounds (direct, then the proxies in
-//! alternating order); rounds with over 5% of the machine stolen by the hypervisor are dropped and
+//! proxy has one core. wrk: `-t1 -c32 -d3s --latency`, 7 rounds (direct, then the four forwarders
+//! in alternating order); rounds with over 5% of the machine stolen by the hypervisor are dropped and
 //! the figures are medians of the rest. `streaming_rss` is the peak RSS while curl downloads 1 GiB:
 //! the whole bench process (proxy and upstream) against the nginx worker alone.
 //!
@@ -14,7 +14,12 @@
 //! untouched). It is the most any proxy built on hyper can do here, measured against the same
 //! nginx in the same rounds, so the distance between Tidewell and nginx splits into what Tidewell
 //! adds (ours against the floor) and what hyper costs (the floor against nginx).
-//! `-- profile` and `-- profile-floor` run wrk against one of them only, for a profiler.
+//! `hyper_policy_floor_throughput` is the same forwarder doing, in the cheapest way, only the
+//! header edits the issue requires of every request (hop-by-hop scan, `Via` both ways, the four
+//! `X-Forwarded-*`/`X-Real-IP` fields, one request id kept or made and echoed, three security
+//! headers): the most a hyper-based proxy that follows the required policy can reach here.
+//! `-- profile`, `-- profile-floor`, `-- profile-policy-floor` and `-- profile-nginx` run wrk
+//! against one of them only, for a profiler.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -128,10 +133,17 @@ fn start_ours(upstream: SocketAddr) -> SocketAddr {
 /// contention, no timer), and each request goes up and comes back untouched (no routing, no header
 /// policy, no request id, no `Via`). Same runtime and thread layout as [`start_ours`]. If this
 /// stays under nginx, so must any hyper-based proxy that does the work a proxy has to do.
-fn start_hyper_floor(upstream: SocketAddr) -> SocketAddr {
+///
+/// With `policy`, the same forwarder also makes the header edits the issue requires of every
+/// request, in the cheapest way there is and nothing else: a scan for hop-by-hop fields, `Via`
+/// both ways, `X-Forwarded-For` / `X-Real-IP` (the peer's text made once per connection),
+/// `X-Forwarded-Proto`, `X-Forwarded-Host`, one request id kept or made (UUID v7) and sent both
+/// ways, and the three default security headers unless the upstream set them. Still no routing,
+/// no pool, no 504 timer, no rate limiter, no tracing span: the floor of the required work.
+fn start_hyper_floor(upstream: SocketAddr, name: &str, policy: bool) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
-        .name("hyper-floor".into())
+        .name(name.into())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -141,8 +153,9 @@ fn start_hyper_floor(upstream: SocketAddr) -> SocketAddr {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
                 loop {
-                    let (client, _) = listener.accept().await.unwrap();
+                    let (client, peer) = listener.accept().await.unwrap();
                     let _ = client.set_nodelay(true);
+                    let peer = http::HeaderValue::from_str(&peer.ip().to_string()).unwrap();
                     tokio::spawn(async move {
                         let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
                         let _ = up.set_nodelay(true);
@@ -155,12 +168,17 @@ fn start_hyper_floor(upstream: SocketAddr) -> SocketAddr {
                         tokio::spawn(conn);
                         let sender = std::sync::Arc::new(tokio::sync::Mutex::new(sender));
                         let svc = hyper::service::service_fn(
-                            move |req: http::Request<hyper::body::Incoming>| {
+                            move |mut req: http::Request<hyper::body::Incoming>| {
                                 let sender = std::sync::Arc::clone(&sender);
+                                let id = policy.then(|| policy_request(&mut req, &peer));
                                 async move {
                                     let mut sender = sender.lock().await;
                                     sender.ready().await?;
-                                    sender.send_request(req).await
+                                    let mut res = sender.send_request(req).await?;
+                                    if let Some(id) = id {
+                                        policy_response(&mut res, id);
+                                    }
+                                    Ok::<_, hyper::Error>(res)
                                 }
                             },
                         );
@@ -173,6 +191,78 @@ fn start_hyper_floor(upstream: SocketAddr) -> SocketAddr {
         })
         .unwrap();
     rx.recv().unwrap()
+}
+
+fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    use http::header;
+    [
+        header::CONNECTION,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ]
+    .contains(name)
+        || name == "keep-alive"
+        || name == "proxy-connection"
+}
+
+const VIA: http::HeaderValue = http::HeaderValue::from_static("1.1 tidewell");
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: http::HeaderName = http::HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: http::HeaderName = tidewell_observability::REQUEST_ID_HEADER;
+const SECURITY: [(http::HeaderName, http::HeaderValue); 3] = [
+    (
+        http::header::X_FRAME_OPTIONS,
+        http::HeaderValue::from_static("DENY"),
+    ),
+    (
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    ),
+    (
+        http::header::REFERRER_POLICY,
+        http::HeaderValue::from_static("strict-origin-when-cross-origin"),
+    ),
+];
+
+/// The policy floor's request edits (see [`start_hyper_floor`]); returns the request id.
+fn policy_request(
+    req: &mut http::Request<hyper::body::Incoming>,
+    peer: &http::HeaderValue,
+) -> http::HeaderValue {
+    use http::header;
+    let h = req.headers_mut();
+    assert!(
+        !h.keys().any(is_hop_by_hop),
+        "wrk sends no hop-by-hop field"
+    );
+    let id = tidewell_observability::correlation_header(h);
+    h.append(header::VIA, VIA);
+    h.insert(X_FORWARDED_FOR, peer.clone());
+    h.insert(X_REAL_IP, peer.clone());
+    h.insert(X_FORWARDED_PROTO, http::HeaderValue::from_static("http"));
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.insert(X_FORWARDED_HOST, host);
+    }
+    h.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+/// The policy floor's response edits (see [`start_hyper_floor`]).
+fn policy_response(res: &mut http::Response<hyper::body::Incoming>, id: http::HeaderValue) {
+    use http::header;
+    let h = res.headers_mut();
+    assert!(
+        !h.keys().any(is_hop_by_hop),
+        "the upstream sends no hop-by-hop field"
+    );
+    h.append(header::VIA, VIA);
+    for (name, value) in SECURITY {
+        h.entry(name).or_insert(value);
+    }
+    h.insert(X_REQUEST_ID, id);
 }
 
 struct Nginx {
@@ -352,11 +442,18 @@ fn main() {
     let up_rt = runtime("upstream");
     let upstream = start_upstream(&up_rt);
     let ours = start_ours(upstream);
-    let floor = start_hyper_floor(upstream);
+    let floor = start_hyper_floor(upstream, "hyper-floor", false);
+    let policy_floor = start_hyper_floor(upstream, "policy-floor", true);
     if std::env::args().any(|a| a == "profile-floor") {
         // `-- profile-floor`: only wrk against the bare hyper forwarder (thread `hyper-floor`).
         let (rps, _) = wrk(floor);
         eprintln!("  hyper floor {rps:.0} req/s");
+        return;
+    }
+    if std::env::args().any(|a| a == "profile-policy-floor") {
+        // `-- profile-policy-floor`: only wrk against the floor with the required header edits.
+        let (rps, _) = wrk(policy_floor);
+        eprintln!("  policy floor {rps:.0} req/s");
         return;
     }
     if std::env::args().any(|a| a == "profile") {
@@ -367,22 +464,30 @@ fn main() {
         return;
     }
     let nginx = start_nginx(upstream);
+    if std::env::args().any(|a| a == "profile-nginx") {
+        // `-- profile-nginx`: only wrk against nginx (`strace -c -p` its worker for syscalls).
+        let (rps, _) = wrk(nginx.addr);
+        eprintln!("  nginx {rps:.0} req/s");
+        return;
+    }
 
-    let mut rounds: Vec<[Run; 4]> = Vec::new();
+    let mut rounds: Vec<[Run; 5]> = Vec::new();
     for round in 0..ROUNDS {
         // Alternated: neither proxy always runs right after the direct measurement.
         let direct = measure(upstream);
-        let (o, n, f) = if round % 2 == 0 {
+        let (o, n, f, pf) = if round % 2 == 0 {
             let o = measure(ours);
             let n = measure(nginx.addr);
-            (o, n, measure(floor))
+            let f = measure(floor);
+            (o, n, f, measure(policy_floor))
         } else {
+            let pf = measure(policy_floor);
             let f = measure(floor);
             let n = measure(nginx.addr);
-            (measure(ours), n, f)
+            (measure(ours), n, f, pf)
         };
         eprintln!(
-            "  round {round}: direct {:.0} req/s p99 {:.2} ms; tidewell {:.0} req/s p99 {:.2} ms; nginx {:.0} req/s p99 {:.2} ms; hyper floor {:.0} req/s p99 {:.2} ms; stolen {:.0}%",
+            "  round {round}: direct {:.0} req/s p99 {:.2} ms; tidewell {:.0} req/s p99 {:.2} ms; nginx {:.0} req/s p99 {:.2} ms; hyper floor {:.0} req/s p99 {:.2} ms; policy floor {:.0} req/s; stolen {:.0}%",
             direct.rps,
             direct.p99,
             o.rps,
@@ -391,9 +496,13 @@ fn main() {
             n.p99,
             f.rps,
             f.p99,
-            100.0 * direct.steal.max(o.steal).max(n.steal).max(f.steal)
+            pf.rps,
+            100.0
+                * [direct.steal, o.steal, n.steal, f.steal, pf.steal]
+                    .into_iter()
+                    .fold(0.0, f64::max)
         );
-        rounds.push([direct, o, n, f]);
+        rounds.push([direct, o, n, f, pf]);
     }
     // Rounds the hypervisor disturbed (over 5% of the machine stolen in any of the three runs)
     // are dropped; the figures are medians over the rest (each side's own median for req/s, the
@@ -412,10 +521,11 @@ fn main() {
             ""
         }
     );
-    let kept = |f: &dyn Fn(&[Run; 4]) -> f64| keep.iter().map(|&i| f(&rounds[i])).collect();
+    let kept = |f: &dyn Fn(&[Run; 5]) -> f64| keep.iter().map(|&i| f(&rounds[i])).collect();
     let ours_rps = median(kept(&|r| r[1].rps));
     let nginx_rps = median(kept(&|r| r[2].rps));
     let floor_rps = median(kept(&|r| r[3].rps));
+    let policy_floor_rps = median(kept(&|r| r[4].rps));
     let added_ours = median(kept(&|r| r[1].p99 - r[0].p99));
     let added_nginx = median(kept(&|r| r[2].p99 - r[0].p99));
     let added_floor = median(kept(&|r| r[3].p99 - r[0].p99));
@@ -432,6 +542,11 @@ fn main() {
     println!(
         "bench: hyper_floor_throughput ours={floor_rps:.2} baseline={nginx_rps:.2} ratio={:.3} unit=req/s",
         floor_rps / nginx_rps
+    );
+    // Not ours either: the same floor doing only the header edits every request needs.
+    println!(
+        "bench: hyper_policy_floor_throughput ours={policy_floor_rps:.2} baseline={nginx_rps:.2} ratio={:.3} unit=req/s",
+        policy_floor_rps / nginx_rps
     );
     println!(
         "bench: added_latency_p99 ours={added_ours:.3} baseline={added_nginx:.3} ratio={:.3} unit=ms",
