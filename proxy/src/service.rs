@@ -79,6 +79,8 @@ struct Inner {
     via: [HeaderValue; 3],
     /// Security response headers, made once.
     security: Vec<(HeaderName, HeaderValue)>,
+    /// Whether any route matches on the host (else a request's host name is never looked at).
+    host_routes: bool,
 }
 
 /// A request ready to go upstream, made by [`Inner::prepare`].
@@ -159,12 +161,14 @@ impl Proxy {
                 ));
             }
         }
+        let host_routes = config.routes.iter().any(|r| r.host.is_some());
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 routes,
                 via,
                 security,
+                host_routes,
             }),
             peer: None,
             host_cache: None,
@@ -264,7 +268,8 @@ fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Res
 }
 
 /// The request's authority, from `Host` or the URI; `Err` when it is missing on HTTP/1.1,
-/// repeated or malformed. The flag says whether it came from a `Host` field.
+/// repeated or malformed (userinfo included). The flag says whether it came from a `Host` field.
+/// `cache` holds the connection's last `Host` field that passed these checks, parsed.
 fn host_of<B>(
     req: &Request<B>,
     cache: &mut HostCache,
@@ -275,25 +280,24 @@ fn host_of<B>(
     if values.next().is_some() {
         return Err(()); // two Host fields: RFC 9112 says 400
     }
-    let authority = match header_value {
-        Some(v) => {
-            let authority = match cache {
-                Some((seen, parsed)) if seen == v => parsed.clone(),
-                _ => {
-                    let parsed = http::uri::Authority::try_from(v.as_bytes()).map_err(|_| ())?;
-                    *cache = Some((v.clone(), parsed.clone()));
-                    parsed
+    match header_value {
+        Some(v) => match cache {
+            Some((seen, parsed)) if seen == v => Ok(Some((parsed.clone(), true))),
+            _ => {
+                let parsed = http::uri::Authority::try_from(v.as_bytes()).map_err(|_| ())?;
+                if parsed.as_str().contains('@') {
+                    return Err(());
                 }
-            };
-            Some((authority, true))
-        }
-        None => req.uri().authority().cloned().map(|a| (a, false)),
-    };
-    match authority {
-        Some((a, _)) if a.as_str().contains('@') => Err(()),
-        Some(a) => Ok(Some(a)),
-        None if req.version() == http::Version::HTTP_11 => Err(()),
-        None => Ok(None),
+                *cache = Some((v.clone(), parsed.clone()));
+                Ok(Some((parsed, true)))
+            }
+        },
+        None => match req.uri().authority() {
+            Some(a) if a.as_str().contains('@') => Err(()),
+            Some(a) => Ok(Some((a.clone(), false))),
+            None if req.version() == http::Version::HTTP_11 => Err(()),
+            None => Ok(None),
+        },
     }
 }
 
@@ -342,7 +346,12 @@ impl Inner {
                 id_text(&request_id),
             ));
         };
-        let host_name = host.as_ref().map(|(a, _)| a.host());
+        // Only a route with a host condition reads the name (splitting off the port costs).
+        let host_name = if self.host_routes {
+            host.as_ref().map(|(a, _)| a.host())
+        } else {
+            None
+        };
         let path = req.uri().path();
         let Some((route_index, rs)) = self
             .routes
