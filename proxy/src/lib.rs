@@ -52,6 +52,7 @@ mod head_timer;
 mod headers;
 mod limit;
 mod pool;
+mod response_timer;
 mod server;
 mod service;
 mod upstream;

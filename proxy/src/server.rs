@@ -65,7 +65,12 @@ where
         };
         // ok to ignore: a socket option is an optimisation
         let _ = stream.set_nodelay(true);
-        let svc = CorrelationLayer.layer(proxy.for_client(addr).behind_correlation_layer());
+        let svc = CorrelationLayer.layer(
+            proxy
+                .for_client(addr)
+                .behind_correlation_layer()
+                .reusing_timer(),
+        );
         let conn = builder.serve_connection_with_upgrades(
             TokioIo::new(stream),
             ConnectionService {

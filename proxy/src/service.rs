@@ -23,6 +23,7 @@ use crate::config::{HostHeader, ProxyConfig, Route};
 use crate::headers::{self, Peer};
 use crate::limit::{Limiter, RetryBudget};
 use crate::pool::SendError;
+use crate::response_timer::TimerSlot;
 use crate::upstream::Upstreams;
 
 /// Share of a route's requests (in thousandths) that may be retries, and the retries a quiet
@@ -58,6 +59,9 @@ pub struct Proxy {
     /// handle has already left a valid id in `x-correlation-id` ([`serve`](crate::serve)'s
     /// handles): then it is taken as it is, not searched for and checked a second time.
     behind_correlation_layer: bool,
+    /// The connection's reusable 504 timer ([`serve`](crate::serve)'s handles only: a handle
+    /// used from several runtimes must not keep a sleep made on one of them).
+    timer: Option<Arc<TimerSlot>>,
 }
 
 /// The last `Host` value a handle saw and its parsed authority: a connection's requests mostly
@@ -94,6 +98,8 @@ struct Prepared {
     /// The request id, as forwarded in `x-request-id` and named in error bodies.
     request_id: HeaderValue,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The handle's reusable 504 timer, if it has one.
+    timer: Option<Arc<TimerSlot>>,
 }
 
 struct RouteState {
@@ -173,6 +179,7 @@ impl Proxy {
             peer: None,
             host_cache: None,
             behind_correlation_layer: false,
+            timer: None,
         })
     }
 
@@ -196,6 +203,7 @@ impl Proxy {
             peer: Some(Peer::new(client)),
             host_cache: None,
             behind_correlation_layer: self.behind_correlation_layer,
+            timer: None,
         }
     }
 
@@ -207,6 +215,13 @@ impl Proxy {
     /// This handle, told that a `CorrelationLayer` runs in front of it (for [`serve`](crate::serve)).
     pub(crate) fn behind_correlation_layer(mut self) -> Self {
         self.behind_correlation_layer = true;
+        self
+    }
+
+    /// This handle, with one 504 timer reused by its requests (for [`serve`](crate::serve)'s
+    /// per-connection handles, whose requests all run on one runtime).
+    pub(crate) fn reusing_timer(mut self) -> Self {
+        self.timer = Some(Arc::new(TimerSlot::default()));
         self
     }
 }
@@ -234,7 +249,10 @@ where
             None
         };
         match inner.prepare(req, self.peer.as_ref(), &mut self.host_cache, layer_id) {
-            Ok(prepared) => Box::pin(futures_util::FutureExt::map(inner.forward(prepared), Ok)),
+            Ok(mut prepared) => {
+                prepared.timer.clone_from(&self.timer);
+                Box::pin(futures_util::FutureExt::map(inner.forward(prepared), Ok))
+            }
             Err(response) => Box::pin(std::future::ready(Ok(response))),
         }
     }
@@ -455,6 +473,7 @@ impl Inner {
             has_host: host.is_some(),
             request_id,
             client_upgrade,
+            timer: None,
         })
     }
 
@@ -495,15 +514,24 @@ impl Inner {
                 p.up.headers_mut().insert(header::HOST, v);
             }
             // Boxed: the exchange's future is most of a request's state, and two small allocations
-            // are cheaper than one large one (glibc's per-thread cache stops at 1 KiB).
+            // are cheaper than one large one (glibc's per-thread cache stops at 1 KiB). The 504
+            // timer is the connection's reused sleep where `serve` gave the handle one.
             let exchange = std::mem::replace(&mut p.up, Request::new(crate::body::empty()));
-            let sent = Box::pin(tokio::time::timeout(
-                route.timeout,
-                upstream.pool.send(exchange),
-            ))
-            .await;
+            let sent = match &p.timer {
+                Some(timer) => {
+                    timer
+                        .run(route.timeout, Box::pin(upstream.pool.send(exchange)))
+                        .await
+                }
+                None => Box::pin(tokio::time::timeout(
+                    route.timeout,
+                    upstream.pool.send(exchange),
+                ))
+                .await
+                .ok(),
+            };
             match sent {
-                Err(_) => {
+                None => {
                     tracing::warn!(upstream = %upstream.base, request_id, "upstream response timed out");
                     return error(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -512,11 +540,11 @@ impl Inner {
                         request_id,
                     );
                 }
-                Ok(Ok(res)) => {
+                Some(Ok(res)) => {
                     rs.upstreams.succeeded(upstream);
                     return self.respond(res, p.client_upgrade.take(), route, &p.request_id);
                 }
-                Ok(Err(SendError::NotSent {
+                Some(Err(SendError::NotSent {
                     reason,
                     connect,
                     request,
@@ -539,7 +567,7 @@ impl Inner {
                     }
                     last_error = Some(reason);
                 }
-                Ok(Err(SendError::Failed(e))) => {
+                Some(Err(SendError::Failed(e))) => {
                     if crate::body::is_too_large(&e) {
                         return error(
                             StatusCode::PAYLOAD_TOO_LARGE,

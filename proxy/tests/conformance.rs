@@ -312,6 +312,56 @@ async fn slow_upstream_is_a_504_within_the_timeout() {
     assert_eq!(echo_json(res).await["error"], "upstream_timeout");
 }
 
+/// `serve` reuses one 504 timer per connection: a slow request after quick ones on the same
+/// connection still gets its own full timeout, neither cut short by an earlier request's deadline
+/// nor left without one, and the connection goes on answering.
+#[tokio::test]
+async fn each_request_on_a_kept_alive_connection_gets_its_own_504_deadline() {
+    let proxy = proxy_to_upstream(|r| r.timeout(Duration::from_millis(300))).await;
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = |path: &str| {
+        http::Request::get(path)
+            .header("host", "a")
+            .body(empty())
+            .unwrap()
+    };
+    for _ in 0..5 {
+        let res = sender.send_request(request("/")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.unwrap();
+    }
+    // The quick requests' deadlines pass while the slow one waits.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = Instant::now();
+    let res = sender.send_request(request("/slow")).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(res.status(), 504);
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    res.into_body().collect().await.unwrap();
+    // Twice more: after a timeout fired, and once more after that.
+    for _ in 0..2 {
+        let started = Instant::now();
+        let res = sender.send_request(request("/slow")).await.unwrap();
+        assert_eq!(res.status(), 504);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        res.into_body().collect().await.unwrap();
+    }
+    let res = sender.send_request(request("/")).await.unwrap();
+    assert_eq!(res.status(), 200, "the connection still answers");
+}
+
 #[tokio::test]
 async fn upstream_reset_mid_body_is_an_error_not_a_short_success() {
     let up = start_resetting_upstream().await;
