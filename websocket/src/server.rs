@@ -407,12 +407,16 @@ impl WsServer {
     }
 
     /// Closes every connection of `session` with 4001 (session revoked); answers how many.
+    /// They leave their rooms and the server's lists at once (before their close frames are
+    /// written), so nothing more reaches them and no lookup lists them once this returns.
     pub fn disconnect_session(&self, session: &str) -> usize {
         let conns = self
             .inner
             .conns_where(|c| c.info.session.as_deref() == Some(session));
         for c in &conns {
             c.end(tidewell_protocol::close::SESSION_REVOKED, "session revoked");
+            // The connection's task unregisters it again when it ends: a no-op by then.
+            self.unregister(c);
         }
         conns.len()
     }

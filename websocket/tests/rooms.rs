@@ -353,6 +353,15 @@ async fn revoked_session_and_shutdown_close_with_their_codes() {
     let mut b = connect(addr, &token("u1", &[], "s-kept")).await.unwrap();
     next_json(&mut b).await;
     assert_eq!(server.disconnect_session("s-revoked"), 1);
+    assert!(
+        server.connections_of_session("s-revoked").is_empty(),
+        "a revoked session is not listed once disconnect_session returns"
+    );
+    assert_eq!(
+        server.connections_of_user("u1").len(),
+        1,
+        "the other session stays"
+    );
     let mut code = None;
     while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(3), a.next()).await {
         if let Message::Close(Some(f)) = m {
