@@ -192,7 +192,7 @@ impl Proxy {
     /// # fn main() -> Result<(), tidewell_proxy::Error> {
     /// use tidewell_proxy::{Proxy, ProxyConfig, Route};
     /// let proxy = Proxy::new(ProxyConfig::new().route(Route::new("/", &["http://127.0.0.1:8081"])?))?;
-    /// let for_one_connection = proxy.for_client("192.0.2.7:50000".parse().unwrap());
+    /// let for_one_connection = proxy.for_client(([192, 0, 2, 7], 50000).into());
     /// # drop(for_one_connection);
     /// # Ok(()) }
     /// ```

@@ -76,6 +76,14 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// Whether the server has decided to close this connection ([`Conn::end`]).
+    fn is_ending(&self) -> bool {
+        self.close
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     pub(crate) fn end(&self, code: u16, reason: &'static str) {
         let mut close = self.close.lock().unwrap_or_else(PoisonError::into_inner);
         if close.is_none() {
@@ -407,16 +415,17 @@ impl WsServer {
     }
 
     /// Closes every connection of `session` with 4001 (session revoked); answers how many.
-    /// They leave their rooms and the server's lists at once (before their close frames are
-    /// written), so nothing more reaches them and no lookup lists them once this returns.
+    /// They leave their rooms at once (before their close frames are written), so nothing more
+    /// reaches them, and no lookup lists them once this returns; [`WsServer::shutdown`] still
+    /// waits for their close frames.
     pub fn disconnect_session(&self, session: &str) -> usize {
         let conns = self
             .inner
-            .conns_where(|c| c.info.session.as_deref() == Some(session));
+            .conns_where(|c| c.info.session.as_deref() == Some(session) && !c.is_ending());
         for c in &conns {
             c.end(tidewell_protocol::close::SESSION_REVOKED, "session revoked");
-            // The connection's task unregisters it again when it ends: a no-op by then.
-            self.unregister(c);
+            // The connection's task runs this again when it ends: a no-op by then.
+            self.leave_rooms(c);
         }
         conns.len()
     }
@@ -541,6 +550,16 @@ impl WsServer {
     }
 
     pub(crate) fn unregister(&self, conn: &Arc<Conn>) {
+        self.leave_rooms(conn);
+        self.inner
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&conn.key);
+    }
+
+    /// Takes `conn` out of every room it is in.
+    fn leave_rooms(&self, conn: &Arc<Conn>) {
         let rooms: Vec<String> = conn
             .rooms
             .lock()
@@ -550,11 +569,6 @@ impl WsServer {
         for r in rooms {
             self.inner.leave(conn, conn.key, &r);
         }
-        self.inner
-            .conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&conn.key);
     }
 }
 
@@ -571,8 +585,9 @@ fn own_rooms(claims: &Claims) -> Vec<String> {
 }
 
 impl Inner {
+    /// The open connections matching `pred` (not those the server has decided to close).
     fn find(&self, pred: impl Fn(&Conn) -> bool) -> Vec<ConnectionInfo> {
-        self.conns_where(pred)
+        self.conns_where(|c| !c.is_ending() && pred(c))
             .iter()
             .map(|c| c.info.clone())
             .collect()
