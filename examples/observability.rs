@@ -12,6 +12,7 @@
 
 use std::convert::Infallible;
 use std::error::Error;
+use std::process::ExitCode;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -19,6 +20,7 @@ use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use tidewell::core::cli::Cli;
 use tidewell::observability::{
     CorrelationLayer, HttpMetrics, MetricsRegistry, TelemetryConfig, correlation_id_of, init,
 };
@@ -34,8 +36,17 @@ async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallib
     )))))
 }
 
+fn main() -> ExitCode {
+    let cli = Cli::new("observability", env!("CARGO_PKG_VERSION"), "Metrics, correlation ids and traces on an HTTP service: three calls, then the Prometheus scrape.")
+        .vars(TelemetryConfig::VARS);
+    if let Some(done) = cli.handle_args() {
+        return done;
+    }
+    cli.report(run())
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn run() -> Result<(), Box<dyn Error>> {
     // Once, first thing: logs, and span export when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     let _telemetry = init(TelemetryConfig::from_env("observability-example")?)?;
 

@@ -17,12 +17,38 @@
 
 use std::convert::Infallible;
 use std::error::Error;
+use std::process::ExitCode;
 use std::time::Duration;
 
+use tidewell::core::cli::{Cli, Var};
 use tidewell::proxy::{Proxy, ProxyConfig, serve};
 
+fn main() -> ExitCode {
+    let cli = Cli::new(
+        "proxy",
+        env!("CARGO_PKG_VERSION"),
+        "The reverse proxy driven by a TOML file, with a demo upstream on 127.0.0.1:3001.",
+    )
+    .vars(&[
+        Var::new(
+            "TIDEWELL_PROXY_CONFIG",
+            "examples/proxy.toml",
+            "the routes (TOML)",
+        ),
+        Var::new(
+            "TIDEWELL_PROXY_LISTEN",
+            "127.0.0.1:8080",
+            "where the proxy listens",
+        ),
+    ]);
+    if let Some(done) = cli.handle_args() {
+        return done;
+    }
+    cli.report(run())
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn run() -> Result<(), Box<dyn Error>> {
     let config = match std::env::var("TIDEWELL_PROXY_CONFIG") {
         Ok(_) => ProxyConfig::from_env()?,
         Err(_) => ProxyConfig::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"))?,

@@ -8,10 +8,12 @@
 )]
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidewell::auth::{Issuer, KeySet, SigningKey, Verifier, VerifyingKey};
+use tidewell::core::cli::Cli;
 use tidewell::core::{Envelope, Event};
 use tidewell::websocket::{ClientConfig, ClientEvent, WsClient, WsServer};
 
@@ -26,8 +28,20 @@ impl Event for PaymentCompleted {
     const VERSION: u16 = 1;
 }
 
+fn main() -> ExitCode {
+    let cli = Cli::new(
+        "websocket",
+        env!("CARGO_PKG_VERSION"),
+        "WebSocket rooms end to end: a server with JWT upgrades and a native client that loses its connection and recovers what it missed.",
+    );
+    if let Some(done) = cli.handle_args() {
+        return done;
+    }
+    cli.report(run())
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn run() -> Result<(), Box<dyn Error>> {
     let secret = b"an example secret of 32 bytes!!!";
     let server = WsServer::builder(Verifier::new(
         KeySet::from_keys([VerifyingKey::hs256("k1", secret)?]),

@@ -12,6 +12,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::Shared;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tidewell_core::cli::Var;
 use tidewell_core::config::Env;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -96,6 +97,62 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
+    /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for a
+    /// program's `--help`, see `tidewell_core::cli`).
+    pub const VARS: &[Var] = &[
+        Var::new(
+            "TIDEWELL_CACHE_URL",
+            "memory://",
+            "the cache: redis://host:6379 or memory://",
+        ),
+        Var::new(
+            "TIDEWELL_CACHE_PREFIX",
+            "tw",
+            "the prefix of every Redis key",
+        ),
+        Var::new(
+            "TIDEWELL_CACHE_TIMEOUT",
+            "250ms",
+            "how long a Redis call may take",
+        ),
+        Var::new(
+            "TIDEWELL_CACHE_FAIL_OPEN",
+            "true",
+            "serve from the source when Redis is down",
+        ),
+        Var::new("TIDEWELL_CACHE_MAX_TTL", "24h", "the longest entry TTL"),
+        Var::new(
+            "TIDEWELL_CACHE_MAX_VALUE_SIZE",
+            "1MiB",
+            "the largest encoded value",
+        ),
+        Var::new(
+            "TIDEWELL_CACHE_MAX_KEY_LEN",
+            "512",
+            "the longest key, in bytes",
+        ),
+        Var::new(
+            "TIDEWELL_CACHE_LOCAL_CAPACITY",
+            "0",
+            "entries in the in-process tier (0: off)",
+        ),
+        Var::new(
+            "TIDEWELL_CACHE_LOCAL_TTL",
+            "1s",
+            "how long an in-process entry lives",
+        ),
+        Var::new(
+            "TIDEWELL_CACHE_LOCK",
+            "false",
+            "one loader per key across processes",
+        ),
+        Var::new(
+            "TIDEWELL_CACHE_REFRESH_AHEAD",
+            "",
+            "reload hits past this fraction of their TTL in the background (e.g. 0.8)",
+        ),
+    ];
+
     /// Reads the variables in the table above from the process environment.
     pub fn from_env() -> Result<Self, Error> {
         Self::from_source(&Env::process())
@@ -1332,4 +1389,14 @@ enum LockOutcome {
     Held(String),
     Value(Bytes),
     Unlocked,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vars_lists_what_from_env_reads() {
+        tidewell_testkit::assert_vars_listed(include_str!("cache.rs"), CacheConfig::VARS);
+    }
 }

@@ -119,6 +119,26 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
+    /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for a
+    /// program's `--help`, see `tidewell_core::cli`).
+    pub const VARS: &[tidewell_core::cli::Var] = &[
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_EVENT_HUB_URL",
+            "memory://",
+            "the event hub: amqp://user:pass@host:5672/vhost or memory://",
+        ),
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_EVENT_HUB_PUBLISH_TIMEOUT",
+            "30s",
+            "how long a publish waits for the broker's confirm",
+        ),
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_EVENT_HUB_MAX_MESSAGE_SIZE",
+            "1MiB",
+            "the largest encoded event accepted",
+        ),
+    ];
+
     /// Reads the variables in the table above from the process environment.
     pub fn from_env() -> Result<Self, Error> {
         Self::from_source(&Env::process())
@@ -522,6 +542,10 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn vars_lists_what_from_env_reads() {
+        tidewell_testkit::assert_vars_listed(include_str!("hub.rs"), HubConfig::VARS);
+    }
     use super::*;
 
     #[test]

@@ -11,6 +11,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tidewell_core::cli::Var;
 use tidewell_core::config::Env;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -112,6 +113,60 @@ impl TelemetryConfig {
             otlp_tls: OtlpTls::default(),
         }
     }
+
+    /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for a
+    /// program's `--help`, see `tidewell_core::cli`).
+    pub const VARS: &[Var] = &[
+        Var::new(
+            "RUST_LOG",
+            "info",
+            "which logs are written (tracing's filter syntax)",
+        ),
+        Var::new("TIDEWELL_LOG_FORMAT", "human", "human, json or off"),
+        Var::new("TIDEWELL_TRACE_FILTER", "info", "which spans are exported"),
+        Var::new(
+            "OTEL_SERVICE_NAME",
+            "",
+            "service.name on exported spans (default: the program's)",
+        ),
+        Var::new("OTEL_SDK_DISABLED", "false", "true exports nothing"),
+        Var::new("OTEL_TRACES_EXPORTER", "otlp", "otlp or none"),
+        Var::new(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "",
+            "the OTLP/HTTP collector (unset: no export)",
+        ),
+        Var::new(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "",
+            "the traces URL itself, over the endpoint",
+        ),
+        Var::new(
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "http/protobuf",
+            "only http/protobuf",
+        ),
+        Var::new(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "",
+            "the same, for traces",
+        ),
+        Var::new(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "",
+            "extra CA certificates (PEM) for https://",
+        ),
+        Var::new(
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            "",
+            "client certificate (PEM), mutual TLS",
+        ),
+        Var::new(
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            "",
+            "client key (PEM), mutual TLS",
+        ),
+    ];
 
     /// Reads the variables in the table above; `default_service_name` is used when
     /// `OTEL_SERVICE_NAME` is unset.
@@ -394,6 +449,11 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vars_lists_what_from_env_reads() {
+        tidewell_testkit::assert_vars_listed(include_str!("telemetry.rs"), TelemetryConfig::VARS);
+    }
 
     fn env(vars: &[(&str, &str)]) -> Env {
         Env::from_pairs(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))

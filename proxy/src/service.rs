@@ -270,9 +270,12 @@ fn id_text(v: &HeaderValue) -> &str {
     v.to_str().unwrap_or_default()
 }
 
-/// A JSON error response.
+/// A JSON error response: `{"error": {"code", "message", "request_id"}}`, the shape the
+/// reference services use, so a client reads every error of a gateway the same way.
 fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({ "error": code, "message": message, "request_id": request_id });
+    let body = serde_json::json!({
+        "error": { "code": code, "message": message, "request_id": request_id }
+    });
     let mut res = Response::new(full(body.to_string()));
     *res.status_mut() = status;
     res.headers_mut().insert(

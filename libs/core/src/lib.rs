@@ -9,6 +9,8 @@
 //!   for tests. Retries, reconnects and clients all use this one.
 //! - [`config`]: typed reading of durations (`"250ms"`), byte sizes (`"64KiB"`) and URLs from
 //!   environment variables, with errors that name the variable and the expected form.
+//! - [`cli`]: `--help` (what a program does and the environment variables it reads),
+//!   `--version`, usage errors and start-up errors printed for a person, with the right exit codes.
 //! - [`propagation`]: W3C trace context through any [`Carrier`](propagation::Carrier) (HTTP and
 //!   AMQP headers, WebSocket frames), linked to OpenTelemetry with the feature `otel`.
 //! - [`Shutdown`] (feature `runtime`, on by default): one graceful-shutdown signal (SIGINT/SIGTERM)
@@ -36,6 +38,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
+pub mod cli;
 pub mod config;
 mod envelope;
 mod error;

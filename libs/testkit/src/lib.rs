@@ -35,3 +35,112 @@ pub use postgres::TestDatabase;
 pub use rabbit::TestRabbit;
 pub use redis_scope::TestRedis;
 pub use service::{Unavailable, amqp_url, database_url, redis_url};
+
+/// The environment variable names a source file reads: every string literal of capitals, digits
+/// and underscores with an underscore inside (`"TIDEWELL_CACHE_URL"`, `"OTEL_SERVICE_NAME"`),
+/// outside its `#[cfg(test)]` part. A configuration's test checks each is in its `VARS` list, so
+/// `--help` cannot fall behind what `from_env` reads.
+///
+/// ```
+/// let source = r#"let url = env.string("MY_APP_URL")?; let t = env.duration("MY_APP_TIMEOUT")?;"#;
+/// let names = tidewell_testkit::env_vars_in(source);
+/// assert_eq!(names.into_iter().collect::<Vec<_>>(), ["MY_APP_TIMEOUT", "MY_APP_URL"]);
+/// ```
+pub fn env_vars_in(source: &str) -> std::collections::BTreeSet<String> {
+    let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+    let mut names = std::collections::BTreeSet::new();
+    // Every `"` followed by a name and another `"`, wherever string literals start (no pairing
+    // of quotes, which escapes and char literals would throw off).
+    for (at, _) in code.match_indices('"') {
+        let rest = &code[at + 1..];
+        let len = rest
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..len];
+        if rest[len..].starts_with('"')
+            && name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name.contains('_')
+            && !name.ends_with('_')
+        {
+            names.insert(name.to_owned());
+        }
+    }
+    names
+}
+
+/// Asserts that every variable [`env_vars_in`] finds in `source` is in `listed` (a
+/// configuration's `VARS`).
+///
+/// # Panics
+/// When one is missing, naming it.
+pub fn assert_vars_listed(source: &str, listed: &[tidewell_core::cli::Var]) {
+    let missing: Vec<String> = env_vars_in(source)
+        .into_iter()
+        .filter(|name| !listed.iter().any(|v| v.name == name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "read by from_env but not in VARS (so --help does not show them): {missing:?}"
+    );
+}
+
+/// Checks that the program at `bin` behaves like a tool: `--help` exits 0 and lists every
+/// variable of `vars`, `--version` exits 0 with its version, and an unknown flag is a usage error
+/// (exit 2) that points to `--help`. Neither starts a server (each must exit within 10 s).
+///
+/// # Panics
+/// On the first of these that does not hold.
+pub fn assert_behaves_like_a_tool(bin: &str, vars: &[tidewell_core::cli::Var]) {
+    let run = |arg: &str| {
+        let mut child = std::process::Command::new(bin)
+            .arg(arg)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("{bin} {arg} did not exit: it must not start a server");
+                }
+            }
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("{bin} {arg}: {e}"));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, help, err) = run("--help");
+    assert_eq!(code, Some(0), "{bin} --help: {err}");
+    for v in vars {
+        assert!(
+            help.contains(v.name),
+            "{bin} --help does not list {}:\n{help}",
+            v.name
+        );
+    }
+    let (code, version, err) = run("--version");
+    assert_eq!(code, Some(0), "{bin} --version: {err}");
+    assert!(
+        version.trim().ends_with(env!("CARGO_PKG_VERSION")),
+        "{bin} --version printed {version:?}"
+    );
+    let (code, _, err) = run("--no-such-flag");
+    assert_eq!(
+        code,
+        Some(2),
+        "{bin} --no-such-flag must be a usage error: {err}"
+    );
+    assert!(err.contains("--help"), "{bin}'s usage error: {err}");
+}

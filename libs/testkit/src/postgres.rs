@@ -15,7 +15,7 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     /// Creates a database on the server of `DATABASE_URL`
-    /// (default `postgres://postgres@127.0.0.1:5432/postgres`).
+    /// (default `postgres://postgres:postgres@127.0.0.1:5432/postgres`).
     ///
     /// # Panics
     /// When Postgres is unreachable or refuses `CREATE DATABASE`, with a message that says what to do.

@@ -19,7 +19,7 @@ pub fn redis_url() -> String {
 pub fn database_url() -> String {
     env_or(
         "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
+        "postgres://postgres:postgres@127.0.0.1:5432/postgres",
     )
 }
 

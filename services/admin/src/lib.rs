@@ -55,6 +55,22 @@ impl std::fmt::Debug for AdminConfig {
 }
 
 impl AdminConfig {
+    /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for
+    /// the binary's `--help`).
+    pub const VARS: &[tidewell_core::cli::Var] = &[
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_JWT_SECRET",
+            "required",
+            "HS256 secret shared by every service (32+ bytes)",
+        ),
+        tidewell_core::cli::Var::new("ADMIN_ADDR", "127.0.0.1:8083", "where to listen"),
+        tidewell_core::cli::Var::new(
+            "ADMIN_DATABASE_URL",
+            "sqlite:./data/admin.db?mode=rwc",
+            "postgres://... or sqlite:...",
+        ),
+    ];
+
     /// `database_url` and `jwt_secret`, defaults for the rest.
     pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<Vec<u8>>) -> Self {
         Self {
@@ -139,5 +155,13 @@ impl AdminService {
                 get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
             )
             .with_state(Arc::clone(&self.state))
+    }
+}
+
+#[cfg(test)]
+mod vars_tests {
+    #[test]
+    fn vars_lists_what_from_env_reads() {
+        tidewell_testkit::assert_vars_listed(include_str!("lib.rs"), super::AdminConfig::VARS);
     }
 }

@@ -129,3 +129,25 @@ async fn postgres_audit_is_idempotent_and_admin_only() {
     let db = TestDatabase::create().await;
     audit(db.url().to_owned()).await;
 }
+
+/// `--help`, `--version`, a usage error, and a start-up error printed for a person (not a
+/// `Debug` dump) with exit code 1.
+#[test]
+fn the_binary_behaves_like_a_tool() {
+    let bin = env!("CARGO_BIN_EXE_tidewell-admin");
+    tidewell_testkit::assert_behaves_like_a_tool(bin, AdminConfig::VARS);
+    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_event_hub::HubConfig::VARS);
+    let out = std::process::Command::new(bin)
+        .env_remove("TIDEWELL_JWT_SECRET")
+        .env("TIDEWELL_LOG_FORMAT", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("environment variable TIDEWELL_JWT_SECRET is not set")
+            && err.contains("tidewell-admin --help"),
+        "{err}"
+    );
+    assert!(!err.contains("MissingVar"), "a Debug dump: {err}");
+}

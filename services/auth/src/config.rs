@@ -42,6 +42,29 @@ impl std::fmt::Debug for AuthConfig {
 }
 
 impl AuthConfig {
+    /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for
+    /// the binary's `--help`).
+    pub const VARS: &[tidewell_core::cli::Var] = &[
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_JWT_SECRET",
+            "required",
+            "HS256 secret shared by every service (32+ bytes)",
+        ),
+        tidewell_core::cli::Var::new("AUTH_ADDR", "127.0.0.1:8081", "where to listen"),
+        tidewell_core::cli::Var::new(
+            "AUTH_DATABASE_URL",
+            "sqlite:./data/auth.db?mode=rwc",
+            "postgres://... or sqlite:...",
+        ),
+        tidewell_core::cli::Var::new("AUTH_ACCESS_TTL", "15m", "access token lifetime"),
+        tidewell_core::cli::Var::new("AUTH_REFRESH_TTL", "30d", "refresh token lifetime"),
+        tidewell_core::cli::Var::new(
+            "AUTH_ADMIN_EMAILS",
+            "",
+            "comma-separated emails that get the admin role",
+        ),
+    ];
+
     /// A configuration with `database_url` and `jwt_secret` and the defaults for the rest.
     pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<Vec<u8>>) -> Self {
         Self {
@@ -84,5 +107,13 @@ impl AuthConfig {
             c.addr = addr;
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod vars_tests {
+    #[test]
+    fn vars_lists_what_from_env_reads() {
+        tidewell_testkit::assert_vars_listed(include_str!("config.rs"), super::AuthConfig::VARS);
     }
 }

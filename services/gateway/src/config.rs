@@ -1,7 +1,6 @@
 //! Configuration from the environment.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use tidewell_core::config::Env;
 use tidewell_event_hub::ServiceQueue;
@@ -25,15 +24,12 @@ pub struct GatewayConfig {
     /// `GATEWAY_CORS_ORIGINS`: comma-separated origins allowed to call the API from a browser
     /// (default none: same origin only).
     pub cors_origins: Vec<String>,
-    /// `GATEWAY_AUTH_PER_MINUTE`: requests per minute per client IP on `/api/auth` (default 10;
-    /// 0 turns the limit off).
+    /// `GATEWAY_AUTH_PER_MINUTE`: requests per minute per client IP to each credential endpoint
+    /// (login, register, refresh; default 10; 0 turns the limit off).
     pub auth_per_minute: u32,
-    /// `GATEWAY_API_PER_MINUTE`: the same for the rest of the API (default 100).
+    /// `GATEWAY_API_PER_MINUTE`: the same for each service's part of the rest of the API,
+    /// including `/api/auth/me`, `/api/auth/devices` and logout (default 100).
     pub api_per_minute: u32,
-    /// `GATEWAY_STATIC_DIR`: the demo page (default `services/gateway/static`).
-    pub static_dir: PathBuf,
-    /// `GATEWAY_PKG_DIR`: the session-sync npm package (default `session-sync/pkg`).
-    pub pkg_dir: PathBuf,
     /// The service name of its queue, default `gateway`.
     pub queue_service: String,
 }
@@ -54,6 +50,52 @@ impl std::fmt::Debug for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for
+    /// the binary's `--help`).
+    pub const VARS: &[tidewell_core::cli::Var] = &[
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_JWT_SECRET",
+            "required",
+            "HS256 secret shared by every service (32+ bytes)",
+        ),
+        tidewell_core::cli::Var::new("GATEWAY_ADDR", "127.0.0.1:8080", "where to listen"),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_AUTH_URL",
+            "http://127.0.0.1:8081",
+            "the auth service",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_PAYMENTS_URL",
+            "http://127.0.0.1:8082",
+            "the payments service",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_ADMIN_URL",
+            "http://127.0.0.1:8083",
+            "the admin service",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_PROFILE_URL",
+            "http://127.0.0.1:8084",
+            "the profile service",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_CORS_ORIGINS",
+            "",
+            "comma-separated origins allowed to call the API",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_AUTH_PER_MINUTE",
+            "10",
+            "login, register and refresh requests per minute per client IP (0: off)",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_API_PER_MINUTE",
+            "100",
+            "other API requests per minute per client IP and service (0: off)",
+        ),
+    ];
+
     /// `jwt_secret`, defaults for the rest.
     pub fn new(jwt_secret: impl Into<Vec<u8>>) -> Self {
         Self {
@@ -66,8 +108,6 @@ impl GatewayConfig {
             cors_origins: Vec::new(),
             auth_per_minute: 10,
             api_per_minute: 100,
-            static_dir: PathBuf::from("services/gateway/static"),
-            pkg_dir: PathBuf::from("session-sync/pkg"),
             queue_service: "gateway".into(),
         }
     }
@@ -104,12 +144,6 @@ impl GatewayConfig {
         if let Some(n) = env.parse("GATEWAY_API_PER_MINUTE", "a whole number")? {
             c.api_per_minute = n;
         }
-        if let Some(d) = env.string("GATEWAY_STATIC_DIR")? {
-            c.static_dir = d.into();
-        }
-        if let Some(d) = env.string("GATEWAY_PKG_DIR")? {
-            c.pkg_dir = d.into();
-        }
         Ok(c)
     }
 
@@ -120,5 +154,13 @@ impl GatewayConfig {
             .bind("payments.payment.*")
             .bind("auth.session.revoked")
             .bind("auth.user.logout")
+    }
+}
+
+#[cfg(test)]
+mod vars_tests {
+    #[test]
+    fn vars_lists_what_from_env_reads() {
+        tidewell_testkit::assert_vars_listed(include_str!("config.rs"), super::GatewayConfig::VARS);
     }
 }

@@ -1,8 +1,10 @@
 //! The reference gateway: one front door for the browser.
 //!
 //! - `/api/auth` → auth, `/api/payments` → payments, `/api/admin` → admin, `/api/profile` →
-//!   profile, through `tidewell-proxy` (streaming, 502/504, rate limits per client IP: the auth
-//!   endpoints 10 a minute, the rest of the API 100 a minute by default, as the seed's nginx).
+//!   profile, through `tidewell-proxy` (streaming, 502/504, rate limits per client IP: login,
+//!   register and refresh 10 a minute each, the rest of the API, `/api/auth/me` and
+//!   `/api/auth/devices` included, 100 a minute by default). A 429 carries `Retry-After` and the
+//!   services' error shape `{"error": {"code", "message", "request_id"}}`.
 //! - `/ws`: the `tidewell-websocket` rooms, fed by the event bridge: `payments.payment.*` to the
 //!   owner's room `user:<id>` (and `payment:<id>`), `auth.session.revoked` and `auth.user.logout`
 //!   close that session's connections (4001) and tell its device room.
@@ -28,6 +30,11 @@ use tidewell_session_sync::server::RevokedSessions;
 use tidewell_websocket::{Bridge, WsServer};
 
 pub use config::GatewayConfig;
+
+/// The endpoints that trade a credential (a password or a refresh token) for tokens: each is
+/// limited to [`GatewayConfig::auth_per_minute`] requests per client IP.
+pub const CREDENTIAL_PATHS: [&str; 3] =
+    ["/api/auth/login", "/api/auth/register", "/api/auth/refresh"];
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,12 +115,18 @@ impl Gateway {
 
         let per_minute = |n: u32| (f64::from(n) / 60.0, n);
         let mut routes = ProxyConfig::new();
-        for (prefix, upstream, limit) in [
-            ("/api/auth", &config.auth_url, config.auth_per_minute),
+        // The credential exchanges (a password or a refresh token for tokens) are limited per
+        // client IP, as a brute-force guard; the rest of `/api/auth` (me, devices, logout), which
+        // needs a valid access token, counts against the API's limit instead.
+        let credential =
+            CREDENTIAL_PATHS.map(|path| (path, &config.auth_url, config.auth_per_minute));
+        let api = [
+            ("/api/auth", &config.auth_url, config.api_per_minute),
             ("/api/payments", &config.payments_url, config.api_per_minute),
             ("/api/admin", &config.admin_url, config.api_per_minute),
             ("/api/profile", &config.profile_url, config.api_per_minute),
-        ] {
+        ];
+        for (prefix, upstream, limit) in credential.into_iter().chain(api) {
             let mut route = Route::new(prefix, &[upstream.as_str()])?
                 .timeout(Duration::from_secs(30))
                 .max_body(1024 * 1024);

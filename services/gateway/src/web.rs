@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State as AxumState};
+use axum::extract::{ConnectInfo, Request, State as AxumState};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -48,9 +48,9 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/ws", get(websocket))
-        .route("/", get(index))
-        .route("/app.js", get(app_js))
-        .route("/pkg/{file}", get(pkg))
+        .route("/", get(asset))
+        .route("/app.js", get(asset))
+        .route("/pkg/{file}", get(asset))
         .fallback_service(state.proxy.clone())
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -206,41 +206,54 @@ async fn readyz(AxumState(s): S) -> Response {
     }
 }
 
-async fn file(path: std::path::PathBuf, content_type: &'static str) -> Response {
-    match tokio::fs::read(&path).await {
-        Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
-        Err(_) => ApiError::not_found(format!(
-            "{} is missing (the demo page needs session-sync/scripts/build-pkg)",
-            path.display()
-        ))
-        .into_response(),
-    }
-}
-
-async fn index(AxumState(s): S) -> Response {
-    file(
-        s.config.static_dir.join("index.html"),
+/// The demo page and the session-sync npm package it loads, built into the binary so that the
+/// gateway serves them wherever it runs. The package is the one committed in `session-sync/pkg`
+/// (CI checks that it matches its sources).
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "/",
         "text/html; charset=utf-8",
-    )
-    .await
-}
+        include_bytes!("../static/index.html"),
+    ),
+    (
+        "/app.js",
+        "text/javascript",
+        include_bytes!("../static/app.js"),
+    ),
+    (
+        "/pkg/tidewell_session_sync.js",
+        "text/javascript",
+        include_bytes!("../../../session-sync/pkg/tidewell_session_sync.js"),
+    ),
+    (
+        "/pkg/tidewell_session_sync_bg.wasm",
+        "application/wasm",
+        include_bytes!("../../../session-sync/pkg/tidewell_session_sync_bg.wasm"),
+    ),
+    (
+        "/pkg/tidewell_session_sync.d.ts",
+        "text/plain; charset=utf-8",
+        include_bytes!("../../../session-sync/pkg/tidewell_session_sync.d.ts"),
+    ),
+    (
+        "/pkg/package.json",
+        "application/json",
+        include_bytes!("../../../session-sync/pkg/package.json"),
+    ),
+];
 
-async fn app_js(AxumState(s): S) -> Response {
-    file(s.config.static_dir.join("app.js"), "text/javascript").await
-}
-
-async fn pkg(AxumState(s): S, Path(name): Path<String>) -> Response {
-    let content_type = match name.rsplit('.').next() {
-        Some("js") => "text/javascript",
-        Some("wasm") => "application/wasm",
-        Some("ts") => "text/plain",
-        Some("json") => "application/json",
-        _ => return ApiError::not_found("no such file").into_response(),
-    };
-    if name.contains('/') || name.contains('\\') || name.starts_with('.') {
-        return ApiError::not_found("no such file").into_response();
+async fn asset(req: Request) -> Response {
+    match ASSETS.iter().find(|(path, _, _)| *path == req.uri().path()) {
+        Some((_, content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => ApiError::not_found("no such file").into_response(),
     }
-    file(s.config.pkg_dir.join(name), content_type).await
 }
 
 /// The services' OpenAPI documents merged into one (paths, schemas, security schemes); a service

@@ -35,8 +35,15 @@ async function api(path, { method = "GET", body, auth = true } = {}) {
     r = await fetch(path, { method, headers, body: body && JSON.stringify(body) });
   }
   const text = await r.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!r.ok) throw new Error(data?.error?.message ?? `HTTP ${r.status}`);
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { /* not JSON: the status says it */ }
+  if (!r.ok) {
+    // Every gateway error is {"error": {"code", "message", "request_id"}}.
+    let message = data?.error?.message ?? `HTTP ${r.status}`;
+    const wait = r.headers.get("retry-after");
+    if (r.status === 429 && wait) message += ` (try again in ${wait} s)`;
+    throw new Error(message);
+  }
   return data;
 }
 
@@ -59,12 +66,24 @@ async function signedIn() {
   live = new DeviceSessionSync(sync, ws, s.access_token, s.session_id);
   live.client.onStatus((st) => { $("live").textContent = st.status; });
   live.client.onEvent(({ event }) => {
-    if (event.type.startsWith("payments.")) { log(`live: ${event.type}`); refresh(); }
+    if (event.type.startsWith("payments.")) { log(`live: ${event.type}`); refreshPayments(); }
   });
-  await refresh();
+  await Promise.all([refreshPayments(), refreshDevices()]);
 }
 
-async function refresh() {
+// One request at a time, whatever the number of live events: events that arrive while a
+// reload is in flight ask for one more reload after it.
+let loading = null, again = false;
+function refreshPayments() {
+  if (loading) { again = true; return loading; }
+  loading = loadPayments().catch((e) => log(e.message)).finally(() => {
+    loading = null;
+    if (again) { again = false; refreshPayments(); }
+  });
+  return loading;
+}
+
+async function loadPayments() {
   const page = await api("/api/payments?limit=20");
   $("payments").innerHTML = "";
   for (const p of page.items) {
@@ -79,8 +98,12 @@ async function refresh() {
         tr.children[3].append(b);
       }
     }
+    tr.dataset.status = p.status;
     $("payments").append(tr);
   }
+}
+
+async function refreshDevices() {
   const devices = await api("/api/auth/devices");
   $("devices").innerHTML = "";
   for (const d of devices) {
@@ -113,7 +136,7 @@ $("pay").onclick = () => api("/api/payments", { method: "POST",
   body: { amount: $("amount").value, currency: $("currency").value, description: $("description").value } })
   .catch((e) => log(e.message));
 $("others").onclick = () => api("/api/auth/devices/revoke-others", { method: "POST", body: {} })
-  .then((r) => { log(`signed out ${r.revoked.length} other device(s)`); refresh(); }).catch((e) => log(e.message));
+  .then((r) => { log(`signed out ${r.revoked.length} other device(s)`); return refreshDevices(); }).catch((e) => log(e.message));
 
 sync.onLogout(({ reason }) => signedOut(reason === "revoked" ? "this device was signed out from another one" : "signed out in another tab"));
 sync.onAuthState(() => { if (!live && store.get()) signedIn().catch((e) => log(e.message)); });

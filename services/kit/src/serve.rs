@@ -18,6 +18,28 @@ pub async fn serve(
         .await
 }
 
+/// A listening socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen on {addr}: {source}; stop the program that uses this address, or set {var} to another one"
+)]
+pub struct ListenError {
+    addr: std::net::SocketAddr,
+    var: &'static str,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Binds `addr`, which the variable `var` configures; the error says so.
+pub async fn listen(
+    addr: std::net::SocketAddr,
+    var: &'static str,
+) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError { addr, var, source })
+}
+
 /// `listener` with TCP_NODELAY on every accepted connection, so a small response or WebSocket
 /// frame goes out at once instead of waiting for the previous segment's ACK (axum leaves Nagle
 /// on).

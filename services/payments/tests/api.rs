@@ -426,3 +426,26 @@ async fn bad_input_is_a_4xx_never_a_500() {
     let (s, _) = app.call("GET", "/api/payments", Some(&expired), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+/// `--help`, `--version`, a usage error, and a start-up error printed for a person (not a
+/// `Debug` dump) with exit code 1.
+#[test]
+fn the_binary_behaves_like_a_tool() {
+    let bin = env!("CARGO_BIN_EXE_tidewell-payments");
+    tidewell_testkit::assert_behaves_like_a_tool(bin, PaymentsConfig::VARS);
+    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_event_hub::HubConfig::VARS);
+    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_cache::CacheConfig::VARS);
+    let out = std::process::Command::new(bin)
+        .env_remove("TIDEWELL_JWT_SECRET")
+        .env("TIDEWELL_LOG_FORMAT", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("environment variable TIDEWELL_JWT_SECRET is not set")
+            && err.contains("tidewell-payments --help"),
+        "{err}"
+    );
+    assert!(!err.contains("MissingVar"), "a Debug dump: {err}");
+}

@@ -53,10 +53,6 @@ pub struct PlatformConfig {
     pub cache_prefix: Option<String>,
     /// Gateway rate limits per minute per client IP (auth, rest of the API); 0 turns one off.
     pub rate_limits: (u32, u32),
-    /// The demo page and the session-sync package.
-    pub static_dir: PathBuf,
-    /// See `static_dir`.
-    pub pkg_dir: PathBuf,
 }
 
 impl std::fmt::Debug for PlatformConfig {
@@ -74,6 +70,77 @@ impl std::fmt::Debug for PlatformConfig {
 }
 
 impl PlatformConfig {
+    /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for
+    /// the binary's `--help`; telemetry's are `TelemetryConfig::VARS`).
+    pub const VARS: &[tidewell_core::cli::Var] = &[
+        tidewell_core::cli::Var::new(
+            "GATEWAY_ADDR",
+            "127.0.0.1:8080",
+            "where the gateway (API, /ws, demo page) listens",
+        ),
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_JWT_SECRET",
+            "",
+            "HS256 secret (32+ bytes); unset: a random one, tokens end with the process",
+        ),
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_EVENT_HUB_URL",
+            "memory://platform",
+            "the event hub (amqp://...); AMQP_URL is read too",
+        ),
+        tidewell_core::cli::Var::new(
+            "AMQP_URL",
+            "",
+            "RabbitMQ, when TIDEWELL_EVENT_HUB_URL is unset",
+        ),
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_CACHE_URL",
+            "memory://",
+            "the cache (redis://...); REDIS_URL is read too",
+        ),
+        tidewell_core::cli::Var::new("REDIS_URL", "", "Redis, when TIDEWELL_CACHE_URL is unset"),
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_DATA_DIR",
+            "./data",
+            "where the default SQLite databases live",
+        ),
+        tidewell_core::cli::Var::new(
+            "AUTH_DATABASE_URL",
+            "sqlite under TIDEWELL_DATA_DIR",
+            "the auth service's database (postgres://...)",
+        ),
+        tidewell_core::cli::Var::new(
+            "PAYMENTS_DATABASE_URL",
+            "sqlite under TIDEWELL_DATA_DIR",
+            "the payments service's database",
+        ),
+        tidewell_core::cli::Var::new(
+            "ADMIN_DATABASE_URL",
+            "sqlite under TIDEWELL_DATA_DIR",
+            "the admin service's database",
+        ),
+        tidewell_core::cli::Var::new(
+            "PROFILE_DATABASE_URL",
+            "sqlite under TIDEWELL_DATA_DIR",
+            "the profile service's database",
+        ),
+        tidewell_core::cli::Var::new(
+            "AUTH_ADMIN_EMAILS",
+            "",
+            "comma-separated emails that get the admin role",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_AUTH_PER_MINUTE",
+            "10",
+            "login, register and refresh requests per minute per client IP (0: off)",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_API_PER_MINUTE",
+            "100",
+            "other API requests per minute per client IP and service (0: off)",
+        ),
+    ];
+
     /// Embedded defaults with `jwt_secret`.
     pub fn embedded(jwt_secret: impl Into<Vec<u8>>) -> Self {
         Self {
@@ -91,8 +158,6 @@ impl PlatformConfig {
             exchange: None,
             cache_prefix: None,
             rate_limits: (10, 100),
-            static_dir: PathBuf::from("services/gateway/static"),
-            pkg_dir: PathBuf::from("session-sync/pkg"),
         }
     }
 
@@ -180,8 +245,11 @@ pub enum Error {
     /// The gateway.
     #[error("gateway: {0}")]
     Gateway(#[from] tidewell_gateway::Error),
-    /// A listener could not bind.
-    #[error("cannot listen: {0}")]
+    /// The gateway's address is taken or not allowed.
+    #[error(transparent)]
+    Listen(#[from] tidewell_service_kit::ListenError),
+    /// A service's local listener could not bind.
+    #[error("cannot listen on a local port for a service: {0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -303,10 +371,8 @@ impl Platform {
         gateway_cfg.profile_url = format!("http://{profile_addr}");
         gateway_cfg.auth_per_minute = config.rate_limits.0;
         gateway_cfg.api_per_minute = config.rate_limits.1;
-        gateway_cfg.static_dir.clone_from(&config.static_dir);
-        gateway_cfg.pkg_dir.clone_from(&config.pkg_dir);
         let gateway = Gateway::start(gateway_cfg, hub).await?;
-        let listener = TcpListener::bind(config.addr).await?;
+        let listener = tidewell_service_kit::listen(config.addr, "GATEWAY_ADDR").await?;
         let addr = listener.local_addr()?;
         let g = gateway.clone();
         let s = stop.clone();
@@ -334,5 +400,13 @@ impl Platform {
                 () = &mut deadline => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vars_lists_what_from_env_reads() {
+        tidewell_testkit::assert_vars_listed(include_str!("lib.rs"), super::PlatformConfig::VARS);
     }
 }

@@ -1,15 +1,35 @@
 //! `cargo run -p tidewell-platform`: the gateway (http://127.0.0.1:8080) and the four services
 //! in one process, on embedded defaults unless `AMQP_URL`, `REDIS_URL` and the
-//! `*_DATABASE_URL`s say otherwise.
+//! `*_DATABASE_URL`s say otherwise. `--help` lists every variable.
 
+use std::error::Error;
+use std::process::ExitCode;
+
+use tidewell_core::cli::Cli;
 use tidewell_observability::{TelemetryConfig, init};
 use tidewell_platform::{Platform, PlatformConfig};
 
+fn main() -> ExitCode {
+    let cli = Cli::new(
+        "tidewell-platform",
+        env!("CARGO_PKG_VERSION"),
+        "The Tidewell reference platform in one process: the gateway (API, WebSocket rooms, demo \
+         page) in front of the auth, payments, admin and profile services. With no variables set \
+         it runs on embedded defaults: an in-memory event hub and cache, SQLite under ./data.",
+    )
+    .vars(PlatformConfig::VARS)
+    .vars(TelemetryConfig::VARS);
+    if let Some(done) = cli.handle_args() {
+        return done;
+    }
+    cli.report(run())
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), Box<dyn Error>> {
     let _telemetry = init(TelemetryConfig::from_env("platform")?)?;
     let platform = Platform::start(PlatformConfig::from_env()?).await?;
-    tracing::info!("open http://{} (Ctrl-C stops)", platform.addr);
+    tracing::info!("demo page on http://{} (Ctrl-C stops)", platform.addr);
     tidewell_service_kit::shutdown_signal().await;
     platform.shutdown().await;
     Ok(())

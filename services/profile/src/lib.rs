@@ -62,6 +62,23 @@ impl std::fmt::Debug for ProfileConfig {
 }
 
 impl ProfileConfig {
+    /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for
+    /// the binary's `--help`).
+    pub const VARS: &[tidewell_core::cli::Var] = &[
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_JWT_SECRET",
+            "required",
+            "HS256 secret shared by every service (32+ bytes)",
+        ),
+        tidewell_core::cli::Var::new("PROFILE_ADDR", "127.0.0.1:8084", "where to listen"),
+        tidewell_core::cli::Var::new(
+            "PROFILE_DATABASE_URL",
+            "sqlite:./data/profile.db?mode=rwc",
+            "postgres://... or sqlite:...",
+        ),
+        tidewell_core::cli::Var::new("PROFILE_CACHE_TTL", "60s", "how long reads stay cached"),
+    ];
+
     /// `database_url` and `jwt_secret`, defaults for the rest.
     pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<Vec<u8>>) -> Self {
         Self {
@@ -177,5 +194,13 @@ impl ProfileService {
             )
             .layer(DefaultBodyLimit::max(16 * 1024))
             .with_state(Arc::clone(&self.state))
+    }
+}
+
+#[cfg(test)]
+mod vars_tests {
+    #[test]
+    fn vars_lists_what_from_env_reads() {
+        tidewell_testkit::assert_vars_listed(include_str!("lib.rs"), super::ProfileConfig::VARS);
     }
 }

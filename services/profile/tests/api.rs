@@ -247,3 +247,26 @@ async fn postgres_profiles_from_events() {
     let db = TestDatabase::create().await;
     profiles(db.url().to_owned()).await;
 }
+
+/// `--help`, `--version`, a usage error, and a start-up error printed for a person (not a
+/// `Debug` dump) with exit code 1.
+#[test]
+fn the_binary_behaves_like_a_tool() {
+    let bin = env!("CARGO_BIN_EXE_tidewell-profile");
+    tidewell_testkit::assert_behaves_like_a_tool(bin, ProfileConfig::VARS);
+    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_event_hub::HubConfig::VARS);
+    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_cache::CacheConfig::VARS);
+    let out = std::process::Command::new(bin)
+        .env_remove("TIDEWELL_JWT_SECRET")
+        .env("TIDEWELL_LOG_FORMAT", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("environment variable TIDEWELL_JWT_SECRET is not set")
+            && err.contains("tidewell-profile --help"),
+        "{err}"
+    );
+    assert!(!err.contains("MissingVar"), "a Debug dump: {err}");
+}
