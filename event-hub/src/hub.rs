@@ -66,12 +66,14 @@ const DEAD_LETTER_GAP: Duration = Duration::from_millis(250);
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<HubInner>,
+    /// The `source` this handle stamps (the builder's, or [`Hub::with_source`]'s).
+    source: Arc<str>,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
-            .field("source", &self.inner.source)
+            .field("source", &self.source)
             .field("backend", &self.inner.backend_name)
             .field("exchange", &self.inner.topology.exchange())
             .finish_non_exhaustive()
@@ -82,7 +84,6 @@ pub(crate) struct HubInner {
     pub(crate) backend: Box<dyn Backend>,
     pub(crate) backend_name: &'static str,
     pub(crate) topology: Topology,
-    pub(crate) source: String,
     pub(crate) max_message_size: usize,
     pub(crate) metrics: HubMetrics,
     pub(crate) reconnect: Backoff,
@@ -291,11 +292,11 @@ impl HubBuilder {
             }
         };
         Ok(Hub {
+            source: Arc::from(self.source.as_str()),
             inner: Arc::new(HubInner {
                 backend,
                 backend_name,
                 topology: self.topology,
-                source: self.source,
                 max_message_size: self.config.max_message_size,
                 metrics: self.metrics,
                 reconnect: self.reconnect,
@@ -333,12 +334,34 @@ impl Hub {
 
     /// The service name this hub stamps as `source` on envelopes it creates.
     pub fn source(&self) -> &str {
-        &self.inner.source
+        &self.source
+    }
+
+    /// A handle on the same connection, topology and subscriptions that stamps `source` on the
+    /// envelopes it creates: for several services sharing one process and one connection, each
+    /// emitting events under its own name.
+    ///
+    /// ```
+    /// use tidewell_event_hub::{Hub, Topology};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tidewell_event_hub::Error> {
+    /// let hub = Hub::memory("platform", Topology::new()).await?;
+    /// let payments = hub.with_source("payments");
+    /// assert_eq!(payments.source(), "payments");
+    /// assert_eq!(hub.source(), "platform");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_source(&self, source: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            source: Arc::from(source.into()),
+        }
     }
 
     /// A new envelope from this hub's service.
     pub fn envelope<E: Event>(&self, payload: E) -> Envelope<E> {
-        Envelope::new(self.inner.source.clone(), payload)
+        Envelope::new(self.source.to_string(), payload)
     }
 
     /// Publishes `envelope` to the topology's exchange with its event type as routing key, and

@@ -58,6 +58,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !upgrade && !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // RFC 9112 6.3: a message with Transfer-Encoding is framed by it; a Content-Length beside it
+    // is wrong and must not be passed on (the next hop would trust it and cut or wait).
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let named: Vec<String> = connection_tokens(headers).collect();
     for name in named {
         if upgrade && name == "upgrade" {

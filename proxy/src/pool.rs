@@ -57,7 +57,7 @@ impl ConnPool {
         })
     }
 
-    async fn connect(&self) -> Result<TokioIo<tokio::net::TcpStream>, String> {
+    async fn connect(&self) -> Result<TokioIo<AnswerFirst>, String> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect(&self.authority),
@@ -67,7 +67,10 @@ impl ConnPool {
         .map_err(|e| format!("connect failed: {e}"))?;
         // ok to ignore: a socket option is an optimisation
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        Ok(TokioIo::new(AnswerFirst {
+            stream,
+            reset: false,
+        }))
     }
 
     /// A new HTTP/1.1 connection, its driver spawned.
@@ -346,5 +349,94 @@ impl Body for PoolReturn {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// An upstream connection that, once the upstream has reset it, takes the rest of the request
+/// as sent instead of failing the write: hyper then reads the answer the upstream sent before
+/// it reset (a `413` for a body it would not take, sent while the body was still going out)
+/// and the client gets it, instead of a `502` for "error writing a body". An upstream that
+/// closes politely (RFC 9112 9.6) never gets here; one that resets before answering still ends
+/// in an error (the read fails), so nothing is made up. A reset connection is never reused: its
+/// reads fail, so hyper closes it.
+#[derive(Debug)]
+pub(crate) struct AnswerFirst {
+    stream: tokio::net::TcpStream,
+    reset: bool,
+}
+
+impl AnswerFirst {
+    /// Whether a write failed because the upstream is gone (from now on, writes are dropped).
+    fn gone(&mut self, result: std::io::Result<usize>, len: usize) -> std::io::Result<usize> {
+        match result {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                tracing::debug!(error = %e, "upstream reset while the request was sent; reading its answer");
+                self.reset = true;
+                Ok(len)
+            }
+            other => other,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for AnswerFirst {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for AnswerFirst {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.reset {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let result = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, buf));
+        Poll::Ready(self.gone(result, buf.len()))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.reset {
+            return Poll::Ready(Ok(len));
+        }
+        let result = std::task::ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs));
+        Poll::Ready(self.gone(result, len))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.reset {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.reset {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

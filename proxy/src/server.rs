@@ -71,8 +71,10 @@ where
                 .behind_correlation_layer()
                 .reusing_timer(),
         );
+        // Closed politely: an early answer (a 413 while the client still sends) is not lost to
+        // a reset (RFC 9112 9.6).
         let conn = builder.serve_connection_with_upgrades(
-            TokioIo::new(stream),
+            TokioIo::new(tidewell_core::LingeringClose::new(stream)),
             ConnectionService {
                 spare: svc.clone(),
                 svc: RefCell::new(svc),
@@ -122,7 +124,7 @@ impl hyper::service::Service<ProxyRequest> for ConnectionService {
 
 type ServedConnection = auto::UpgradeableConnection<
     'static,
-    TokioIo<tokio::net::TcpStream>,
+    TokioIo<tidewell_core::LingeringClose<tokio::net::TcpStream>>,
     ConnectionService,
     TokioExecutor,
 >;

@@ -288,9 +288,12 @@ fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Res
     res
 }
 
-/// The request's authority, from `Host` or the URI; `Err` when it is missing on HTTP/1.1,
-/// repeated or malformed (userinfo included). The flag says whether it came from a `Host` field.
-/// `cache` holds the connection's last `Host` field that passed these checks, parsed.
+/// The request's authority: the request target's when it has one (absolute-form, or HTTP/2's
+/// `:authority`; RFC 9112 3.2.2: the received `Host` is then ignored), else the `Host` field.
+/// `Err` (a 400) when `Host` is missing on HTTP/1.1, repeated or malformed (userinfo, or a port
+/// that is not a number from 0 to 65535), whichever authority wins (RFC 9112 3.2). The flag
+/// says whether the authority is the `Host` field's. `cache` holds the connection's last `Host`
+/// field that passed these checks, parsed.
 fn host_of<B>(
     req: &Request<B>,
     cache: &mut HostCache,
@@ -301,24 +304,51 @@ fn host_of<B>(
     if values.next().is_some() {
         return Err(()); // two Host fields: RFC 9112 says 400
     }
-    match header_value {
+    let from_host = match header_value {
         Some(v) => match cache {
-            Some((seen, parsed)) if seen == v => Ok(Some((parsed.clone(), true))),
+            Some((seen, parsed)) if seen == v => Some(parsed.clone()),
             _ => {
                 let parsed = http::uri::Authority::try_from(v.as_bytes()).map_err(|_| ())?;
-                if parsed.as_str().contains('@') {
+                if !valid_authority(&parsed) {
                     return Err(());
                 }
                 *cache = Some((v.clone(), parsed.clone()));
-                Ok(Some((parsed, true)))
+                Some(parsed)
             }
         },
-        None => match req.uri().authority() {
-            Some(a) if a.as_str().contains('@') => Err(()),
-            Some(a) => Ok(Some((a.clone(), false))),
-            None if req.version() == http::Version::HTTP_11 => Err(()),
-            None => Ok(None),
-        },
+        None => None,
+    };
+    match (req.uri().authority(), from_host) {
+        (Some(a), _) if !valid_authority(a) => Err(()),
+        (Some(a), _) => Ok(Some((a.clone(), false))),
+        (None, Some(h)) => Ok(Some((h, true))),
+        (None, None) if req.version() == http::Version::HTTP_11 => Err(()),
+        (None, None) => Ok(None),
+    }
+}
+
+/// An authority a server may accept: no userinfo, and a port, when there is one after a `:`,
+/// of digits only and at most 65535 (an empty port is allowed, RFC 3986 3.2.3).
+fn valid_authority(a: &http::uri::Authority) -> bool {
+    let text = a.as_str();
+    if text.contains('@') {
+        return false;
+    }
+    // The host ends at the `]` of an IP literal, else at the last `:`.
+    let after_host = match text.rfind(']') {
+        Some(end) => text.get(end + 1..).unwrap_or_default(),
+        None => text
+            .rfind(':')
+            .map_or("", |colon| text.get(colon..).unwrap_or_default()),
+    };
+    match after_host.strip_prefix(':') {
+        None => after_host.is_empty(),
+        Some("") => true,
+        Some(port) => {
+            port.bytes().all(|b| b.is_ascii_digit())
+                && port.len() <= 5
+                && port.parse::<u32>().is_ok_and(|p| p <= 65_535)
+        }
     }
 }
 

@@ -409,6 +409,39 @@ async fn body_limit_is_413_upfront_and_mid_stream() {
 /// connection is then still busy sending that body and must not serve the next request: before
 /// the fix it went back to the pool, and the next request waited on it until its 504 (or, when
 /// the upstream closed, failed with 502 "error writing a body to connection").
+/// An upstream that answers 413 before it has read the body and then resets the connection:
+/// the client gets the 413 every time, never a 502 (hyper fails the request on the write error
+/// unless the proxy takes the rest of the body as sent and reads the answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_sent_before_a_reset_reaches_the_client() {
+    let up = start_resetting_early_answerer().await;
+    let proxy = start_proxy(
+        ProxyConfig::new().route(
+            Route::new("/", &[&format!("http://{up}")])
+                .unwrap()
+                .max_body(64 << 20),
+        ),
+    )
+    .await;
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..30 {
+        let res = client()
+            .request(
+                http::Request::post(format!("http://{proxy}/upload"))
+                    .body(body(vec![b'x'; 4 << 20]))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        *statuses.entry(res.status().as_u16()).or_default() += 1;
+    }
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        [413],
+        "{statuses:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_connection_answered_before_its_body_was_sent_is_not_reused() {
     let up = start_early_answering_upstream().await;

@@ -119,7 +119,7 @@ impl WsServer {
             refilled = now;
             if tokens < 1.0 {
                 self.inner
-                    .error(conn, None, codes::RATE_LIMITED, "slow down");
+                    .error(conn, frame_id(&text), codes::RATE_LIMITED, "slow down");
                 errors += 1;
                 if errors >= MAX_ERRORS {
                     conn.end(close::POLICY, "too many messages");
@@ -137,7 +137,8 @@ impl WsServer {
                             return;
                         }
                         ClientFrame::Subscribe { id, room, since } => {
-                            self.inner.subscribe(conn, key, id, &room, since);
+                            let allowed = self.inner.may_join(&conn.claims, &room).await;
+                            self.inner.subscribe(conn, key, id, &room, since, allowed);
                         }
                         ClientFrame::Unsubscribe { id, room } => {
                             self.inner.unsubscribe(conn, key, id, &room);
@@ -146,8 +147,10 @@ impl WsServer {
                     }
                 }
                 Err(e) => {
+                    // The error answers the frame: it carries the frame's `id` when it has an
+                    // integer one, so a client waiting on that id hears back.
                     self.inner
-                        .error(conn, None, codes::BAD_FRAME, &format!("{e}"));
+                        .error(conn, frame_id(&text), codes::BAD_FRAME, &format!("{e}"));
                     errors += 1;
                     if errors >= MAX_ERRORS {
                         conn.end(close::POLICY, "too many bad frames");
@@ -157,6 +160,16 @@ impl WsServer {
             }
         }
     }
+}
+
+/// The integer `id` of a client frame that did not parse as a whole (an unknown field, a bad
+/// room type...), if it has one.
+fn frame_id(text: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<u64>,
+    }
+    serde_json::from_str::<IdOnly>(text).ok()?.id
 }
 
 /// Sends a batch and flushes; `false` if the peer does not take it in time.

@@ -64,6 +64,8 @@ pub use client::{ClientConfig, ClientEvent, WsClient};
 pub use config::{Overflow, WsConfig};
 pub use error::Error;
 pub use metrics::WsMetrics;
-pub use server::{Admit, Authorize, ConnectionInfo, WsServer, WsServerBuilder, WsStats};
+pub use server::{
+    Admit, Authorize, AuthorizeAsync, ConnectionInfo, WsServer, WsServerBuilder, WsStats,
+};
 /// Re-exported: the wire types.
 pub use tidewell_protocol as protocol;

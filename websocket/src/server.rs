@@ -22,6 +22,15 @@ use crate::outbox::{Frame, Outbox, Pushed};
 /// (`user:<sub>`, `role:<r>` for its roles, `device:<did>`, `broadcast`) are always allowed.
 pub type Authorize = dyn Fn(&Claims, &str) -> bool + Send + Sync;
 
+/// Decides, asynchronously, whether a connection may join a room that neither its own rooms nor
+/// [`Authorize`] allow (see [`WsServerBuilder::authorize_async`]): it gets the claims and the
+/// room name, owned.
+pub type AuthorizeAsync =
+    dyn Fn(Claims, String) -> futures_util::future::BoxFuture<'static, bool> + Send + Sync;
+
+/// How long an [`AuthorizeAsync`] check may take before the answer is "no".
+const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Decides whether a verified token may connect at all (see [`WsServerBuilder::admit`]).
 pub type Admit = dyn Fn(&Claims) -> bool + Send + Sync;
 
@@ -118,6 +127,7 @@ pub(crate) struct Inner {
     pub(crate) config: WsConfig,
     verifier: Verifier,
     authorize: Box<Authorize>,
+    authorize_async: Option<Box<AuthorizeAsync>>,
     admit: Box<Admit>,
     rooms: Mutex<HashMap<String, Room>>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
@@ -152,6 +162,7 @@ pub struct WsServerBuilder {
     config: WsConfig,
     verifier: Verifier,
     authorize: Box<Authorize>,
+    authorize_async: Option<Box<AuthorizeAsync>>,
     admit: Box<Admit>,
 }
 
@@ -178,6 +189,32 @@ impl WsServerBuilder {
         self
     }
 
+    /// Adds an asynchronous check for rooms that neither the connection's own rooms nor
+    /// [`authorize`](Self::authorize) allow: for a decision that needs I/O, such as asking the
+    /// service that owns a record whether this user may see it. It runs on the connection's
+    /// reader (the connection's later frames wait for it, so its answers keep their order) and
+    /// counts as "no" after 5 seconds.
+    ///
+    /// ```
+    /// # use tidewell_auth::{KeySet, Verifier, VerifyingKey};
+    /// # use tidewell_websocket::WsServer;
+    /// # let verifier = Verifier::new(KeySet::from_keys([VerifyingKey::hs256("k", &[7; 32]).unwrap()]), "iss", "aud");
+    /// let server = WsServer::builder(verifier)
+    ///     .authorize_async(|claims, room| async move {
+    ///         // e.g. ask the payments service whether claims.sub owns the payment in `room`
+    ///         room.starts_with("payment:") && claims.has_role("auditor")
+    ///     });
+    /// ```
+    #[must_use]
+    pub fn authorize_async<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Claims, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.authorize_async = Some(Box::new(move |claims, room| Box::pin(f(claims, room))));
+        self
+    }
+
     /// Sets which verified tokens may connect (default: all). A token refused here gets 401
     /// `session_revoked` before any upgrade. The check runs on every upgrade, so keep it to
     /// memory: e.g. `tidewell_session_sync::server::RevokedSessions::permits`, which a hub
@@ -196,6 +233,7 @@ impl WsServerBuilder {
                 config: self.config,
                 verifier: self.verifier,
                 authorize: self.authorize,
+                authorize_async: self.authorize_async,
                 admit: self.admit,
                 rooms: Mutex::new(HashMap::new()),
                 conns: Mutex::new(HashMap::new()),
@@ -269,6 +307,7 @@ impl WsServer {
             config: WsConfig::default(),
             verifier,
             authorize: Box::new(|_, _| false),
+            authorize_async: None,
             admit: Box::new(|_| true),
         }
     }
@@ -724,8 +763,28 @@ impl Inner {
         }
     }
 
-    /// Joins `room`, answering `subscribed` and replaying what `since` missed, atomically with
-    /// respect to publishes in the room.
+    /// Whether `claims` may join `room`: its own rooms, then the [`Authorize`] hook, then the
+    /// [`AuthorizeAsync`] one (bounded by [`AUTHORIZE_TIMEOUT`]).
+    pub(crate) async fn may_join(&self, claims: &Claims, room: &str) -> bool {
+        if !is_valid_room(room) {
+            return false;
+        }
+        if own_rooms(claims).iter().any(|r| r == room) || (self.authorize)(claims, room) {
+            return true;
+        }
+        match &self.authorize_async {
+            Some(check) => {
+                tokio::time::timeout(AUTHORIZE_TIMEOUT, check(claims.clone(), room.to_owned()))
+                    .await
+                    .unwrap_or(false)
+            }
+            None => false,
+        }
+    }
+
+    /// Joins `room` (which [`may_join`](Self::may_join) answered with `allowed`), answering
+    /// `subscribed` and replaying what `since` missed, atomically with respect to publishes in
+    /// the room.
     pub(crate) fn subscribe(
         &self,
         conn: &Arc<Conn>,
@@ -733,6 +792,7 @@ impl Inner {
         id: Option<u64>,
         room: &str,
         since: Option<Since>,
+        allowed: bool,
     ) {
         if !is_valid_room(room) {
             return self.error(
@@ -742,8 +802,7 @@ impl Inner {
                 "room names are 1 to 128 visible ASCII characters",
             );
         }
-        let own = own_rooms(&conn.claims);
-        if !own.iter().any(|r| r == room) && !(self.authorize)(&conn.claims, room) {
+        if !allowed {
             return self.error(conn, id, codes::FORBIDDEN, "you may not join this room");
         }
         {

@@ -85,6 +85,33 @@ async fn welcome_own_rooms_and_authorization() {
         (Some("error"), Some("forbidden"))
     );
 
+    // The asynchronous check: the owner may join, nobody else; answers keep the frames' order.
+    for (id, room) in [(3, "ledger:u2"), (4, "ledger:u1"), (5, "user:u1")] {
+        send(
+            &mut ws,
+            serde_json::json!({"type":"subscribe","id":id,"room":room}),
+        )
+        .await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let a = next_json(&mut ws).await;
+        let what = a["code"]
+            .as_str()
+            .or(a["type"].as_str())
+            .unwrap()
+            .to_owned();
+        answers.push((a["id"].as_u64(), what));
+    }
+    assert_eq!(
+        answers,
+        [
+            (Some(3), "forbidden".to_owned()),
+            (Some(4), "subscribed".to_owned()),
+            (Some(5), "subscribed".to_owned())
+        ]
+    );
+
     // Events reach the right connections only.
     let mut other = connect(addr, &token("u2", &[], "s2")).await.unwrap();
     next_json(&mut other).await;
@@ -293,6 +320,27 @@ async fn bad_input_is_answered_and_the_server_stays_up() {
     assert_eq!(next_json(&mut ws).await["code"], "bad_frame");
     ws.send(Message::text(r#"{"type":"fly"}"#)).await.unwrap();
     assert_eq!(next_json(&mut ws).await["code"], "bad_frame");
+    // An error that answers a frame with an integer id carries that id (docs/protocol.md).
+    ws.send(Message::text(
+        r#"{"type":"subscribe","id":77,"room":"user:u1","colour":"red"}"#,
+    ))
+    .await
+    .unwrap();
+    let error = next_json(&mut ws).await;
+    assert_eq!(
+        (error["code"].as_str(), error["id"].as_u64()),
+        (Some("bad_frame"), Some(77)),
+        "{error}"
+    );
+    ws.send(Message::text(r#"{"type":"subscribe","id":"x","room":7}"#))
+        .await
+        .unwrap();
+    let error = next_json(&mut ws).await;
+    assert_eq!(error["code"], "bad_frame");
+    assert!(
+        error.get("id").is_none_or(serde_json::Value::is_null),
+        "{error}"
+    );
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(next_json(&mut ws).await["code"], "binary_not_supported");
     send(

@@ -15,6 +15,9 @@
 //!   AMQP headers, WebSocket frames), linked to OpenTelemetry with the feature `otel`.
 //! - [`Shutdown`] (feature `runtime`, on by default): one graceful-shutdown signal (SIGINT/SIGTERM)
 //!   that servers and consumers accept, which also owns the tasks they spawn.
+//! - [`LingeringClose`] (feature `runtime`): a server connection that half-closes and drains
+//!   before it closes, so an early answer (a 413 while the client still sends) is not lost to a
+//!   reset.
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
@@ -42,6 +45,8 @@ pub mod cli;
 pub mod config;
 mod envelope;
 mod error;
+#[cfg(feature = "runtime")]
+mod linger;
 mod named;
 pub mod propagation;
 #[cfg(feature = "runtime")]
@@ -50,6 +55,9 @@ mod shutdown;
 pub use backoff::{Backoff, BackoffBuilder, Schedule};
 pub use envelope::{CorrelationId, Envelope, Event, RawEnvelope, is_valid_event_type};
 pub use error::Error;
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use linger::LingeringClose;
 pub use named::SharedByName;
 #[cfg(feature = "runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]

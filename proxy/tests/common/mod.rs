@@ -156,6 +156,33 @@ pub(crate) async fn start_early_answering_upstream() -> SocketAddr {
     addr
 }
 
+/// An upstream that answers `413` as soon as it has a request's head and then resets the
+/// connection with the body unread (`SO_LINGER` 0): a server that does not close politely.
+pub(crate) async fn start_resetting_early_answerer() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+                    .await;
+                let _ = stream.set_zero_linger();
+                drop(stream);
+            });
+        }
+    });
+    addr
+}
+
 async fn answer_early(mut stream: TcpStream) {
     let mut head = Vec::new();
     let mut buf = vec![0u8; 4096];

@@ -100,7 +100,7 @@ impl AuthService {
         })
     }
 
-    /// The routes, under `/api/auth`.
+    /// The routes, under `/api/auth`. Every answer carries `Cache-Control: no-store`.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/api/auth/register", post(api::register))
@@ -120,6 +120,9 @@ impl AuthService {
                 get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
             )
             .layer(DefaultBodyLimit::max(16 * 1024))
+            // Tokens and account data: no cache may keep them (RFC 6749 5.1 for token
+            // responses; RFC 9111 5.2.2.5).
+            .layer(axum::middleware::map_response(no_store))
             .with_state(Arc::clone(&self.state))
     }
 
@@ -137,4 +140,18 @@ impl AuthService {
     pub async fn outbox_pending(&self) -> Result<u64, Error> {
         Ok(self.state.outbox.pending().await?)
     }
+}
+
+/// `Cache-Control: no-store` (and `Pragma: no-cache` for HTTP/1.0 caches) on a response.
+async fn no_store(mut res: axum::response::Response) -> axum::response::Response {
+    let h = res.headers_mut();
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        http::header::PRAGMA,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    res
 }

@@ -17,7 +17,6 @@
 mod config;
 mod web;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +56,44 @@ pub enum Error {
     Metrics(#[from] tidewell_observability::Error),
 }
 
+/// Who may join `payment:<id>`: an admin, or whoever the payments service shows the payment to
+/// (its owner): the gateway asks it, as the user, with a token of 30 seconds that keeps the
+/// user's session and device, so the rule stays the payments service's own.
+#[derive(Clone)]
+struct PaymentRooms {
+    payments_url: String,
+    issuer: Arc<tidewell_auth::Issuer>,
+}
+
+impl PaymentRooms {
+    async fn check(&self, claims: &tidewell_auth::Claims, room: &str) -> bool {
+        let Some(id) = room.strip_prefix("payment:") else {
+            return false;
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return false;
+        }
+        if claims.has_role("admin") {
+            return true;
+        }
+        let mut asking = self.issuer.claims_for(claims.sub.clone());
+        asking.roles.clone_from(&claims.roles);
+        asking.sid.clone_from(&claims.sid);
+        asking.did.clone_from(&claims.did);
+        let Ok(token) = self.issuer.sign(&asking) else {
+            return false;
+        };
+        let path = format!("/api/payments/{id}");
+        match web::get_upstream(&self.payments_url, &path, Some(token.as_str())).await {
+            Ok((status, _)) => status == http::StatusCode::OK,
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask the payments service who may see a payment");
+                false
+            }
+        }
+    }
+}
+
 /// A running gateway.
 #[derive(Clone, Debug)]
 pub struct Gateway {
@@ -70,8 +107,19 @@ impl Gateway {
         let verifier = tidewell_service_kit::verifier(&config.jwt_secret)?;
         let revoked = RevokedSessions::in_memory(1_000_000, Duration::from_secs(24 * 3600));
         let admit = revoked.clone();
+        let may_see = PaymentRooms {
+            payments_url: config.payments_url.clone(),
+            issuer: Arc::new(tidewell_service_kit::issuer(
+                &config.jwt_secret,
+                Duration::from_secs(30),
+            )?),
+        };
         let ws = WsServer::builder(verifier.clone())
             .admit(move |claims| admit.permits(claims))
+            .authorize_async(move |claims, room| {
+                let may_see = may_see.clone();
+                async move { may_see.check(&claims, &room).await }
+            })
             .build()?;
         let bridge = Bridge::new(ws.clone())
             .rule("payments.payment.*", |e| {
@@ -197,7 +245,7 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = tidewell_service_kit::layers(self.router())
-            .into_make_service_with_connect_info::<SocketAddr>();
+            .into_make_service_with_connect_info::<tidewell_service_kit::PeerAddr>();
         let result = axum::serve(tidewell_service_kit::nodelay(listener), app)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -1,6 +1,5 @@
 //! The gateway's own routes and middleware.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use tidewell_auth::Verifier;
 use tidewell_observability::{HttpMetrics, MetricsRegistry};
 use tidewell_proxy::{ClientAddr, Proxy};
-use tidewell_service_kit::ApiError;
+use tidewell_service_kit::{ApiError, PeerAddr};
 use tidewell_session_sync::server::RevokedSessions;
 use tidewell_websocket::WsServer;
 
@@ -65,7 +64,9 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 
 /// Gives the proxy the client's address (rate limits, `X-Forwarded-For`).
 async fn client_addr(mut req: Request, next: Next) -> Response {
-    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+    if let Some(ConnectInfo(PeerAddr(addr))) =
+        req.extensions().get::<ConnectInfo<PeerAddr>>().copied()
+    {
         req.extensions_mut().insert(ClientAddr(addr));
     }
     next.run(req).await
@@ -310,6 +311,20 @@ async fn openapi(AxumState(s): S) -> Response {
 
 /// GET `path` on the upstream `base` (`http://host:port`), as JSON, within two seconds.
 async fn fetch_json(base: &str, path: &str) -> Result<serde_json::Value, String> {
+    let (status, body) = get_upstream(base, path, None).await?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+/// GET `path` on the upstream `base` (`http://host:port`), with `bearer` as its token, within
+/// two seconds: the status and the body.
+pub(crate) async fn get_upstream(
+    base: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<(StatusCode, bytes::Bytes), String> {
     use http_body_util::BodyExt as _;
     let authority = base
         .strip_prefix("http://")
@@ -325,21 +340,22 @@ async fn fetch_json(base: &str, path: &str) -> Result<serde_json::Value, String>
                 .await
                 .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let req = http::Request::get(path)
-            .header(header::HOST, &authority)
+        let mut req = http::Request::get(path).header(header::HOST, &authority);
+        if let Some(token) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .map_err(|e| e.to_string())?;
         let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        if !res.status().is_success() {
-            return Err(format!("HTTP {}", res.status()));
-        }
+        let status = res.status();
         let body = res
             .into_body()
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| e.to_string())
+        Ok((status, body))
     };
     tokio::time::timeout(Duration::from_secs(2), work)
         .await

@@ -40,4 +40,6 @@ pub use auth::{AUDIENCE, AuthState, AuthUser, ISSUER, issuer, verifier};
 pub use db::{database, now_ms, start_relay};
 pub use error::{ApiError, request_id};
 pub use extract::JsonBody;
-pub use serve::{ListenError, layers, listen, nodelay, serve, shutdown_signal};
+pub use serve::{
+    ListenError, PeerAddr, ServiceListener, layers, listen, nodelay, serve, shutdown_signal,
+};

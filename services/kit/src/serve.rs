@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use axum::Router;
+use tidewell_core::LingeringClose;
 use tidewell_observability::CorrelationLayer;
 use tokio::net::TcpListener;
 
@@ -40,17 +41,55 @@ pub async fn listen(
         .map_err(|source| ListenError { addr, var, source })
 }
 
-/// `listener` with TCP_NODELAY on every accepted connection, so a small response or WebSocket
-/// frame goes out at once instead of waiting for the previous segment's ACK (axum leaves Nagle
-/// on).
-pub fn nodelay(
-    listener: TcpListener,
-) -> axum::serve::TapIo<TcpListener, impl FnMut(&mut tokio::net::TcpStream) + Send + 'static> {
-    use axum::serve::ListenerExt as _;
-    listener.tap_io(|stream| {
-        // ok to ignore: without it the connection still works, only with Nagle's delays
-        let _ = stream.set_nodelay(true);
-    })
+/// `listener` as the services serve it: TCP_NODELAY on every accepted connection, so a small
+/// response or WebSocket frame goes out at once instead of waiting for the previous segment's
+/// ACK (axum leaves Nagle on), and each connection closed politely
+/// ([`LingeringClose`]: an early 413 reaches a client that is still sending its body).
+pub fn nodelay(listener: TcpListener) -> ServiceListener {
+    ServiceListener(listener)
+}
+
+/// A listener for [`axum::serve`] (see [`nodelay`]).
+#[derive(Debug)]
+pub struct ServiceListener(TcpListener);
+
+impl axum::serve::Listener for ServiceListener {
+    type Io = LingeringClose<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => {
+                    // ok to ignore: without it the connection still works, only with Nagle's delays
+                    let _ = stream.set_nodelay(true);
+                    return (LingeringClose::new(stream), addr);
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// The client's address of a connection accepted by a [`ServiceListener`], for
+/// `into_make_service_with_connect_info::<PeerAddr>()` and the `ConnectInfo<PeerAddr>` extractor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ServiceListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, ServiceListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
 }
 
 /// `router` with what every service has: correlation ids (`x-correlation-id` in and out) and

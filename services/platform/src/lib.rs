@@ -326,19 +326,20 @@ impl Platform {
             config.jwt_secret.clone(),
         );
         auth_cfg.admin_emails.clone_from(&config.admin_emails);
-        let auth = AuthService::start(auth_cfg, hub.clone(), stop.clone()).await?;
+        // One connection for all, but each service emits its events under its own name.
+        let auth = AuthService::start(auth_cfg, hub.with_source("auth"), stop.clone()).await?;
         let payments = PaymentsService::start(
             PaymentsConfig::new(
                 config.db(config.payments_db.as_ref(), "payments"),
                 config.jwt_secret.clone(),
             ),
-            hub.clone(),
+            hub.with_source("payments"),
             cache.clone(),
             stop.clone(),
         )
         .await?;
-        let admin = AdminService::start(admin_cfg, hub.clone()).await?;
-        let profile = ProfileService::start(profile_cfg, hub.clone(), cache).await?;
+        let admin = AdminService::start(admin_cfg, hub.with_source("admin")).await?;
+        let profile = ProfileService::start(profile_cfg, hub.with_source("profile"), cache).await?;
 
         let mut tasks = tokio::task::JoinSet::new();
         let mut addrs = Vec::new();
@@ -371,7 +372,7 @@ impl Platform {
         gateway_cfg.profile_url = format!("http://{profile_addr}");
         gateway_cfg.auth_per_minute = config.rate_limits.0;
         gateway_cfg.api_per_minute = config.rate_limits.1;
-        let gateway = Gateway::start(gateway_cfg, hub).await?;
+        let gateway = Gateway::start(gateway_cfg, hub.with_source("gateway")).await?;
         let listener = tidewell_service_kit::listen(config.addr, "GATEWAY_ADDR").await?;
         let addr = listener.local_addr()?;
         let g = gateway.clone();

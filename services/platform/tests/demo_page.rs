@@ -34,14 +34,14 @@ async fn start(data: &Path) -> Platform {
     Platform::start(c).await.unwrap()
 }
 
-/// One request on a fresh connection: status, `Retry-After`, JSON body.
+/// One request on a fresh connection: status, `Retry-After` and `Cache-Control`, JSON body.
 async fn call(
     addr: SocketAddr,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<Value>,
-) -> (u16, Option<String>, Value) {
+) -> (u16, (Option<String>, Option<String>), Value) {
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -59,14 +59,16 @@ async fn call(
     tokio::spawn(conn);
     let res = sender.send_request(req.body(body).unwrap()).await.unwrap();
     let status = res.status().as_u16();
-    let retry_after = res
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let headers = (header("retry-after"), header("cache-control"));
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     (
         status,
-        retry_after,
+        headers,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
 }
@@ -128,8 +130,11 @@ async fn the_credential_limit_spares_signed_in_requests_and_answers_429_in_the_e
     .await;
     assert_eq!(s, 201, "{v}");
     let login = json!({"email": email, "password": "a sound password 42"});
-    let (s, _, tokens) = call(a, "POST", "/api/auth/login", None, Some(login.clone())).await;
+    let (s, (_, cache_control), tokens) =
+        call(a, "POST", "/api/auth/login", None, Some(login.clone())).await;
     assert_eq!(s, 200, "{tokens}");
+    // A response carrying tokens may not be stored by any cache (RFC 6749 5.1).
+    assert_eq!(cache_control.as_deref(), Some("no-store"));
     let token = tokens["access_token"].as_str().unwrap().to_owned();
 
     // Signed-in requests to /api/auth, many more than the credential limit: none limited.
@@ -144,7 +149,8 @@ async fn the_credential_limit_spares_signed_in_requests_and_answers_429_in_the_e
         let (s, _, v) = call(a, "POST", "/api/auth/login", None, Some(login.clone())).await;
         assert_eq!(s, 200, "login {i}: {v}");
     }
-    let (s, retry_after, v) = call(a, "POST", "/api/auth/login", None, Some(login.clone())).await;
+    let (s, (retry_after, _), v) =
+        call(a, "POST", "/api/auth/login", None, Some(login.clone())).await;
     assert_eq!(s, 429, "{v}");
     let wait: u64 = retry_after
         .expect("a 429 carries Retry-After")

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use http::Request;
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
@@ -200,6 +200,33 @@ async fn flow(config: PlatformConfig) {
             .is_none(),
         "another user hears nothing"
     );
+    // The payment's own room: its owner and an admin may join it, nobody else.
+    let room = format!("payment:{id}");
+    for (ws, answer) in [(&mut ws_phone, "subscribed"), (&mut ws_bob, "forbidden")] {
+        ws.send(Message::text(
+            json!({"type": "subscribe", "id": 9, "room": room}).to_string(),
+        ))
+        .await
+        .unwrap();
+        let a = next_json(ws, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(a["id"], 9, "{a}");
+        assert_eq!(
+            a["code"].as_str().or(a["type"].as_str()),
+            Some(answer),
+            "{a}"
+        );
+    }
+    let mut ws_root = ws(a, &tok(&root)).await;
+    ws_root
+        .send(Message::text(
+            json!({"type": "subscribe", "id": 1, "room": room}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let answer = next_json(&mut ws_root, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(answer["type"], "subscribed", "an admin may join: {answer}");
 
     // The admin audit log has the events; the profile was made.
     let root_token = tok(&root);
@@ -207,18 +234,27 @@ async fn flow(config: PlatformConfig) {
         let t = root_token.clone();
         async move {
             let (_, log) = call(a, "GET", "/api/admin/audit?limit=200", Some(&t), None).await;
-            let types: Vec<String> = log
-                .as_array()?
+            let events = log.as_array()?.clone();
+            let types: Vec<String> = events
                 .iter()
                 .filter_map(|e| e["event_type"].as_str().map(str::to_owned))
                 .collect();
             (types.iter().any(|t| t == "payments.payment.created")
                 && types.iter().filter(|t| *t == "auth.user.created").count() >= 3)
-                .then_some(types)
+                .then_some(events)
         }
     })
     .await;
-    assert!(audit.is_some(), "the audit log did not get the events");
+    let audit = audit.expect("the audit log did not get the events");
+    // Every event names the service that emitted it (docs/events.md), inside the platform too.
+    for e in &audit {
+        let (ty, source) = (
+            e["event_type"].as_str().unwrap(),
+            e["source"].as_str().unwrap(),
+        );
+        let service = ty.split('.').next().unwrap();
+        assert_eq!(source, service, "{e}");
+    }
     let (s, _) = call(a, "GET", "/api/admin/audit", Some(&tok(&laptop)), None).await;
     assert_eq!(s, 403, "not an admin");
     let laptop_token = tok(&laptop);
@@ -696,6 +732,134 @@ async fn hostile_requests_get_a_4xx_and_leak_nothing() {
     // Bob's payment list does not show Ann's.
     let (s, page) = call(a, "GET", "/api/payments", Some(&bob), None).await;
     assert_eq!(page["total"], 0, "status {s}: {page}");
+    platform.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Sends `head` then `body` on a raw connection while reading the answer (a client that
+/// stops sending once it has its answer, as browsers do); answers the status code.
+async fn raw_status(addr: SocketAddr, head: String, body: Bytes, chunked: bool) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::clone(&answered);
+    let writer = tokio::spawn(async move {
+        if wr.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        for piece in body.chunks(64 * 1024) {
+            if done.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let sent = if chunked {
+                let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+                framed.extend_from_slice(piece);
+                framed.extend_from_slice(b"\r\n");
+                wr.write_all(&framed).await
+            } else {
+                wr.write_all(piece).await
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+        if chunked {
+            let _ = wr.write_all(b"0\r\n\r\n").await;
+        }
+        // Keep the sending half open until the answer is read (no half-close: a client that
+        // half-closes is taken as gone by most servers).
+        std::future::pending::<()>().await;
+    });
+    let mut got = Vec::new();
+    let mut buf = [0_u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match rd.read(&mut buf).await {
+                Ok(0) => break,
+                Err(e) => {
+                    eprintln!("read: {e}");
+                    break;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    answered.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.abort();
+    assert!(read.is_ok(), "no answer within 10 s");
+    let text = String::from_utf8_lossy(&got);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line (the connection was dropped): {text:?}"))
+}
+
+/// Bodies over a service's limit, with a length or chunked, again and again: each gets a 413,
+/// never a 5xx (the service answers before it has read the body and closes politely, and the
+/// gateway relays the answer that came before the body was all sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_a_413_every_time_never_a_5xx() {
+    let data = std::env::temp_dir().join(unique_name("platform"));
+    let mut config = embedded(&data);
+    config.rate_limits = (0, 0);
+    let platform = Platform::start(config).await.unwrap();
+    let a = platform.addr;
+    let (_, v) = call(
+        a,
+        "POST",
+        "/api/auth/register",
+        None,
+        Some(json!({"email": "big@example.com", "password": "a sound password 42", "name": "B"})),
+    )
+    .await;
+    let (_, t) = call(
+        a,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"email": "big@example.com", "password": "a sound password 42"})),
+    )
+    .await;
+    let token = t["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v} {t}"))
+        .to_owned();
+    let json_of = |size: usize| {
+        Bytes::from(format!(
+            "{{\"amount\": \"1\", \"currency\": \"EUR\", \"description\": \"{}\"}}",
+            "x".repeat(size)
+        ))
+    };
+    let mut statuses = std::collections::BTreeMap::<(String, u16), usize>::new();
+    for path in ["/api/payments", "/api/auth/register"] {
+        for chunked in [false, true] {
+            let body = if chunked {
+                json_of(10 << 20)
+            } else {
+                json_of(600 << 10)
+            };
+            for _ in 0..30 {
+                let framing = if chunked {
+                    "transfer-encoding: chunked".to_owned()
+                } else {
+                    format!("content-length: {}", body.len())
+                };
+                let head = format!(
+                    "POST {path} HTTP/1.1\r\nhost: {a}\r\nauthorization: Bearer {token}\r\n\
+                     content-type: application/json\r\n{framing}\r\nconnection: close\r\n\r\n"
+                );
+                let status = raw_status(a, head, body.clone(), chunked).await;
+                let case = format!("{path} {}", if chunked { "chunked" } else { "length" });
+                *statuses.entry((case, status)).or_default() += 1;
+            }
+        }
+    }
+    assert!(
+        statuses.keys().all(|(_, status)| *status == 413),
+        "every oversized body gets a 413: {statuses:?}"
+    );
     platform.shutdown().await;
     let _ = std::fs::remove_dir_all(&data);
 }

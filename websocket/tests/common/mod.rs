@@ -49,6 +49,11 @@ pub(crate) async fn start(config: WsConfig) -> (WsServer, SocketAddr) {
                 || room.starts_with("price:")
                 || room.starts_with("doc:")
         })
+        // As if it asked another service: `ledger:<sub>` is its owner's alone.
+        .authorize_async(|claims, room| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            room.strip_prefix("ledger:") == Some(claims.sub.as_str())
+        })
         .build()
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
