@@ -327,6 +327,45 @@ fn host_of<B>(
     }
 }
 
+/// RFC 9110 7.6.2: an `OPTIONS` or `TRACE` with `Max-Forwards` goes on with the value less
+/// one, or, at zero, is answered here as by the final recipient: `OPTIONS` with a 200 and
+/// `Allow`, `TRACE` with a 405 (echoing the request back, which RFC 9110 9.3.8 suggests, would
+/// reflect its credentials to scripts; the README's header policy says so).
+fn max_forwards<B>(req: &mut Request<B>, request_id: &HeaderValue) -> Option<Response<ProxyBody>> {
+    const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+    if !matches!(*req.method(), http::Method::OPTIONS | http::Method::TRACE) {
+        return None;
+    }
+    let left = req
+        .headers()
+        .get(header::MAX_FORWARDS)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    if let Some(less) = left.checked_sub(1) {
+        req.headers_mut().insert(header::MAX_FORWARDS, less.into());
+        return None;
+    }
+    let mut res = if req.method() == http::Method::OPTIONS {
+        let mut res = Response::new(full(""));
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        res
+    } else {
+        error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "trace_not_allowed",
+            "this proxy does not reflect TRACE requests",
+            id_text(request_id),
+        )
+    };
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+    Some(res)
+}
+
 /// An authority a server may accept: no userinfo, and a port, when there is one after a `:`,
 /// of digits only and at most 65535 (an empty port is allowed, RFC 3986 3.2.3).
 fn valid_authority(a: &http::uri::Authority) -> bool {
@@ -397,6 +436,9 @@ impl Inner {
                 id_text(&request_id),
             ));
         };
+        if let Some(answer) = max_forwards(&mut req, &request_id) {
+            return Err(answer);
+        }
         // Only a route with a host condition reads the name (splitting off the port costs).
         let host_name = if self.host_routes {
             host.as_ref().map(|(a, _)| a.host())
