@@ -8,10 +8,9 @@ use tidewell_core::{CorrelationId, propagation};
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// The header the id is read from first and echoed in.
-pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
-/// The header read when `x-correlation-id` is absent.
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+/// The header the id is read from first and echoed in (`x-correlation-id`), and the one read
+/// when it is absent (`x-request-id`): defined once, in `tidewell_core::http`.
+pub use tidewell_core::http::{CORRELATION_HEADER, REQUEST_ID_HEADER};
 
 /// The correlation id of a request: from `x-correlation-id`, else `x-request-id`, else a fresh
 /// UUID v7. A value that is not a valid [`CorrelationId`] (too long, bad characters) is replaced,

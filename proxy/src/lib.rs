@@ -61,4 +61,6 @@ pub use body::{BoxError, ProxyBody};
 pub use config::{Balance, HostHeader, ProxyConfig, RateLimit, Route, SecurityHeaders};
 pub use error::Error;
 pub use server::serve;
-pub use service::{ClientAddr, Proxy, REQUEST_ID_HEADER};
+pub use service::{ClientAddr, Proxy};
+/// The request id header the proxy keeps or makes, sends upstream and echoes (`x-request-id`).
+pub use tidewell_core::http::REQUEST_ID_HEADER;

@@ -32,7 +32,7 @@ const RETRY_RATIO: u64 = 200;
 const RETRY_CAP: u64 = 10;
 
 /// The request header the request id is forwarded upstream in.
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+use tidewell_core::http::REQUEST_ID_HEADER;
 
 /// The client's address, for a proxy served by another server (axum): insert it in the request
 /// extensions from the connection info so that `X-Forwarded-For`, `X-Real-IP` and rate limits see
@@ -273,10 +273,9 @@ fn id_text(v: &HeaderValue) -> &str {
 /// A JSON error response: `{"error": {"code", "message", "request_id"}}`, the shape the
 /// reference services use, so a client reads every error of a gateway the same way.
 fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "error": { "code": code, "message": message, "request_id": request_id }
-    });
-    let mut res = Response::new(full(body.to_string()));
+    let mut res = Response::new(full(tidewell_core::http::error_body(
+        code, message, request_id,
+    )));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,

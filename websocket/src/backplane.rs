@@ -51,14 +51,14 @@ impl Backplane {
         )
         .await
         .map_err(|_| {
-            Error::Config(format!(
-                "backplane Redis at {} did not answer in 5 s",
+            Error::Backplane(format!(
+                "Redis at {} did not answer in 5 s",
                 tidewell_core::config::redact_url(url)
             ))
         })?
         .map_err(|e| {
-            Error::Config(format!(
-                "backplane Redis at {}: {e}",
+            Error::Backplane(format!(
+                "Redis at {}: {e}",
                 tidewell_core::config::redact_url(url)
             ))
         })?;
@@ -70,8 +70,8 @@ impl Backplane {
         // The first subscription is in place before the server is used.
         tokio::time::timeout(Duration::from_secs(5), ready_rx)
             .await
-            .map_err(|_| Error::Config("backplane subscription did not start in 5 s".into()))?
-            .map_err(|_| Error::Config("backplane subscription failed".into()))?;
+            .map_err(|_| Error::Backplane("the subscription did not start in 5 s".into()))?
+            .map_err(|_| Error::Backplane("the subscription failed".into()))?;
         Ok(Self { queue })
     }
 
@@ -79,7 +79,7 @@ impl Backplane {
     pub(crate) fn publish(&self, room: &str, json: String) -> Result<(), Error> {
         self.queue
             .send((room.to_owned(), json))
-            .map_err(|_| Error::Config("the backplane publisher has stopped".into()))
+            .map_err(|_| Error::Stopped("backplane publisher"))
     }
 }
 

@@ -131,14 +131,14 @@ impl WsClient {
     pub fn subscribe(&self, room: &str) -> Result<(), Error> {
         self.commands
             .send(Command::Subscribe(room.to_owned()))
-            .map_err(|_| Error::Config("the client has stopped".into()))
+            .map_err(|_| Error::Stopped("client"))
     }
 
     /// Leaves `room`.
     pub fn unsubscribe(&self, room: &str) -> Result<(), Error> {
         self.commands
             .send(Command::Unsubscribe(room.to_owned()))
-            .map_err(|_| Error::Config("the client has stopped".into()))
+            .map_err(|_| Error::Stopped("client"))
     }
 
     /// The next event; `None` once the client has stopped and everything was read.

@@ -261,8 +261,16 @@ impl WsServerBuilder {
     }
 }
 
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+/// An error answer to an upgrade request, in the shape every Tidewell HTTP error has
+/// (`tidewell_core::http::error_body`), with the request's id.
+fn json_error(
+    request: &http::HeaderMap,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
+    let id = tidewell_core::http::request_id_of(request);
+    let body = tidewell_core::http::error_body(code, message, id);
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -318,6 +326,7 @@ impl WsServer {
     pub fn handle<B>(&self, mut req: Request<B>) -> Response<Full<Bytes>> {
         if self.inner.closing.load(Ordering::Acquire) {
             return json_error(
+                req.headers(),
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",
                 "the server is shutting down; connect to another node",
@@ -330,6 +339,7 @@ impl WsServer {
                 .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         if !is_ws {
             return json_error(
+                req.headers(),
                 StatusCode::UPGRADE_REQUIRED,
                 "not_websocket",
                 "this endpoint speaks WebSocket only",
@@ -337,6 +347,7 @@ impl WsServer {
         }
         let Some(key) = h.get(header::SEC_WEBSOCKET_KEY).cloned() else {
             return json_error(
+                req.headers(),
                 StatusCode::BAD_REQUEST,
                 "bad_handshake",
                 "Sec-WebSocket-Key is missing",
@@ -347,6 +358,7 @@ impl WsServer {
             != Some(b"13")
         {
             return json_error(
+                req.headers(),
                 StatusCode::BAD_REQUEST,
                 "bad_handshake",
                 "Sec-WebSocket-Version must be 13",
@@ -356,6 +368,7 @@ impl WsServer {
         let Some(token) = token else {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
             return json_error(
+                req.headers(),
                 StatusCode::UNAUTHORIZED,
                 "no_token",
                 "send a token: Authorization: Bearer, a bearer.<token> WebSocket protocol, or ?token=",
@@ -366,12 +379,18 @@ impl WsServer {
             Err(e) => {
                 self.inner.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(path = %req.uri().path(), error = %e, "websocket upgrade refused");
-                return json_error(StatusCode::UNAUTHORIZED, "bad_token", &e.to_string());
+                return json_error(
+                    req.headers(),
+                    StatusCode::UNAUTHORIZED,
+                    "bad_token",
+                    &e.to_string(),
+                );
             }
         };
         if !(self.inner.admit)(&claims) {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
             return json_error(
+                req.headers(),
                 StatusCode::UNAUTHORIZED,
                 "session_revoked",
                 "this session was revoked; sign in again",
@@ -407,18 +426,16 @@ impl WsServer {
     /// backplane ([`WsServer::connect_backplane`]) it goes through Redis to every node, this one
     /// included, in publish order.
     pub fn publish<T: serde::Serialize>(&self, room: &str, envelope: &T) -> Result<(), Error> {
-        let json = serde_json::to_string(envelope)
-            .map_err(|e| Error::Config(format!("cannot encode the event: {e}")))?;
+        let json = serde_json::to_string(envelope).map_err(Error::Encode)?;
         self.publish_json(room, &json)
     }
 
     /// Like [`WsServer::publish`] with the envelope already in JSON.
     pub fn publish_json(&self, room: &str, json: &str) -> Result<(), Error> {
         if !is_valid_room(room) {
-            return Err(Error::Config(format!("{room:?} is not a valid room name")));
+            return Err(Error::InvalidRoom(room.to_owned()));
         }
-        let event = RawValue::from_string(json.to_owned())
-            .map_err(|e| Error::Config(format!("the event is not JSON: {e}")))?;
+        let event = RawValue::from_string(json.to_owned()).map_err(Error::Encode)?;
         #[cfg(feature = "redis")]
         if let Some(b) = self.inner.backplane.get() {
             return b.publish(room, event.get().to_owned());
@@ -439,7 +456,7 @@ impl WsServer {
         self.inner
             .backplane
             .set(b)
-            .map_err(|_| Error::Config("this server already has a backplane".into()))
+            .map_err(|_| Error::BackplaneAttached)
     }
 
     /// The open connections of `user`.

@@ -9,6 +9,8 @@
 //!   for tests. Retries, reconnects and clients all use this one.
 //! - [`config`]: typed reading of durations (`"250ms"`), byte sizes (`"64KiB"`) and URLs from
 //!   environment variables, with errors that name the variable and the expected form.
+//! - [`http`] (feature `http`): the request id headers and the one JSON error shape of every
+//!   Tidewell HTTP answer.
 //! - [`cli`]: `--help` (what a program does and the environment variables it reads),
 //!   `--version`, usage errors and start-up errors printed for a person, with the right exit codes.
 //! - [`propagation`]: W3C trace context through any [`Carrier`](propagation::Carrier) (HTTP and
@@ -45,6 +47,9 @@ pub mod cli;
 pub mod config;
 mod envelope;
 mod error;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 #[cfg(feature = "runtime")]
 mod linger;
 mod named;

@@ -85,10 +85,14 @@ fn current() -> Option<String> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message, "request_id": current() }
-        });
-        (self.status, axum::Json(body)).into_response()
+        let id = current().unwrap_or_default();
+        let body = tidewell_core::http::error_body(self.code, &self.message, &id);
+        (
+            self.status,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
     }
 }
 

@@ -49,7 +49,7 @@ pub fn nodelay(listener: TcpListener) -> ServiceListener {
     ServiceListener(listener)
 }
 
-/// A listener for [`axum::serve`] (see [`nodelay`]).
+/// A listener for [`axum::serve()`] (see [`nodelay`]).
 #[derive(Debug)]
 pub struct ServiceListener(TcpListener);
 

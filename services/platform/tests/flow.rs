@@ -863,3 +863,110 @@ async fn oversized_bodies_get_a_413_every_time_never_a_5xx() {
     platform.shutdown().await;
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Everything the gateway answers with an error has one shape, whoever made it: the proxy (404,
+/// 429, 502), the WebSocket upgrade (401) and a service (422).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gateway_error_has_one_shape() {
+    let data = std::env::temp_dir().join(unique_name("platform"));
+    let platform = Platform::start(embedded(&data)).await.unwrap();
+    // A second gateway in front of the same services, with payments unreachable and a
+    // credential limit of one a minute.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let mut config = tidewell_gateway::GatewayConfig::new(SECRET.to_vec());
+    let s = platform.service_addrs;
+    config.auth_url = format!("http://{}", s.auth);
+    config.admin_url = format!("http://{}", s.admin);
+    config.profile_url = format!("http://{}", s.profile);
+    config.payments_url = format!("http://{dead_addr}");
+    config.auth_per_minute = 1;
+    config.queue_service = unique_name("gateway");
+    let hub = tidewell_event_hub::Hub::memory(
+        "gateway",
+        tidewell_event_hub::Topology::new().service(config.queue()),
+    )
+    .await
+    .unwrap();
+    let gateway = tidewell_gateway::Gateway::start(config, hub).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s2 = stop.clone();
+    let g = gateway.clone();
+    let served =
+        tokio::spawn(async move { g.serve(listener, async move { s2.cancelled().await }).await });
+
+    let login = json!({"email": "nobody@example.com", "password": "a sound password 42"});
+    let _ = call(a, "POST", "/api/auth/login", None, Some(login.clone())).await;
+    let upgrade = Request::get("/ws")
+        .header("host", a.to_string())
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (ws_status, ws_body) = send(a, upgrade).await;
+    let answers = [
+        (
+            "proxy: no route",
+            call(a, "GET", "/api/nothing", None, None).await,
+            404,
+        ),
+        (
+            "proxy: rate limit",
+            call(a, "POST", "/api/auth/login", None, Some(login)).await,
+            429,
+        ),
+        (
+            "proxy: upstream down",
+            call(a, "GET", "/api/payments", None, None).await,
+            502,
+        ),
+        (
+            "websocket upgrade",
+            (
+                ws_status,
+                serde_json::from_slice(&ws_body).unwrap_or(Value::Null),
+            ),
+            401,
+        ),
+        (
+            "service",
+            call(
+                a,
+                "POST",
+                "/api/auth/register",
+                None,
+                Some(json!({"email": "x@example.com"})),
+            )
+            .await,
+            422,
+        ),
+    ];
+    for (who, (status, body), want) in answers {
+        assert_eq!(status, want, "{who}: {body}");
+        let top = body.as_object().unwrap_or_else(|| panic!("{who}: {body}"));
+        assert_eq!(top.keys().collect::<Vec<_>>(), ["error"], "{who}: {body}");
+        let e = &body["error"];
+        assert!(
+            e["code"].as_str().is_some_and(|c| !c.is_empty()),
+            "{who}: {body}"
+        );
+        assert!(
+            e["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{who}: {body}"
+        );
+        assert!(
+            e["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{who}: {body}"
+        );
+        assert_eq!(e.as_object().unwrap().len(), 3, "{who}: {body}");
+    }
+    stop.cancel();
+    let _ = served.await;
+    platform.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
+}
