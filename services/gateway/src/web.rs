@@ -16,6 +16,9 @@ use tidewell_proxy::{ClientAddr, Proxy};
 use tidewell_service_kit::{ApiError, PeerAddr};
 use tidewell_session_sync::server::RevokedSessions;
 use tidewell_websocket::WsServer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::GatewayConfig;
 
@@ -40,26 +43,81 @@ impl std::fmt::Debug for State {
 
 type S = AxumState<Arc<State>>;
 
+/// The demo page's Content-Security-Policy: its own scripts, styles and connections only, and
+/// WebAssembly compilation for the session-sync package.
+const DEMO_CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+    style-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; \
+    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 pub(crate) fn router(state: Arc<State>) -> Router {
+    // The demo page: compressed when the client accepts it, with validators (304s) and a CSP.
+    let assets = Router::new()
+        .route("/", get(asset))
+        .route("/app.js", get(asset))
+        .route("/app.css", get(asset))
+        .route("/pkg/{file}", get(asset))
+        .layer(CompressionLayer::new())
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DEMO_CSP),
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/ws", get(websocket))
-        .route("/", get(asset))
-        .route("/app.js", get(asset))
-        .route("/pkg/{file}", get(asset))
+        .merge(assets)
         .fallback_service(state.proxy.clone())
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             refuse_revoked,
         ))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), cors))
-        .layer(middleware::from_fn(security_headers))
+        .layer(cors(&state.config))
+        // Security headers on every answer that lacks them (the proxy sets them on the API's).
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("strict-origin-when-cross-origin"),
+        ))
         .layer(middleware::from_fn(client_addr))
         .layer(state.http.layer())
         .with_state(state)
+}
+
+/// CORS for the configured origins (none: same origin only); preflights answered here.
+fn cors(config: &GatewayConfig) -> CorsLayer {
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            tidewell_core::http::REQUEST_ID_HEADER,
+            tidewell_core::http::CORRELATION_HEADER,
+        ])
+        .expose_headers([tidewell_core::http::CORRELATION_HEADER, header::RETRY_AFTER])
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(600))
 }
 
 /// Gives the proxy the client's address (rate limits, `X-Forwarded-For`).
@@ -87,73 +145,6 @@ async fn refuse_revoked(AxumState(s): S, req: Request, next: Next) -> Response {
         return ApiError::unauthorized("this session was revoked; sign in again").into_response();
     }
     next.run(req).await
-}
-
-/// CORS for the configured origins; preflights answered here.
-async fn cors(AxumState(s): S, req: Request, next: Next) -> Response {
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .filter(|o| s.config.cors_origins.iter().any(|a| a == o))
-        .and_then(|o| HeaderValue::from_str(o).ok());
-    let preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut res = match (&origin, preflight) {
-        (Some(_), true) => {
-            let mut r = StatusCode::NO_CONTENT.into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static(
-                    "authorization, content-type, x-request-id, x-correlation-id",
-                ),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("600"),
-            );
-            r
-        }
-        (None, true) => StatusCode::FORBIDDEN.into_response(),
-        _ => next.run(req).await,
-    };
-    if let Some(o) = origin {
-        let h = res.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("x-correlation-id, retry-after"),
-        );
-        h.append(header::VARY, HeaderValue::from_static("origin"));
-    }
-    res
-}
-
-/// Security headers on every answer that lacks them.
-async fn security_headers(req: Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    for (name, value) in [
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
-    ] {
-        if !h.contains_key(&name) {
-            h.insert(name, HeaderValue::from_static(value));
-        }
-    }
-    res
 }
 
 async fn websocket(AxumState(s): S, req: Request) -> Response {
@@ -221,6 +212,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "text/javascript",
         include_bytes!("../static/app.js"),
     ),
+    ("/app.css", "text/css", include_bytes!("../static/app.css")),
     (
         "/pkg/tidewell_session_sync.js",
         "text/javascript",
@@ -243,18 +235,55 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
+/// Each asset's validator: a weak ETag of its bytes (weak: the compressed and plain forms are
+/// the same content), made once.
+static ETAGS: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+    ASSETS
+        .iter()
+        .map(|(_, _, body)| {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            body.hash(&mut h);
+            HeaderValue::from_str(&format!("W/\"{:016x}-{:x}\"", h.finish(), body.len()))
+                .unwrap_or(HeaderValue::from_static("W/\"0\""))
+        })
+        .collect()
+});
+
+/// An asset, or `304 Not Modified` when the client's copy is current. None of the names is
+/// versioned, so each is revalidated before use (`no-cache`), which the validator makes cheap.
 async fn asset(req: Request) -> Response {
-    match ASSETS.iter().find(|(path, _, _)| *path == req.uri().path()) {
-        Some((_, content_type, body)) => (
-            [
-                (header::CONTENT_TYPE, *content_type),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            *body,
-        )
-            .into_response(),
-        None => ApiError::not_found("no such file").into_response(),
+    let Some(i) = ASSETS
+        .iter()
+        .position(|(path, _, _)| *path == req.uri().path())
+    else {
+        return ApiError::not_found("no such file").into_response();
+    };
+    let (Some((_, content_type, body)), Some(etag)) = (ASSETS.get(i), ETAGS.get(i)) else {
+        return ApiError::not_found("no such file").into_response();
+    };
+    let current = req
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        // Weak comparison (RFC 9110 13.1.2): `W/` is ignored on both sides.
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag_text(etag));
+    let headers = [
+        (header::ETAG, etag.clone()),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    if current {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
+    (headers, [(header::CONTENT_TYPE, *content_type)], *body).into_response()
+}
+
+/// An ETag without its weakness prefix.
+fn etag_text(etag: &HeaderValue) -> &str {
+    etag.to_str().unwrap_or_default().trim_start_matches("W/")
 }
 
 /// The services' OpenAPI documents merged into one (paths, schemas, security schemes); a service

@@ -142,3 +142,5 @@ sync.onLogout(({ reason }) => signedOut(reason === "revoked" ? "this device was 
 sync.onAuthState(() => { if (!live && store.get()) signedIn().catch((e) => log(e.message)); });
 sync.onError((e) => log(`session-sync: ${e.code}: ${e.message}`));
 if (store.get()) signedIn().catch((e) => log(e.message));
+// Ready: the buttons work from now on (a click before this point would have done nothing).
+for (const id of ["register", "login"]) $(id).disabled = false;

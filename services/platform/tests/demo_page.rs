@@ -144,13 +144,17 @@ async fn the_credential_limit_spares_signed_in_requests_and_answers_429_in_the_e
         let (s, _, v) = call(a, "GET", "/api/auth/devices", Some(&token), None).await;
         assert_eq!(s, 200, "{v}");
     }
-    // Logins: the burst of 10 a minute (one spent above), then a 429.
-    for i in 1..10 {
-        let (s, _, v) = call(a, "POST", "/api/auth/login", None, Some(login.clone())).await;
-        assert_eq!(s, 200, "login {i}: {v}");
-    }
-    let (s, (retry_after, _), v) =
-        call(a, "POST", "/api/auth/login", None, Some(login.clone())).await;
+    // Logins: the burst of 10 a minute (one spent above), then a 429. (A slow machine may earn a
+    // token back meanwhile, one per 6 s: the count before the 429 is a lower bound.)
+    let mut allowed = 0;
+    let (s, (retry_after, _), v) = loop {
+        let answer = call(a, "POST", "/api/auth/login", None, Some(login.clone())).await;
+        if answer.0 != 200 || allowed == 20 {
+            break answer;
+        }
+        allowed += 1;
+    };
+    assert!(allowed >= 9, "only {allowed} logins before {s}: {v}");
     assert_eq!(s, 429, "{v}");
     let wait: u64 = retry_after
         .expect("a 429 carries Retry-After")
@@ -227,7 +231,84 @@ async fn the_demo_page_works_in_chromium_with_the_default_limits() {
     let result: Value = serde_json::from_str(line).unwrap();
     assert_eq!(result["payment_live"], true, "{result}");
     assert_eq!(result["logout_across_tabs"], true, "{result}");
+    assert_eq!(
+        result["revoke_others_ms"].as_array().map(Vec::len),
+        Some(2),
+        "both tabs of the first device were signed out: {result}"
+    );
     eprintln!("demo page: {result}");
+    platform.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// `GET path` with `headers`: status, response headers, body as received.
+async fn get_raw(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Bytes) {
+    let mut req = Request::get(path).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let res = sender
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_compressed_revalidated_and_under_a_content_security_policy() {
+    let data = std::env::temp_dir().join(unique_name("demo-assets"));
+    let platform = start(&data).await;
+    let a = platform.addr;
+    let (s, h, plain) = get_raw(a, "/pkg/tidewell_session_sync_bg.wasm", &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["content-type"], "application/wasm");
+    assert!(h.get("content-encoding").is_none());
+    for (accept, encoding) in [("gzip", "gzip"), ("br", "br"), ("gzip, br", "br")] {
+        let (s, h, packed) = get_raw(
+            a,
+            "/pkg/tidewell_session_sync_bg.wasm",
+            &[("accept-encoding", accept)],
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(h["content-encoding"], encoding, "accept-encoding: {accept}");
+        assert!(
+            packed.len() < plain.len() / 2,
+            "{encoding}: {} of {} bytes",
+            packed.len(),
+            plain.len()
+        );
+    }
+    for path in ["/", "/app.js", "/app.css", "/pkg/tidewell_session_sync.js"] {
+        let (s, h, _) = get_raw(a, path, &[]).await;
+        assert_eq!(s, 200, "{path}");
+        assert_eq!(h["cache-control"], "no-cache", "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        let etag = h["etag"].to_str().unwrap().to_owned();
+        let (s, h, body) = get_raw(a, path, &[("if-none-match", &etag)]).await;
+        assert_eq!(s, 304, "{path} with its ETag");
+        assert!(body.is_empty());
+        assert_eq!(h["etag"], etag.as_str());
+        let (s, _, _) = get_raw(a, path, &[("if-none-match", "W/\"stale\"")]).await;
+        assert_eq!(s, 200, "{path} with another ETag");
+    }
     platform.shutdown().await;
     let _ = std::fs::remove_dir_all(&data);
 }
