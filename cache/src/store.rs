@@ -4,15 +4,14 @@
 //! of its tags, the tag's version when the entry was written; it is valid only while every tag
 //! still has that version. Invalidating a tag writes a fresh, never-repeated version to one key.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::Error;
 
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// futures-util's boxed, sendable future (one definition for the workspace).
+pub(crate) use futures_util::future::BoxFuture;
 
 /// The version of a tag that has never been invalidated (or whose version key expired).
 pub(crate) const UNVERSIONED: &str = "0";

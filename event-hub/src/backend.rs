@@ -5,9 +5,6 @@
 //! semantics: durable topic and direct exchanges, queues with dead-letter and TTL arguments,
 //! mandatory confirmed publishing, and prefetch-bounded consumers with ack and reject.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use futures_util::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
 
@@ -15,8 +12,8 @@ use crate::Error;
 use crate::message::{Delivery, Message};
 use crate::topology::Declaration;
 
-/// A boxed, sendable future.
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// futures-util's boxed, sendable future (one definition for the workspace).
+pub(crate) use futures_util::future::BoxFuture;
 
 /// A consumer on one queue: deliveries until the consumer's channel ends, and a way to close it.
 pub(crate) struct Consumer {

@@ -36,8 +36,13 @@ return off
 ";
 
 pub(crate) struct Backplane {
-    queue: mpsc::UnboundedSender<(String, String)>,
+    queue: mpsc::Sender<(String, String)>,
 }
+
+/// How many publishes may wait for Redis.
+const PUBLISH_QUEUE: usize = 10_000;
+/// How long one publish is retried before it is dropped.
+const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(10);
 
 impl Backplane {
     /// Connects (failing fast if Redis is unreachable) and starts the publisher and subscriber
@@ -63,7 +68,9 @@ impl Backplane {
             ))
         })?;
         let channel = format!("{prefix}:ws");
-        let (queue, rx) = mpsc::unbounded_channel();
+        // Bounded: while Redis is down, publishes beyond this many waiting are refused
+        // (`Error::Full`) instead of growing the queue.
+        let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
         tokio::spawn(publisher(conn, prefix.to_owned(), channel.clone(), rx));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(subscriber(client, channel, inner, Some(ready_tx)));
@@ -78,8 +85,11 @@ impl Backplane {
     /// Queues an event for `room` (JSON text); publishes keep their order.
     pub(crate) fn publish(&self, room: &str, json: String) -> Result<(), Error> {
         self.queue
-            .send((room.to_owned(), json))
-            .map_err(|_| Error::Stopped("backplane publisher"))
+            .try_send((room.to_owned(), json))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Full("backplane's publish queue"),
+                mpsc::error::TrySendError::Closed(_) => Error::Stopped("backplane publisher"),
+            })
     }
 }
 
@@ -87,12 +97,15 @@ async fn publisher(
     mut conn: ConnectionManager,
     prefix: String,
     channel: String,
-    mut rx: mpsc::UnboundedReceiver<(String, String)>,
+    mut rx: mpsc::Receiver<(String, String)>,
 ) {
     let script = redis::Script::new(PUBLISH);
+    // Each event is retried for at most PUBLISH_RETRY_FOR, then dropped (logged): the queue
+    // behind it stays bounded in time as well as in length.
     let backoff = Backoff::builder()
         .min(Duration::from_millis(50))
         .max(Duration::from_secs(2))
+        .max_elapsed(PUBLISH_RETRY_FOR)
         .build()
         .unwrap_or_default();
     while let Some((room, json)) = rx.recv().await {
@@ -112,7 +125,7 @@ async fn publisher(
             match r {
                 Ok(_) => break,
                 Err(error) => match schedule.next_delay() {
-                    Some(delay) if delay < Duration::from_secs(30) => {
+                    Some(delay) => {
                         tracing::warn!(%error, room, "backplane publish failed; retrying");
                         tokio::time::sleep(delay).await;
                     }

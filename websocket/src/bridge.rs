@@ -119,6 +119,11 @@ impl Bridge {
         for room in rooms {
             match self.server.publish_json(&room, &json) {
                 Ok(_) => sent += 1,
+                // The backplane's queue is full (Redis slow or down): the event hub retries the
+                // event later (rooms already reached may see it twice: at least once).
+                Err(error @ crate::Error::Full(_)) => {
+                    return Err(HandlerError::retryable(error.to_string()));
+                }
                 Err(error) => {
                     tracing::warn!(%error, room, "bridge rule named an invalid room; skipped");
                 }

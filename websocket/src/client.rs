@@ -10,6 +10,7 @@ use tidewell_protocol::{ClientFrame, ServerFrame, Since, close};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 
@@ -93,7 +94,16 @@ impl ClientConfig {
 enum Command {
     Subscribe(String),
     Unsubscribe(String),
-    Close,
+}
+
+/// How many subscribe and unsubscribe calls may wait for the connection.
+const COMMAND_QUEUE: usize = 1_024;
+
+fn command_error(e: mpsc::error::TrySendError<Command>) -> Error {
+    match e {
+        mpsc::error::TrySendError::Full(_) => Error::Full("client's command queue"),
+        mpsc::error::TrySendError::Closed(_) => Error::Stopped("client"),
+    }
 }
 
 /// A WebSocket client for the Tidewell protocol; see the crate docs.
@@ -113,32 +123,40 @@ enum Command {
 /// ```
 #[derive(Debug)]
 pub struct WsClient {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
+    /// [`WsClient::close`]: apart from the bounded commands, so a full queue cannot hold it up.
+    closing: CancellationToken,
     events: mpsc::Receiver<ClientEvent>,
 }
 
 impl WsClient {
     /// Starts the client on the current tokio runtime; it connects (and reconnects) by itself.
     pub fn connect(config: ClientConfig) -> Self {
-        let (commands, rx) = mpsc::unbounded_channel();
+        // Bounded: subscribe and unsubscribe calls beyond this many waiting are refused.
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let (tx, events) = mpsc::channel(1_024);
-        tokio::spawn(run(config, rx, tx));
-        Self { commands, events }
+        let closing = CancellationToken::new();
+        tokio::spawn(run(config, rx, tx, closing.clone()));
+        Self {
+            commands,
+            events,
+            closing,
+        }
     }
 
     /// Joins `room` now, or as soon as connected; after a reconnect it is joined again with
     /// `since` the last event seen.
     pub fn subscribe(&self, room: &str) -> Result<(), Error> {
         self.commands
-            .send(Command::Subscribe(room.to_owned()))
-            .map_err(|_| Error::Stopped("client"))
+            .try_send(Command::Subscribe(room.to_owned()))
+            .map_err(command_error)
     }
 
     /// Leaves `room`.
     pub fn unsubscribe(&self, room: &str) -> Result<(), Error> {
         self.commands
-            .send(Command::Unsubscribe(room.to_owned()))
-            .map_err(|_| Error::Stopped("client"))
+            .try_send(Command::Unsubscribe(room.to_owned()))
+            .map_err(command_error)
     }
 
     /// The next event; `None` once the client has stopped and everything was read.
@@ -148,8 +166,7 @@ impl WsClient {
 
     /// Closes the connection (1000) and stops.
     pub fn close(&self) {
-        // ok to ignore: already stopped
-        let _ = self.commands.send(Command::Close);
+        self.closing.cancel();
     }
 }
 
@@ -165,8 +182,9 @@ struct State {
 
 async fn run(
     config: ClientConfig,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<ClientEvent>,
+    closing: CancellationToken,
 ) {
     let mut st = State::default();
     let mut schedule = config.backoff.schedule();
@@ -204,8 +222,9 @@ async fn run(
                 loop {
                     tokio::select! {
                         () = &mut sleep => break,
+                        () = closing.cancelled() => return,
                         c = commands.recv() => match c {
-                            None | Some(Command::Close) => return,
+                            None => return,
                             Some(c) => apply_offline(&mut st, c, config.offline_queue),
                         },
                     }
@@ -240,8 +259,12 @@ async fn run(
                 break; // the handshake's first sends failed
             }
             tokio::select! {
+                () = closing.cancelled() => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return;
+                }
                 c = commands.recv() => match c {
-                    None | Some(Command::Close) => {
+                    None => {
                         let _ = sink.send(Message::Close(None)).await;
                         return;
                     }
@@ -313,7 +336,6 @@ fn apply_offline(st: &mut State, c: Command, limit: usize) {
             st.rooms.remove(&room);
             ClientFrame::Unsubscribe { id: None, room }
         }
-        Command::Close => return,
     };
     st.offline.push_back(frame);
     while st.offline.len() > limit {

@@ -18,6 +18,10 @@ pub enum Error {
     /// The server already has a backplane.
     #[error("this server already has a backplane")]
     BackplaneAttached,
+    /// A bounded queue is full: the client's commands (the connection is not keeping up), or the
+    /// backplane's publishes (Redis is slow or down). Nothing was queued; retry later.
+    #[error("the {0} is full; nothing was queued, retry later")]
+    Full(&'static str),
     /// The client (or the backplane's publisher) has stopped and takes no more commands.
     #[error("the {0} has stopped; make a new one")]
     Stopped(&'static str),

@@ -145,7 +145,27 @@ async fn reconnects_recovers_and_deduplicates() {
         }
     }
     assert_eq!(got, [1, 2, 3, 4, 5], "each event once, in order");
+    // close() ends the connection (the server sees its member leave) and the client.
     client.close();
+    let mut left = false;
+    for _ in 0..500 {
+        if server.presence("doc:c").is_empty() {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        left,
+        "still present after close(): {:?}",
+        server.presence("doc:c")
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .is_ok(),
+        "the client's event stream ends after close()"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
