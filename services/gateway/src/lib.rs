@@ -10,9 +10,12 @@
 //!   close that session's connections (4001) and tell its device room.
 //! - Tokens of revoked or signed-out sessions are refused at the door (401), whatever the route;
 //!   every gateway node learns of them through the hub.
-//! - CORS for the configured origins, security headers, `/healthz`, `/readyz` (every upstream
-//!   reachable), `/metrics` (HTTP RED and WebSocket metrics, Prometheus text), and the demo page
-//!   at `/` with the session-sync package under `/pkg/`.
+//! - CORS for the configured origins and security headers (tower-http), `/healthz`, `/readyz`
+//!   (every upstream reachable), `/metrics` (HTTP RED and WebSocket metrics, Prometheus text), and
+//!   the demo page at `/` with the session-sync package under `/pkg/`, built into the binary:
+//!   compressed (gzip, br) when the client accepts it, with weak ETags answered by 304 and
+//!   `Cache-Control: no-cache`, under a Content-Security-Policy.
+//! - `payment:<id>` rooms: an admin, or whoever the payments service shows the payment to.
 
 mod config;
 mod web;
