@@ -159,6 +159,27 @@ impl ConnPool {
                         return Ok(res.map(|b| b.map_err(BoxError::from).boxed_unsync()));
                     }
                     let pool = Arc::downgrade(self);
+                    // An answer that says the upstream closes: its connection is not kept, even
+                    // before hyper has seen the close (a request sent on it would fail).
+                    let closes = res
+                        .headers()
+                        .get_all(http::header::CONNECTION)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .flat_map(|v| v.split(','))
+                        .any(|t| t.trim().eq_ignore_ascii_case("close"));
+                    // An answer that came before the body was all sent: the upstream did not
+                    // read it, so it will close this connection (after draining what we send:
+                    // a request sent meanwhile would vanish). Not kept either.
+                    let early = body_sent
+                        .as_ref()
+                        .is_some_and(|sent| !sent.load(Ordering::Acquire));
+                    // (The sender is kept until the body ends: hyper drives the body through it.)
+                    let body_sent = if closes || early {
+                        Some(Arc::new(AtomicBool::new(false))) // never set: never given back
+                    } else {
+                        body_sent
+                    };
                     return Ok(res.map(|b| {
                         PoolReturn {
                             inner: b,
@@ -352,13 +373,14 @@ impl Body for PoolReturn {
     }
 }
 
-/// An upstream connection that, once the upstream has reset it, takes the rest of the request
-/// as sent instead of failing the write: hyper then reads the answer the upstream sent before
-/// it reset (a `413` for a body it would not take, sent while the body was still going out)
-/// and the client gets it, instead of a `502` for "error writing a body". An upstream that
-/// closes politely (RFC 9112 9.6) never gets here; one that resets before answering still ends
-/// in an error (the read fails), so nothing is made up. A reset connection is never reused: its
-/// reads fail, so hyper closes it.
+/// An upstream connection that, when the upstream has reset it *after answering* (its answer is
+/// waiting to be read), takes the rest of the request as sent instead of failing the write:
+/// hyper then reads that answer (a `413` for a body it would not take, sent while the body was
+/// still going out) and the client gets it, instead of a `502` for "error writing a body". A
+/// write error with no answer waiting (an idle pooled connection the upstream closed, an
+/// upstream that died) is returned as it is, so hyper hands back a request it did not send and
+/// the pool retries it on another connection. An upstream that closes politely (RFC 9112 9.6)
+/// never gets here. A reset connection is never reused: its reads fail, so hyper closes it.
 #[derive(Debug)]
 pub(crate) struct AnswerFirst {
     stream: tokio::net::TcpStream,
@@ -366,7 +388,8 @@ pub(crate) struct AnswerFirst {
 }
 
 impl AnswerFirst {
-    /// Whether a write failed because the upstream is gone (from now on, writes are dropped).
+    /// A failed write because the upstream is gone while its answer waits to be read: taken as
+    /// written (and every write after it). Any other result is returned as it is.
     fn gone(&mut self, result: std::io::Result<usize>, len: usize) -> std::io::Result<usize> {
         match result {
             Err(e)
@@ -375,7 +398,7 @@ impl AnswerFirst {
                     std::io::ErrorKind::BrokenPipe
                         | std::io::ErrorKind::ConnectionReset
                         | std::io::ErrorKind::ConnectionAborted
-                ) =>
+                ) && self.answer_waiting() =>
             {
                 tracing::debug!(error = %e, "upstream reset while the request was sent; reading its answer");
                 self.reset = true;
@@ -383,6 +406,23 @@ impl AnswerFirst {
             }
             other => other,
         }
+    }
+
+    /// Whether bytes from the upstream are waiting to be read (checked without waiting). The
+    /// socket reports a reset once, to the first call after it (the kernel then clears it), and
+    /// only then the bytes received before it: so a failed look is tried once more.
+    fn answer_waiting(&self) -> bool {
+        // A direct peek: tokio's own would wait for the reactor to report readiness first.
+        let socket = socket2::SockRef::from(&self.stream);
+        for _ in 0..2 {
+            let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            match socket.peek(&mut probe) {
+                Ok(n) => return n > 0,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(_) => {} // the reset, reported once
+            }
+        }
+        false
     }
 }
 

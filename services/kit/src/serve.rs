@@ -97,7 +97,20 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Serv
 pub fn layers(router: Router) -> Router {
     router
         .layer(axum::middleware::from_fn(crate::request_id))
+        .layer(axum::middleware::map_response(close_after_413))
         .layer(CorrelationLayer)
+}
+
+/// A 413 is answered before the body was read: the connection cannot carry another request, so
+/// the answer says it closes (a proxy in front must not send the next request on it).
+async fn close_after_413(mut res: axum::response::Response) -> axum::response::Response {
+    if res.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+        res.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    res
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

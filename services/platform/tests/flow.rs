@@ -789,11 +789,21 @@ async fn raw_status(addr: SocketAddr, head: String, body: Bytes, chunked: bool) 
     answered.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.abort();
     assert!(read.is_ok(), "no answer within 10 s");
-    let text = String::from_utf8_lossy(&got);
-    text.split(' ')
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text
+        .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line (the connection was dropped): {text:?}"))
+        .unwrap_or_else(|| panic!("no status line (the connection was dropped): {text:?}"));
+    if status >= 500 {
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(1), rd.read_to_end(&mut rest)).await;
+        eprintln!(
+            "answered {status}: {text}{}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    status
 }
 
 /// Bodies over a service's limit, with a length or chunked, again and again: each gets a 413,
