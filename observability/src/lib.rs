@@ -11,21 +11,22 @@
 //!   `/metrics` response, mountable on any router.
 //! - [`HttpMetrics`]: a tower layer for HTTP RED metrics labelled by route *template*, with a guard
 //!   on the number of distinct routes.
-//! - [`CorrelationLayer`]: a tower layer that reads `x-correlation-id` / `x-request-id` (or makes a
-//!   UUID v7), stores it in the request extensions and span, and echoes it on the response.
+//! - [`CorrelationLayer`] (from `tidewell_core::correlation`, re-exported): a tower layer that reads
+//!   `x-correlation-id` / `x-request-id` (or makes a UUID v7), keeps it in the request's headers
+//!   and span, and echoes it on the response.
 //! - [`Carrier`] with [`inject_span`] / [`set_span_parent`]: W3C trace context through HTTP
 //!   headers, AMQP headers (the event hub does it for you) and any other header map;
 //!   [`record_error`] marks a span failed with an `exception` event, as every OTLP backend shows.
-//! - Adapters that register the event hub's, the cache's and the WebSocket server's metrics
-//!   (features `event-hub`, `cache`, `websocket`).
+//!
+//! The crates it measures do not depend on it, nor it on them: each registers its own metrics into
+//! the registry it is given (`hub.metrics().register(registry.registry())`, and likewise for the
+//! cache's `CacheMetrics` and the WebSocket server's `WsMetrics`).
 //!
 //! The crate also ships Grafana dashboards (`dashboards/*.json`: HTTP RED, event hub, cache, WebSocket) and
 //! Prometheus alert rules (`alerts.yml`), checked by its tests against the metrics that exist.
 //!
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod adapters;
-mod correlation;
 mod error;
 mod http_metrics;
 mod registry;
@@ -33,16 +34,6 @@ mod telemetry;
 #[cfg(feature = "tls")]
 mod tls;
 
-#[cfg(feature = "cache")]
-pub use adapters::register_cache;
-#[cfg(feature = "event-hub")]
-pub use adapters::register_event_hub;
-#[cfg(feature = "websocket")]
-pub use adapters::register_websocket;
-pub use correlation::{
-    CORRELATION_HEADER, CorrelationFuture, CorrelationLayer, CorrelationService, REQUEST_ID_HEADER,
-    correlation_header, correlation_id_of,
-};
 pub use error::Error;
 pub use http_metrics::{
     DEFAULT_BUCKETS, HttpMetrics, HttpMetricsLayer, HttpMetricsService, MetricsFuture,
@@ -50,6 +41,10 @@ pub use http_metrics::{
 };
 pub use registry::MetricsRegistry;
 pub use telemetry::{LogFormat, OtlpEndpoint, OtlpTls, TelemetryConfig, TelemetryGuard, init};
+pub use tidewell_core::correlation::{
+    CorrelationFuture, CorrelationLayer, CorrelationService, correlation_header, correlation_id_of,
+};
+pub use tidewell_core::http::{CORRELATION_HEADER, REQUEST_ID_HEADER};
 pub use tidewell_core::propagation::{
     Carrier, TRACEPARENT, extract_traceparent, inject_span, inject_traceparent,
     is_valid_traceparent, record_error, set_span_parent,

@@ -16,9 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tidewell_core::{Envelope, Event};
 use tidewell_event_hub::{HandlerError, Hub, RetryPolicy, ServiceQueue, Subscription, Topology};
-use tidewell_observability::{
-    HttpMetrics, MetricsRegistry, register_cache, register_event_hub, register_websocket,
-};
+use tidewell_observability::{HttpMetrics, MetricsRegistry};
 use tower::{Layer, ServiceExt, service_fn};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -56,7 +54,7 @@ async fn known_metrics() -> HashSet<String> {
         .connect()
         .await
         .unwrap();
-    register_event_hub(&registry, hub.metrics()).unwrap();
+    hub.metrics().register(registry.registry()).unwrap();
     hub.subscribe(
         Subscription::new("assets.events"),
         |_: Envelope<Ping>| async { Err(HandlerError::permanent("no")) },
@@ -75,7 +73,7 @@ async fn known_metrics() -> HashSet<String> {
         .build()
         .await
         .unwrap();
-    register_cache(&registry, cache.metrics()).unwrap();
+    cache.metrics().register(registry.registry()).unwrap();
     let _ = cache
         .namespace("assets")
         .unwrap()
@@ -92,7 +90,7 @@ async fn known_metrics() -> HashSet<String> {
     ))
     .build()
     .unwrap();
-    register_websocket(&registry, &ws.metrics()).unwrap();
+    ws.metrics().register(registry.registry()).unwrap();
 
     let scrape = registry.render().unwrap().1;
     hub.shutdown(Duration::from_secs(1)).await.unwrap();

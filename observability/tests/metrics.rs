@@ -294,14 +294,14 @@ async fn event_hub_and_cache_metrics_register_and_pass_promtool() {
         .connect()
         .await
         .unwrap();
-    tidewell_observability::register_event_hub(&registry, hub.metrics()).unwrap();
+    hub.metrics().register(registry.registry()).unwrap();
     hub.publish(&hub.envelope(Ping { n: 1 })).await.unwrap();
     let cache = tidewell_cache::Cache::builder()
         .url("memory://")
         .build()
         .await
         .unwrap();
-    tidewell_observability::register_cache(&registry, cache.metrics()).unwrap();
+    cache.metrics().register(registry.registry()).unwrap();
     let ns = cache.namespace("users").unwrap();
     let _ = ns
         .get::<u32>(&tidewell_cache::Key::from("k"))
@@ -326,7 +326,7 @@ async fn event_hub_and_cache_metrics_register_and_pass_promtool() {
     let complaints = promtool(&scrape);
     assert!(complaints.trim().is_empty(), "promtool: {complaints}");
     assert!(
-        tidewell_observability::register_cache(&registry, cache.metrics()).is_err(),
+        cache.metrics().register(registry.registry()).is_err(),
         "twice is a clear error"
     );
     hub.shutdown(Duration::from_secs(1)).await.unwrap();

@@ -211,7 +211,7 @@ const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwa
 const X_REAL_IP: http::HeaderName = http::HeaderName::from_static("x-real-ip");
 const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
-const X_REQUEST_ID: http::HeaderName = tidewell_observability::REQUEST_ID_HEADER;
+const X_REQUEST_ID: http::HeaderName = tidewell_core::http::REQUEST_ID_HEADER;
 const SECURITY: [(http::HeaderName, http::HeaderValue); 3] = [
     (
         http::header::X_FRAME_OPTIONS,
@@ -238,7 +238,7 @@ fn policy_request(
         !h.keys().any(is_hop_by_hop),
         "wrk sends no hop-by-hop field"
     );
-    let id = tidewell_observability::correlation_header(h);
+    let id = tidewell_core::correlation::correlation_header(h);
     h.append(header::VIA, VIA);
     h.insert(X_FORWARDED_FOR, peer.clone());
     h.insert(X_REAL_IP, peer.clone());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tidewell_observability::{CorrelationFuture, CorrelationLayer, CorrelationService};
+use tidewell_core::correlation::{CorrelationFuture, CorrelationLayer, CorrelationService};
 use tokio::net::TcpListener;
 use tower_layer::Layer as _;
 use tower_service::Service as _;

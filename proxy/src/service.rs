@@ -55,7 +55,7 @@ pub struct Proxy {
     peer: Option<Peer>,
     /// The last `Host` this handle saw, parsed.
     host_cache: HostCache,
-    /// Whether a [`CorrelationLayer`](tidewell_observability::CorrelationLayer) in front of this
+    /// Whether a [`CorrelationLayer`](tidewell_core::correlation::CorrelationLayer) in front of this
     /// handle has already left a valid id in `x-correlation-id` ([`serve`](crate::serve)'s
     /// handles): then it is taken as it is, not searched for and checked a second time.
     behind_correlation_layer: bool,
@@ -243,7 +243,7 @@ where
         let inner = Arc::clone(&self.inner);
         let layer_id = if self.behind_correlation_layer {
             req.headers()
-                .get(tidewell_observability::CORRELATION_HEADER)
+                .get(tidewell_core::http::CORRELATION_HEADER)
                 .cloned()
         } else {
             None
@@ -262,7 +262,7 @@ where
 /// `x-request-id`, else a new one; the client's own header value when it has one (shared, not
 /// copied or parsed).
 fn request_id_of<B>(req: &Request<B>) -> HeaderValue {
-    tidewell_observability::correlation_header(req.headers())
+    tidewell_core::correlation::correlation_header(req.headers())
 }
 
 /// A request id header value as text (always visible ASCII: checked or made so).

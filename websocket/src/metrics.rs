@@ -8,7 +8,7 @@ use prometheus::{IntCounter, IntGauge, Opts};
 use crate::server::WsServer;
 
 /// The server's metrics under `tidewell_websocket_*`: register them with
-/// [`WsMetrics::register`] (or `tidewell_observability::register_websocket`).
+/// [`WsMetrics::register`] (the registry of `tidewell_observability::MetricsRegistry::registry`, say).
 ///
 /// | metric | kind |
 /// |---|---|

@@ -11,6 +11,8 @@
 //!   environment variables, with errors that name the variable and the expected form.
 //! - [`http`] (feature `http`): the request id headers and the one JSON error shape of every
 //!   Tidewell HTTP answer.
+//! - [`correlation`] (feature `http`): the tower layer that gives every HTTP request a
+//!   correlation id, kept in its headers and span and echoed on the response.
 //! - [`cli`]: `--help` (what a program does and the environment variables it reads),
 //!   `--version`, usage errors and start-up errors printed for a person, with the right exit codes.
 //! - [`propagation`]: W3C trace context through any [`Carrier`](propagation::Carrier) (HTTP and
@@ -45,6 +47,9 @@
 mod backoff;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod correlation;
 mod envelope;
 mod error;
 #[cfg(feature = "http")]

@@ -222,7 +222,9 @@ impl Gateway {
                 })
                 .map(|(_, template)| (*template).into())
         });
-        tidewell_observability::register_websocket(&metrics, &ws.metrics())?;
+        ws.metrics()
+            .register(metrics.registry())
+            .map_err(tidewell_observability::Error::from)?;
         Ok(Self {
             state: Arc::new(web::State {
                 config,

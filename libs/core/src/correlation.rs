@@ -3,14 +3,12 @@
 
 use std::task::{Context, Poll};
 
+use crate::{CorrelationId, propagation};
 use http::{HeaderName, HeaderValue, Request, Response};
-use tidewell_core::{CorrelationId, propagation};
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// The header the id is read from first and echoed in (`x-correlation-id`), and the one read
-/// when it is absent (`x-request-id`): defined once, in `tidewell_core::http`.
-pub use tidewell_core::http::{CORRELATION_HEADER, REQUEST_ID_HEADER};
+use crate::http::{CORRELATION_HEADER, REQUEST_ID_HEADER};
 
 /// The correlation id of a request: from `x-correlation-id`, else `x-request-id`, else a fresh
 /// UUID v7. A value that is not a valid [`CorrelationId`] (too long, bad characters) is replaced,
@@ -31,7 +29,7 @@ pub fn correlation_id_of(headers: &http::HeaderMap) -> CorrelationId {
 /// ```
 /// let mut headers = http::HeaderMap::new();
 /// headers.insert("x-request-id", "req-42".parse().unwrap());
-/// assert_eq!(tidewell_observability::correlation_header(&headers), "req-42");
+/// assert_eq!(tidewell_core::correlation::correlation_header(&headers), "req-42");
 /// ```
 pub fn correlation_header(headers: &http::HeaderMap) -> HeaderValue {
     incoming_value(headers).map_or_else(
@@ -47,15 +45,15 @@ pub fn correlation_header(headers: &http::HeaderMap) -> HeaderValue {
 /// server span and echoed in the response's `x-correlation-id`.
 ///
 /// The span continues the caller's trace when the request carries a W3C `traceparent` (with an
-/// OpenTelemetry layer installed, e.g. by [`init`](crate::init)), records the response status and
+/// OpenTelemetry layer installed, e.g. by `tidewell_observability::init`), records the response status and
 /// is marked failed on a 5xx or a service error. For outbound calls, copy the id into the
-/// outbound headers and call [`inject_span`](crate::inject_span) on them.
+/// outbound headers and call [`inject_span`](crate::propagation::inject_span) on them.
 ///
 /// A caller's valid id costs no allocation: its header value is shared, not parsed into a copy.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use tidewell_observability::{CorrelationLayer, correlation_id_of};
+/// use tidewell_core::correlation::{CorrelationLayer, correlation_id_of};
 /// use tower::{Layer, ServiceExt, service_fn};
 ///
 /// let svc = CorrelationLayer.layer(service_fn(|req: http::Request<()>| async move {
