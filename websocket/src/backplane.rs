@@ -5,18 +5,19 @@
 //!
 //! A node whose subscription drops forgets every room's history (and any offset gap it sees
 //! does the same for that room), so recovery over a window the node did not see answers
-//! `recovered: false`, never a silent gap.
+//! `recovered: false`, never a silent gap. The subscription is `tidewell_core::pubsub`'s loop.
 
-use std::sync::Weak;
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
 use redis::aio::ConnectionManager;
 use tidewell_core::Backoff;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::server::Inner;
+use crate::rooms::Rooms;
 
 /// Counters and epochs live this long after a room's last event.
 const KEY_TTL_SECS: u64 = 24 * 3600;
@@ -35,19 +36,27 @@ redis.call('PUBLISH', KEYS[3], ARGV[1] .. '\n' .. off .. '\n' .. epoch .. '\n' .
 return off
 ";
 
-pub(crate) struct Backplane {
-    queue: mpsc::Sender<(String, String)>,
-}
-
 /// How many publishes may wait for Redis.
 const PUBLISH_QUEUE: usize = 10_000;
 /// How long one publish is retried before it is dropped.
 const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(10);
 
+/// A server's link to the other nodes: a bounded publish queue and the tasks that serve it.
+pub(crate) struct Backplane {
+    queue: mpsc::Sender<(String, String)>,
+    publisher: Mutex<Option<JoinHandle<()>>>,
+}
+
 impl Backplane {
-    /// Connects (failing fast if Redis is unreachable) and starts the publisher and subscriber
-    /// tasks for the server behind `inner`.
-    pub(crate) async fn start(url: &str, prefix: &str, inner: Weak<Inner>) -> Result<Self, Error> {
+    /// Connects (failing fast if Redis is unreachable) and starts the publisher and the
+    /// subscription feeding `rooms`; both end when `stop` fires (the publisher once it has sent
+    /// what was queued).
+    pub(crate) async fn start(
+        url: &str,
+        prefix: &str,
+        rooms: Weak<Rooms>,
+        stop: CancellationToken,
+    ) -> Result<Self, Error> {
         let client =
             redis::Client::open(url).map_err(|e| Error::Config(format!("backplane URL: {e}")))?;
         let conn = tokio::time::timeout(
@@ -68,18 +77,30 @@ impl Backplane {
             ))
         })?;
         let channel = format!("{prefix}:ws");
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let listener = RoomFeed {
+            rooms,
+            ready: Some(ready_tx),
+        };
+        tidewell_core::pubsub::spawn(client, channel.clone(), listener, stop.clone());
+        // The first subscription is in place before the server is used.
+        if tokio::time::timeout(Duration::from_secs(5), ready_rx)
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            stop.cancel();
+            return Err(Error::Backplane(
+                "the subscription did not start in 5 s".into(),
+            ));
+        }
         // Bounded: while Redis is down, publishes beyond this many waiting are refused
         // (`Error::Full`) instead of growing the queue.
         let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
-        tokio::spawn(publisher(conn, prefix.to_owned(), channel.clone(), rx));
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(subscriber(client, channel, inner, Some(ready_tx)));
-        // The first subscription is in place before the server is used.
-        tokio::time::timeout(Duration::from_secs(5), ready_rx)
-            .await
-            .map_err(|_| Error::Backplane("the subscription did not start in 5 s".into()))?
-            .map_err(|_| Error::Backplane("the subscription failed".into()))?;
-        Ok(Self { queue })
+        let publisher = tokio::spawn(publisher(conn, prefix.to_owned(), channel, rx, stop));
+        Ok(Self {
+            queue,
+            publisher: Mutex::new(Some(publisher)),
+        })
     }
 
     /// Queues an event for `room` (JSON text); publishes keep their order.
@@ -91,24 +112,100 @@ impl Backplane {
                 mpsc::error::TrySendError::Closed(_) => Error::Stopped("backplane publisher"),
             })
     }
+
+    /// Waits, until `deadline`, for the publisher to send what was queued and end (its stop
+    /// token has fired).
+    pub(crate) async fn stopped(&self, deadline: Instant) {
+        let handle = self
+            .publisher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, handle).await.is_err() {
+                tracing::warn!("the backplane's publisher did not finish in time; events dropped");
+            }
+        }
+    }
 }
 
+/// The subscription's listener: events into the rooms, histories forgotten when it drops.
+struct RoomFeed {
+    rooms: Weak<Rooms>,
+    ready: Option<oneshot::Sender<()>>,
+}
+
+impl tidewell_core::pubsub::Listener for RoomFeed {
+    fn live(&mut self) {
+        if let Some(r) = self.ready.take() {
+            // ok to ignore: `start` gave up waiting
+            let _ = r.send(());
+        }
+    }
+
+    fn message(&mut self, payload: &[u8]) {
+        let Some(rooms) = self.rooms.upgrade() else {
+            return;
+        };
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let mut parts = text.splitn(4, '\n');
+        let (Some(room), Some(offset), Some(epoch), Some(json)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        let Ok(offset) = offset.parse::<u64>() else {
+            return;
+        };
+        rooms.deliver_remote(room, offset, epoch, json);
+    }
+
+    fn dropped(&mut self) {
+        tracing::warn!(
+            "websocket backplane subscription dropped; histories forgotten until it is back"
+        );
+        if let Some(rooms) = self.rooms.upgrade() {
+            rooms.forget_histories();
+        }
+    }
+}
+
+/// Sends queued publishes in order until `stop` fires, then what is still queued. Each event is
+/// retried for at most [`PUBLISH_RETRY_FOR`], then dropped (logged): the queue behind it stays
+/// bounded in time as well as in length. Once stopping, the first event that cannot be sent
+/// drops the rest, so shutdown is not held up by a Redis that is down.
 async fn publisher(
     mut conn: ConnectionManager,
     prefix: String,
     channel: String,
     mut rx: mpsc::Receiver<(String, String)>,
+    stop: CancellationToken,
 ) {
     let script = redis::Script::new(PUBLISH);
-    // Each event is retried for at most PUBLISH_RETRY_FOR, then dropped (logged): the queue
-    // behind it stays bounded in time as well as in length.
     let backoff = Backoff::builder()
         .min(Duration::from_millis(50))
         .max(Duration::from_secs(2))
         .max_elapsed(PUBLISH_RETRY_FOR)
         .build()
         .unwrap_or_default();
-    while let Some((room, json)) = rx.recv().await {
+    let mut stopping = false;
+    loop {
+        let next = if stopping {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                m = rx.recv() => m,
+                () = stop.cancelled() => {
+                    rx.close();
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
+        let Some((room, json)) = next else { return };
         let mut schedule = backoff.schedule();
         loop {
             let epoch = uuid::Uuid::now_v7().simple().to_string();
@@ -122,83 +219,21 @@ async fn publisher(
                 .arg(&json)
                 .invoke_async(&mut conn)
                 .await;
-            match r {
-                Ok(_) => break,
-                Err(error) => match schedule.next_delay() {
-                    Some(delay) => {
-                        tracing::warn!(%error, room, "backplane publish failed; retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                    _ => {
-                        tracing::error!(%error, room, "backplane publish failed; event dropped");
-                        break;
-                    }
-                },
-            }
-        }
-    }
-}
-
-async fn subscriber(
-    client: redis::Client,
-    channel: String,
-    inner: Weak<Inner>,
-    mut ready: Option<tokio::sync::oneshot::Sender<()>>,
-) {
-    let backoff = Backoff::builder()
-        .min(Duration::from_millis(50))
-        .max(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
-    let mut schedule = backoff.schedule();
-    loop {
-        let subscribed = async {
-            let mut ps = client.get_async_pubsub().await?;
-            ps.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(ps)
-        };
-        match tokio::time::timeout(Duration::from_secs(5), subscribed).await {
-            Ok(Ok(ps)) => {
-                schedule.reset();
-                if let Some(r) = ready.take() {
-                    let _ = r.send(());
+            let Err(error) = r else { break };
+            match schedule.next_delay() {
+                Some(delay) if !stopping => {
+                    tracing::warn!(%error, room, "backplane publish failed; retrying");
+                    tokio::time::sleep(delay).await;
                 }
-                let mut messages = ps.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    let Some(inner) = inner.upgrade() else { return };
-                    let Ok(text) = msg.get_payload::<String>() else {
-                        continue;
-                    };
-                    let mut parts = text.splitn(4, '\n');
-                    let (Some(room), Some(offset), Some(epoch), Some(json)) =
-                        (parts.next(), parts.next(), parts.next(), parts.next())
-                    else {
-                        continue;
-                    };
-                    let Ok(offset) = offset.parse::<u64>() else {
-                        continue;
-                    };
-                    inner.deliver_remote(room, offset, epoch, json);
+                _ if stopping => {
+                    tracing::error!(%error, room, dropped = rx.len() + 1, "backplane publish failed while stopping; events dropped");
+                    return;
                 }
-                tracing::warn!(
-                    "websocket backplane subscription dropped; histories forgotten until it is back"
-                );
-                match inner.upgrade() {
-                    Some(i) => i.forget_histories(),
-                    None => return,
+                _ => {
+                    tracing::error!(%error, room, "backplane publish failed; event dropped");
+                    break;
                 }
             }
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "cannot subscribe to the backplane; retrying");
-            }
-            Err(_) => {
-                tracing::debug!("backplane subscribe timed out; retrying");
-            }
         }
-        if inner.strong_count() == 0 {
-            return;
-        }
-        let delay = schedule.next_delay().unwrap_or(backoff.max());
-        tokio::time::sleep(delay).await;
     }
 }

@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use crate::server::{Conn, WsServer};
+use crate::registry::Conn;
+use crate::server::WsServer;
 
 /// Errors in a row after which a connection is closed with 4003.
 const MAX_ERRORS: u32 = 100;
@@ -23,7 +24,7 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 impl WsServer {
     pub(crate) async fn run(&self, upgraded: hyper::upgrade::Upgraded, claims: Claims) {
-        let c = &self.inner.config;
+        let c = &self.state.config;
         let mut ws_config = WebSocketConfig::default();
         ws_config.read_buffer_size = 8 * 1024;
         // Frames queued together go out in one write of up to 8 KiB instead of one write (and,
@@ -37,7 +38,6 @@ impl WsServer {
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
                 .await;
         let conn = self.register(claims);
-        let key = conn.key;
         let (sink, stream) = ws.split();
         let started = Instant::now();
         let last_pong = Arc::new(AtomicU64::new(0));
@@ -48,8 +48,7 @@ impl WsServer {
             Arc::clone(&last_pong),
             started,
         ));
-        self.read_loop(&conn, key, stream, &last_pong, started)
-            .await;
+        self.read_loop(&conn, stream, &last_pong, started).await;
         conn.outbox.close();
         conn.stop.cancel();
         // ok to ignore: the writer ends once the outbox is closed, or was aborted
@@ -60,12 +59,11 @@ impl WsServer {
     async fn read_loop(
         &self,
         conn: &Arc<Conn>,
-        key: u64,
         mut stream: futures_util::stream::SplitStream<Ws>,
         last_pong: &AtomicU64,
         started: Instant,
     ) {
-        let c = &self.inner.config;
+        let c = &self.state.config;
         let mut tokens = f64::from(c.inbound_burst);
         let mut refilled = Instant::now();
         let mut errors = 0u32;
@@ -91,12 +89,7 @@ impl WsServer {
             let text = match msg {
                 Message::Text(t) => t,
                 Message::Binary(_) => {
-                    self.inner.error(
-                        conn,
-                        None,
-                        codes::BINARY_NOT_SUPPORTED,
-                        "send JSON text frames",
-                    );
+                    conn.error(None, codes::BINARY_NOT_SUPPORTED, "send JSON text frames");
                     errors += 1;
                     if errors >= MAX_ERRORS {
                         conn.end(close::POLICY, "too many errors");
@@ -118,8 +111,7 @@ impl WsServer {
                 .min(f64::from(c.inbound_burst));
             refilled = now;
             if tokens < 1.0 {
-                self.inner
-                    .error(conn, frame_id(&text), codes::RATE_LIMITED, "slow down");
+                conn.error(frame_id(&text), codes::RATE_LIMITED, "slow down");
                 errors += 1;
                 if errors >= MAX_ERRORS {
                     conn.end(close::POLICY, "too many messages");
@@ -137,11 +129,11 @@ impl WsServer {
                             return;
                         }
                         ClientFrame::Subscribe { id, room, since } => {
-                            let allowed = self.inner.may_join(&conn.claims, &room).await;
-                            self.inner.subscribe(conn, key, id, &room, since, allowed);
+                            let allowed = self.may_join(&conn.claims, &room).await;
+                            self.rooms().subscribe(conn, id, &room, since, allowed);
                         }
                         ClientFrame::Unsubscribe { id, room } => {
-                            self.inner.unsubscribe(conn, key, id, &room);
+                            self.rooms().unsubscribe(conn, id, &room);
                         }
                         _ => {}
                     }
@@ -149,8 +141,7 @@ impl WsServer {
                 Err(e) => {
                     // The error answers the frame: it carries the frame's `id` when it has an
                     // integer one, so a client waiting on that id hears back.
-                    self.inner
-                        .error(conn, frame_id(&text), codes::BAD_FRAME, &format!("{e}"));
+                    conn.error(frame_id(&text), codes::BAD_FRAME, &format!("{e}"));
                     errors += 1;
                     if errors >= MAX_ERRORS {
                         conn.end(close::POLICY, "too many bad frames");
@@ -204,7 +195,7 @@ async fn write_loop(
     last_pong: Arc<AtomicU64>,
     started: Instant,
 ) {
-    let c = &server.inner.config;
+    let c = &server.state.config;
     let ping_every = c.ping_interval;
     let pong_timeout = c.pong_timeout;
     // A send that cannot complete in this long means the peer is not reading (or gone).
@@ -223,7 +214,7 @@ async fn write_loop(
                     // No pong since the previous ping: that was `ping_every` ago, so at least
                     // `pong_timeout` has passed too (ping_every >= pong_timeout by default); check it.
                     if millis(started).saturating_sub(sent) >= u64::try_from(pong_timeout.as_millis()).unwrap_or(u64::MAX) {
-                        server.inner.heartbeat_timeouts.fetch_add(1, Ordering::Relaxed);
+                        server.state.heartbeat_timeouts.fetch_add(1, Ordering::Relaxed);
                         conn.end(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                     }
                 }
@@ -252,9 +243,7 @@ async fn write_loop(
         }
         if !open || conn.stop.is_cancelled() {
             let code = conn
-                .close
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .close_reason()
                 .unwrap_or((close::GOING_AWAY, "closing"));
             let frame = CloseFrame {
                 code: CloseCode::from(code.0),

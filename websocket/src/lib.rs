@@ -54,8 +54,11 @@ mod client;
 mod config;
 mod connection;
 mod error;
+mod fanout;
 mod metrics;
 mod outbox;
+mod registry;
+mod rooms;
 mod server;
 
 #[cfg(feature = "event-hub")]
@@ -64,8 +67,7 @@ pub use client::{ClientConfig, ClientEvent, WsClient};
 pub use config::{Overflow, WsConfig};
 pub use error::Error;
 pub use metrics::WsMetrics;
-pub use server::{
-    Admit, Authorize, AuthorizeAsync, ConnectionInfo, WsServer, WsServerBuilder, WsStats,
-};
+pub use registry::ConnectionInfo;
+pub use server::{Admit, Authorize, AuthorizeAsync, WsServer, WsServerBuilder, WsStats};
 /// Re-exported: the wire types.
 pub use tidewell_protocol as protocol;

@@ -98,3 +98,71 @@ async fn two_nodes_share_rooms_offsets_and_recovery() {
         assert_eq!(ev["event"]["id"], format!("ev-{n}"));
     }
 }
+
+/// Shutdown ends the tasks the server owns: what was published before it still reaches the
+/// other nodes (the publisher sends its queue first), then the node's subscription is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_what_was_queued_then_ends_the_subscription() {
+    let redis = TestRedis::connect().await;
+    let (node_a, _) = start(WsConfig::default()).await;
+    let (node_b, addr_b) = start(WsConfig::default()).await;
+    node_a
+        .connect_backplane(redis.url(), redis.prefix())
+        .await
+        .unwrap();
+    node_b
+        .connect_backplane(redis.url(), redis.prefix())
+        .await
+        .unwrap();
+    let mut on_b = connect(addr_b, &token("u2", &[], "s2")).await.unwrap();
+    next_json(&mut on_b).await;
+    send(
+        &mut on_b,
+        serde_json::json!({"type":"subscribe","room":"doc:last-words"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut on_b).await["type"], "subscribed");
+
+    let channel = format!("{}:ws", redis.prefix());
+    let subscribers = |redis: &TestRedis| {
+        let mut conn = redis.connection();
+        let channel = channel.clone();
+        async move {
+            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            counts[0].1
+        }
+    };
+    assert_eq!(subscribers(&redis).await, 2, "both nodes subscribed");
+
+    for n in 1..=50 {
+        node_a.publish("doc:last-words", &envelope(n)).unwrap();
+    }
+    node_a.shutdown(Duration::from_secs(5)).await;
+    for n in 1..=50u64 {
+        let ev = next_json(&mut on_b).await;
+        assert_eq!(
+            ev["offset"], n,
+            "every event queued before shutdown arrives: {ev}"
+        );
+    }
+    // The subscription task has ended: only node B listens. (Redis may take a moment to see the
+    // closed connection.)
+    let mut left = subscribers(&redis).await;
+    for _ in 0..100 {
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = subscribers(&redis).await;
+    }
+    assert_eq!(left, 1, "node A's subscription ended with its shutdown");
+    assert!(
+        node_a.publish("doc:last-words", &envelope(51)).is_err(),
+        "a stopped node's backplane takes no more publishes"
+    );
+}

@@ -17,6 +17,8 @@
 //!   `--version`, usage errors and start-up errors printed for a person, with the right exit codes.
 //! - [`propagation`]: W3C trace context through any [`Carrier`](propagation::Carrier) (HTTP and
 //!   AMQP headers, WebSocket frames), linked to OpenTelemetry with the feature `otel`.
+//! - [`pubsub`] (feature `redis`): one Redis pub/sub subscription kept alive across dropped
+//!   connections, telling its listener when messages may have been missed.
 //! - [`Shutdown`] (feature `runtime`, on by default): one graceful-shutdown signal (SIGINT/SIGTERM)
 //!   that servers and consumers accept, which also owns the tasks they spawn.
 //! - [`LingeringClose`] (feature `runtime`): a server connection that half-closes and drains
@@ -59,6 +61,9 @@ pub mod http;
 mod linger;
 mod named;
 pub mod propagation;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod pubsub;
 #[cfg(feature = "runtime")]
 mod shutdown;
 
