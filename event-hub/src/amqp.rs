@@ -35,10 +35,12 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 const STATUS_POLL: Duration = Duration::from_millis(250);
 
 pub(crate) struct AmqpBackend {
-    inner: Arc<Inner>,
+    inner: Arc<Supervised>,
 }
 
-struct Inner {
+/// The backend's shared state: its settings, the live connection the supervisor keeps, and the
+/// tasks it owns.
+struct Supervised {
     url: String,
     name: String,
     declarations: Vec<Declaration>,
@@ -69,7 +71,7 @@ impl AmqpBackend {
         reconnect: Backoff,
     ) -> Result<Self, Error> {
         let (live, _) = watch::channel(None);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Supervised {
             url: url.to_owned(),
             name: name.to_owned(),
             declarations,
@@ -89,7 +91,7 @@ impl AmqpBackend {
     }
 }
 
-impl Inner {
+impl Supervised {
     async fn establish(&self, generation: u64) -> Result<Live, Error> {
         let properties = ConnectionProperties::default().with_connection_name(LongString::from(
             format!("tidewell:{}#{generation}", self.name),

@@ -18,7 +18,7 @@ use crate::handler::{HandlerError, Router};
 use crate::memory::MemoryBackend;
 use crate::message::{self, Message};
 use crate::metrics::HubMetrics;
-use crate::subscriber::{Subscription, Worker};
+use crate::subscriber::{Subscription, Worker, WorkerContext};
 use crate::topology::Topology;
 
 /// How long [`Hub::take_dead_letters`] waits for one more dead letter after the first.
@@ -65,7 +65,7 @@ const DEAD_LETTER_GAP: Duration = Duration::from_millis(250);
 /// ```
 #[derive(Clone)]
 pub struct Hub {
-    inner: Arc<HubInner>,
+    inner: Arc<HubState>,
     /// The `source` this handle stamps (the builder's, or [`Hub::with_source`]'s).
     source: Arc<str>,
 }
@@ -80,8 +80,9 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-pub(crate) struct HubInner {
-    pub(crate) backend: Box<dyn Backend>,
+/// What every clone of a [`Hub`] shares: its backend, topology and subscriptions.
+pub(crate) struct HubState {
+    pub(crate) backend: Arc<dyn Backend>,
     pub(crate) backend_name: &'static str,
     pub(crate) topology: Topology,
     pub(crate) max_message_size: usize,
@@ -264,16 +265,16 @@ impl HubBuilder {
         self.topology.validate()?;
         let declarations = self.topology.declarations();
         let scheme = self.config.url.split_once("://").map_or("", |(s, _)| s);
-        let (backend, backend_name): (Box<dyn Backend>, &'static str) = match scheme {
+        let (backend, backend_name): (Arc<dyn Backend>, &'static str) = match scheme {
             "memory" => {
                 let name = self.config.url.split_once("://").map_or("", |(_, n)| n);
                 let backend = MemoryBackend::named(name.trim_end_matches('/'));
                 backend.declare(&declarations).await?;
-                (Box::new(backend), "memory")
+                (Arc::new(backend), "memory")
             }
             #[cfg(feature = "amqp")]
             "amqp" | "amqps" => (
-                Box::new(
+                Arc::new(
                     crate::amqp::AmqpBackend::connect(
                         &self.config.url,
                         self.connection_name.as_deref().unwrap_or(&self.source),
@@ -293,7 +294,7 @@ impl HubBuilder {
         };
         Ok(Hub {
             source: Arc::from(self.source.as_str()),
-            inner: Arc::new(HubInner {
+            inner: Arc::new(HubState {
                 backend,
                 backend_name,
                 topology: self.topology,
@@ -494,7 +495,13 @@ impl Hub {
             .consume(&subscription.queue, subscription.prefetch)
             .await?;
         let worker = Arc::new(Worker {
-            hub: Arc::clone(&self.inner),
+            hub: WorkerContext {
+                backend: Arc::clone(&self.inner.backend),
+                dead_letter_exchange: self.inner.topology.dead_letter_exchange(),
+                max_message_size: self.inner.max_message_size,
+                metrics: self.inner.metrics.clone(),
+                reconnect: self.inner.reconnect.clone(),
+            },
             sub: subscription,
             router,
             retry,

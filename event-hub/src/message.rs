@@ -108,9 +108,9 @@ pub(crate) struct Delivery {
 /// Settles one delivery on the backend it came from.
 pub(crate) trait Acker: Send + Sync {
     /// The message is done: remove it from the queue.
-    fn ack(&self) -> crate::backend::BoxFuture<'_, Result<(), Error>>;
+    fn ack(&self) -> futures_util::future::BoxFuture<'_, Result<(), Error>>;
     /// Give it back to the queue (`requeue`) or dead-letter it through the queue's DLX.
-    fn reject(&self, requeue: bool) -> crate::backend::BoxFuture<'_, Result<(), Error>>;
+    fn reject(&self, requeue: bool) -> futures_util::future::BoxFuture<'_, Result<(), Error>>;
 }
 
 #[cfg(test)]

@@ -11,12 +11,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
-use crate::backend::Consumer;
+use crate::backend::{Backend, Consumer};
 use crate::dead_letter::DeadLetterReason;
 use crate::dedup::{Claim, Dedup};
 use crate::handler::{Outcome, Router};
-use crate::hub::HubInner;
 use crate::message::{self, Acker, Delivery, Message};
+use crate::metrics::HubMetrics;
 use crate::retry::{RetryPolicy, wait_queue};
 
 /// How long a delivery whose id is being processed elsewhere waits before going back to the queue.
@@ -104,8 +104,17 @@ impl Subscription {
     }
 }
 
+/// What a subscription's workers use of their hub: its backend and settings, shared.
+pub(crate) struct WorkerContext {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) dead_letter_exchange: String,
+    pub(crate) max_message_size: usize,
+    pub(crate) metrics: HubMetrics,
+    pub(crate) reconnect: tidewell_core::Backoff,
+}
+
 pub(crate) struct Worker {
-    pub(crate) hub: Arc<HubInner>,
+    pub(crate) hub: WorkerContext,
     pub(crate) sub: Subscription,
     pub(crate) router: Router,
     pub(crate) retry: RetryPolicy,
@@ -360,11 +369,10 @@ impl Worker {
             .dead_lettered
             .with_label_values(&[self.sub.queue.as_str(), reason.as_str()])
             .inc();
-        let dlx = self.hub.topology.dead_letter_exchange();
         match self
             .hub
             .backend
-            .publish(&dlx, &self.sub.queue, &message)
+            .publish(&self.hub.dead_letter_exchange, &self.sub.queue, &message)
             .await
         {
             Ok(()) => self.settle_ack(acker, "dead_lettered").await,

@@ -29,6 +29,7 @@
 
 mod error;
 mod http_metrics;
+mod otlp_tls;
 mod registry;
 mod telemetry;
 #[cfg(feature = "tls")]
@@ -39,8 +40,9 @@ pub use http_metrics::{
     DEFAULT_BUCKETS, HttpMetrics, HttpMetricsLayer, HttpMetricsService, MetricsFuture,
     OVERFLOW_ROUTE, UNMATCHED_ROUTE,
 };
+pub use otlp_tls::OtlpTls;
 pub use registry::MetricsRegistry;
-pub use telemetry::{LogFormat, OtlpEndpoint, OtlpTls, TelemetryConfig, TelemetryGuard, init};
+pub use telemetry::{LogFormat, OtlpEndpoint, TelemetryConfig, TelemetryGuard, init};
 pub use tidewell_core::correlation::{
     CorrelationFuture, CorrelationLayer, CorrelationService, correlation_header, correlation_id_of,
 };

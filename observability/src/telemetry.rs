@@ -18,6 +18,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::Error;
+use crate::otlp_tls::OtlpTls;
 
 /// How log lines are written to stderr.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,25 +71,6 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<OtlpEndpoint>,
     /// Certificates for TLS to the collector.
     pub otlp_tls: OtlpTls,
-}
-
-/// Certificates for TLS to the collector (used with the `tls` feature): PEM files.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct OtlpTls {
-    /// CA certificates trusted in addition to the system's roots (`OTEL_EXPORTER_OTLP_CERTIFICATE`).
-    pub certificate: Option<std::path::PathBuf>,
-    /// The client's certificate chain, for mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`).
-    pub client_certificate: Option<std::path::PathBuf>,
-    /// The client's private key, for mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_KEY`).
-    pub client_key: Option<std::path::PathBuf>,
-}
-
-impl OtlpTls {
-    #[cfg(not(feature = "tls"))]
-    fn is_empty(&self) -> bool {
-        self == &Self::default()
-    }
 }
 
 /// Where [`init`] sends spans.

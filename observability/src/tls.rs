@@ -10,7 +10,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::Error;
-use crate::telemetry::OtlpTls as TlsFiles;
+use crate::otlp_tls::OtlpTls as TlsFiles;
 
 /// The exporter's HTTP client. Built on its own thread: reqwest's blocking client refuses to be
 /// built inside an async runtime, and `init` may be called from `#[tokio::main]`.
