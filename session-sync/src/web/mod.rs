@@ -8,6 +8,7 @@ mod locks;
 mod realtime;
 mod refresh;
 mod sync;
+mod tab;
 mod transport;
 
 use js_sys::{Function, JSON, Promise};

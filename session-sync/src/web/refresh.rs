@@ -11,7 +11,7 @@ use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
-use super::sync::Inner;
+use super::tab::TabState;
 use super::{describe_js, js_error, local_storage, locks, now_ms, number_option, random_id, sleep};
 use crate::Error;
 use crate::lease::Lease;
@@ -35,9 +35,9 @@ const POLL_MS: f64 = 20.0;
 const GRACE_MS: f64 = 100.0;
 
 /// Starts (or joins, within this tab) a refresh.
-pub(crate) fn refresh_once(inner: Rc<Inner>, refresh: Function, options: &JsValue) -> Promise {
-    if let Some(p) = inner.in_flight.borrow().as_ref() {
-        return p.clone();
+pub(crate) fn refresh_once(inner: Rc<TabState>, refresh: Function, options: &JsValue) -> Promise {
+    if let Some(p) = inner.refresh_in_flight() {
+        return p;
     }
     let timeout = match number_option(options, "timeoutMs") {
         Ok(t) => t.unwrap_or(DEFAULT_TIMEOUT_MS).max(1.0),
@@ -51,21 +51,21 @@ pub(crate) fn refresh_once(inner: Rc<Inner>, refresh: Function, options: &JsValu
             Some(manager) => with_lock(&manager, &shared, refresh, mark, timeout).await,
             None => with_lease(&shared, &refresh, mark, started, timeout).await,
         };
-        shared.in_flight.borrow_mut().take();
+        shared.set_refresh_in_flight(None);
         result
     });
-    *inner.in_flight.borrow_mut() = Some(promise.clone());
+    inner.set_refresh_in_flight(Some(promise.clone()));
     promise
 }
 
 async fn with_lock(
     manager: &locks::LockManager,
-    inner: &Rc<Inner>,
+    inner: &Rc<TabState>,
     refresh: Function,
     mark: u64,
     timeout: f64,
 ) -> Result<JsValue, JsValue> {
-    let name = format!("tidewell-session-sync:{}:refresh", inner.channel);
+    let name = format!("tidewell-session-sync:{}:refresh", inner.channel());
     // The caller's answer, settled inside the lock, before the lock's grace period ends.
     let mut settle: Option<(Function, Function)> = None;
     let answer = Promise::new(&mut |resolve, reject| settle = Some((resolve, reject)));
@@ -99,7 +99,7 @@ async fn with_lock(
 }
 
 async fn with_lease(
-    inner: &Rc<Inner>,
+    inner: &Rc<TabState>,
     refresh: &Function,
     mark: u64,
     started: f64,
@@ -109,7 +109,7 @@ async fn with_lease(
         // No storage, no other tab to agree with: refresh here.
         return critical(inner, refresh, mark, timeout).await;
     };
-    let key = format!("tidewell-session-sync:{}:refresh-lease", inner.channel);
+    let key = format!("tidewell-session-sync:{}:refresh-lease", inner.channel());
     // A waiter gives up after the longest a dead holder can block it, and one refresh more.
     let give_up = started + 2.0 * (timeout + LEASE_MARGIN_MS) + SETTLE_MS;
     loop {
@@ -117,9 +117,9 @@ async fn with_lease(
             return Ok(tokens);
         }
         let stored = storage.get_item(&key).ok().flatten();
-        if Lease::may_take(stored.as_deref(), &inner.tab_id, now_ms()) {
+        if Lease::may_take(stored.as_deref(), inner.tab_id(), now_ms()) {
             let lease = Lease {
-                owner: inner.tab_id.clone(),
+                owner: inner.tab_id().to_owned(),
                 nonce: random_id(),
                 expires_at: now_ms() + timeout + LEASE_MARGIN_MS,
             };
@@ -132,14 +132,14 @@ async fn with_lease(
             let held = back
                 .as_deref()
                 .and_then(Lease::decode)
-                .is_some_and(|l| l.is_held_by(&inner.tab_id, &lease.nonce, now_ms()));
+                .is_some_and(|l| l.is_held_by(inner.tab_id(), &lease.nonce, now_ms()));
             if held {
                 let result = match inner.tokens_since(mark) {
                     Some(tokens) => Ok(tokens),
                     None => critical(inner, refresh, mark, timeout).await,
                 };
                 // Release after the grace period (see GRACE_MS), without keeping the caller.
-                let tab = inner.tab_id.clone();
+                let tab = inner.tab_id().to_owned();
                 let grace = if result.is_ok() { GRACE_MS } else { 0.0 };
                 wasm_bindgen_futures::spawn_local(async move {
                     sleep(grace).await;
@@ -172,7 +172,7 @@ async fn with_lease(
 /// Inside the lock: the tokens if another tab refreshed since `mark`, else a refresh here,
 /// broadcast to the others.
 async fn critical(
-    inner: &Rc<Inner>,
+    inner: &Rc<TabState>,
     refresh: &Function,
     mark: u64,
     timeout: f64,
