@@ -3,20 +3,20 @@
 //! so it can skip its own. The Redis store publishes them in the same pipeline as the change they
 //! announce, so they arrive after it.
 //!
-//! A listener task keeps one subscription per cache. While it is live the local tier is used;
-//! when it drops (connection killed, Redis restarted) the tier is flushed and switched off, and
-//! when it is back the tier is flushed again (messages sent in between were missed) and switched on.
+//! One subscription per cache, kept by `tidewell_core::pubsub`'s loop. While it is live the local
+//! tier is used; when it drops (connection killed, Redis restarted) the tier is flushed and
+//! switched off, and when it is back the tier is flushed again (messages sent in between were
+//! missed) and switched on.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use tidewell_core::Backoff;
+use tidewell_core::config::redact_url as redact;
+use tidewell_core::pubsub::Listener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::local::Local;
-use crate::redis_store::redact;
 
 /// Starts the listener task; it ends when `stop` fires.
 pub(crate) fn start(
@@ -30,76 +30,65 @@ pub(crate) fn start(
         url: redact(url),
         reason: e.to_string(),
     })?;
-    tokio::spawn(async move {
-        let backoff = Backoff::builder()
-            .min(Duration::from_millis(50))
-            .max(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        let mut schedule = backoff.schedule();
-        loop {
-            let subscribed = async {
-                let mut pubsub =
-                    tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
-                        .await
-                        .map_err(|_| "no answer within 5s".to_owned())?
-                        .map_err(|e| e.to_string())?;
-                pubsub
-                    .subscribe(&channel)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>(pubsub)
-            };
-            let pubsub = tokio::select! {
-                () = stop.cancelled() => return,
-                r = subscribed => r,
-            };
-            match pubsub {
-                Ok(pubsub) => {
-                    schedule.reset();
-                    local.flush();
-                    local.set_live(true);
-                    tracing::debug!(channel, "cache invalidation feed live");
-                    let mut messages = pubsub.into_on_message();
-                    loop {
-                        let msg = tokio::select! {
-                            () = stop.cancelled() => {
-                                local.set_live(false);
-                                return;
-                            }
-                            m = messages.next() => m,
-                        };
-                        let Some(msg) = msg else { break };
-                        let Ok(text) = msg.get_payload::<String>() else {
-                            continue;
-                        };
-                        match text.split_once(' ') {
-                            Some((from, _)) if from == origin => {}
-                            Some((_, rest)) => match rest.split_once(' ') {
-                                Some(("t", tag)) => local.invalidate_tag(tag),
-                                Some(("k", key)) => local.remove(key),
-                                _ => local.flush(),
-                            },
-                            None => local.flush(),
-                        }
-                    }
-                    local.set_live(false);
-                    local.flush();
-                    tracing::warn!(
-                        channel,
-                        "cache invalidation feed dropped; local tier flushed and off until it is back"
-                    );
-                }
-                Err(error) => {
-                    let delay = schedule.next_delay().unwrap_or(backoff.max());
-                    tracing::debug!(%error, ?delay, "cannot subscribe to the cache invalidation feed; retrying");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-    });
+    let feed = Feed {
+        channel: channel.clone(),
+        origin,
+        local,
+    };
+    tidewell_core::pubsub::spawn(client, channel, feed, stop);
     Ok(())
+}
+
+/// Applies the feed's messages to the local tier. The tier is off until the subscription is
+/// live, and off again once the task ends (the cache stopped) and drops this.
+struct Feed {
+    channel: String,
+    origin: String,
+    local: Arc<Local>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.local.set_live(false);
+    }
+}
+
+impl Listener for Feed {
+    fn live(&mut self) {
+        self.local.flush();
+        self.local.set_live(true);
+        tracing::debug!(channel = %self.channel, "cache invalidation feed live");
+    }
+
+    fn message(&mut self, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        match text.split_once(' ') {
+            Some((from, _)) if from == self.origin => {}
+            Some((_, rest)) => match rest.split_once(' ') {
+                Some(("t", tag)) => self.local.invalidate_tag(tag),
+                Some(("k", key)) => self.local.remove(key),
+                _ => self.local.flush(),
+            },
+            None => self.local.flush(),
+        }
+    }
+
+    fn dropped(&mut self) {
+        self.local.set_live(false);
+        self.local.flush();
+        tracing::warn!(
+            channel = %self.channel,
+            "cache invalidation feed dropped; local tier flushed and off until it is back"
+        );
+    }
+
+    fn failed(&mut self, error: &str, retry_in: Duration) {
+        tracing::debug!(
+            error,
+            ?retry_in,
+            "cannot subscribe to the cache invalidation feed; retrying"
+        );
+    }
 }

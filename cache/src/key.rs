@@ -7,6 +7,16 @@ use crate::Error;
 /// The longest key or tag, in bytes (before the namespace prefix).
 pub(crate) const MAX_NAME_LEN: usize = 512;
 
+/// Whether `name` may be a cache prefix or a namespace name: 1 to 64 letters, digits, `-`, `_`
+/// or `.`.
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// `parts` joined in one allocation of the exact size: the Redis key names made per operation
 /// (`format!` runs the formatting machinery, ~10x the instructions).
 pub(crate) fn joined(parts: &[&str]) -> String {

@@ -37,25 +37,40 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod breaker;
+mod builder;
 mod cache;
 mod codec;
+mod config;
 mod error;
 #[cfg(feature = "redis")]
 mod feed;
 mod key;
+mod load;
 mod local;
+mod lock;
 mod memory_store;
+mod namespace;
 #[cfg(feature = "redis")]
 mod recent;
 #[cfg(feature = "redis")]
+mod redis_conn;
+#[cfg(feature = "redis")]
+mod redis_entry;
+#[cfg(feature = "redis")]
 mod redis_store;
+mod refresh;
+mod replay;
+mod single_flight;
 mod stats;
 mod store;
 
-pub use cache::{Cache, CacheBuilder, CacheConfig, Health, Namespace};
+pub use builder::CacheBuilder;
+pub use cache::{Cache, Health};
 pub use codec::Codec;
+pub use config::CacheConfig;
 pub use error::Error;
 pub use key::{Key, Tag};
+pub use namespace::Namespace;
 pub use stats::{CacheMetrics, NamespaceStats, Stats};
 
 /// Re-exported so that users register metrics with the same `prometheus` version.

@@ -7,10 +7,8 @@
 //! one slot and one `MGET` or script may touch the tag keys an entry names. Give unrelated domains
 //! their own prefix to spread them over slots.
 //!
-//! Entry format (version 1): `tw1 <expires-at ms> <n> <tag key> <version> … \n<value>`. Keys, tags
-//! and versions hold no whitespace (the builders refuse it), so spaces separate them. A key that
-//! does not hold this format (an entry of the older hash layout, or a foreign value) reads as a
-//! miss and is replaced by the next write.
+//! The entry format is `redis_entry`'s; the connection (single server or cluster) is
+//! `redis_conn`'s.
 //!
 //! Why not scripts: a Lua call costs Redis several times what a plain command does, so with many
 //! callers the script, not the network, bounded the rate (reads at a third of raw `GET`s with 32
@@ -27,11 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use crate::Error;
 use crate::recent::{Recent, same_names};
+use crate::redis_conn::Conn;
+use crate::redis_entry::{format_entry, parse_entry};
 use crate::store::{BoxFuture, Lookup, Read, Store, UNVERSIONED};
 
 /// KEYS[1] entry, KEYS[2..] tags; ARGV[1] ttl ms, ARGV[2] value, ARGV[3] expiry (Unix ms).
@@ -68,52 +67,6 @@ local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
 if #r[2] > 0 then redis.call('UNLINK', unpack(r[2])) end
 return r[1]
 ";
-
-/// A single server (self-healing manager) or a Redis Cluster.
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// The nodes of a `redis-cluster://host:port,host:port` URL, as `redis://` URLs.
-pub(crate) fn cluster_nodes(url: &str) -> Vec<String> {
-    url.split_once("://")
-        .map(|(_, rest)| rest.trim_end_matches('/'))
-        .unwrap_or_default()
-        .split(',')
-        .filter(|n| !n.is_empty())
-        .map(|n| format!("redis://{n}"))
-        .collect()
-}
 
 /// Where the store announces its changes to other instances' local tiers (see `feed`).
 pub(crate) struct Announce {
@@ -157,40 +110,7 @@ impl RedisStore {
         timeout: Duration,
         announce: Option<Announce>,
     ) -> Result<Self, Error> {
-        let connect_error = |reason: String| Error::Connect {
-            url: redact(url),
-            reason,
-        };
-        if url.starts_with("redis-cluster://") {
-            let nodes = cluster_nodes(url);
-            let client = redis::cluster::ClusterClientBuilder::new(nodes)
-                .response_timeout(timeout)
-                .connection_timeout(timeout.max(Duration::from_secs(1)))
-                .build()
-                .map_err(|e| connect_error(e.to_string()))?;
-            let connection = tokio::time::timeout(
-                timeout.max(Duration::from_secs(2)),
-                client.get_async_connection(),
-            )
-            .await
-            .map_err(|_| connect_error("no answer in time".into()))?
-            .map_err(|e| connect_error(e.to_string()))?;
-            return Ok(Self::with(Conn::Cluster(connection), announce));
-        }
-        let client = redis::Client::open(url).map_err(|e| connect_error(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = tokio::time::timeout(
-            timeout.max(Duration::from_secs(2)),
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| connect_error("no answer in time".into()))?
-        .map_err(|e| connect_error(e.to_string()))?;
-        Ok(Self::with(Conn::Single(connection), announce))
+        Ok(Self::with(Conn::open(url, timeout).await?, announce))
     }
 
     fn with(connection: Conn, announce: Option<Announce>) -> Self {
@@ -238,46 +158,11 @@ impl RedisStore {
     }
 }
 
-pub(crate) use tidewell_core::config::redact_url as redact;
-
 fn redis_error(operation: &'static str) -> impl FnOnce(redis::RedisError) -> Error {
     move |e| Error::Redis {
         operation,
         reason: e.to_string(),
     }
-}
-
-/// An entry as stored: the value and the tag versions it recorded.
-#[derive(Debug, PartialEq, Eq)]
-struct Entry<'a> {
-    expires_at_ms: u64,
-    tags: Vec<(&'a str, &'a str)>,
-    value: Bytes,
-}
-
-/// Parses an entry (see the module docs); `None` if `raw` is not one.
-fn parse_entry(raw: &Bytes) -> Option<Entry<'_>> {
-    let newline = raw.iter().position(|&b| b == b'\n')?;
-    let header = std::str::from_utf8(raw.get(..newline)?).ok()?;
-    let mut words = header.split(' ');
-    if words.next()? != "tw1" {
-        return None;
-    }
-    let expires_at_ms = words.next()?.parse().ok()?;
-    let n: usize = words.next()?.parse().ok()?;
-    // Bounded by the header's own length, so a corrupt count cannot ask for a huge allocation.
-    let mut tags = Vec::with_capacity(n.min(header.len() / 4));
-    for _ in 0..n {
-        tags.push((words.next()?, words.next()?));
-    }
-    if words.next().is_some() {
-        return None;
-    }
-    Some(Entry {
-        expires_at_ms,
-        tags,
-        value: raw.slice(newline + 1..),
-    })
 }
 
 /// `MGET` of `keys`, its buffers sized once (`redis::cmd` grows them argument by argument).
@@ -289,30 +174,6 @@ fn mget<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> redis::Cmd {
         cmd.arg(k);
     }
     cmd
-}
-
-/// An entry as stored (see the module docs).
-fn format_entry(expires_at_ms: u64, tags: &[String], versions: &[&str], value: &[u8]) -> Vec<u8> {
-    let header: usize = tags
-        .iter()
-        .zip(versions)
-        .map(|(t, v)| t.len() + v.len() + 2)
-        .sum();
-    let mut out = Vec::with_capacity(32 + header + value.len());
-    let mut number = itoa::Buffer::new();
-    out.extend_from_slice(b"tw1 ");
-    out.extend_from_slice(number.format(expires_at_ms).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(number.format(tags.len()).as_bytes());
-    for (t, v) in tags.iter().zip(versions) {
-        out.push(b' ');
-        out.extend_from_slice(t.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(v.as_bytes());
-    }
-    out.push(b'\n');
-    out.extend_from_slice(value);
-    out
 }
 
 /// Tag versions as `MGET` returns them: an absent key is a tag never invalidated.
@@ -363,6 +224,8 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Store for RedisStore {
+    // Long because each round's closures share the names fetched and the reply; split, every part
+    // would take them all.
     fn read<'a>(&'a self, key: &'a str, tags: &'a [String]) -> BoxFuture<'a, Result<Read, Error>> {
         Box::pin(async move {
             let mut c = self.connection.clone();
@@ -482,6 +345,8 @@ impl Store for RedisStore {
         })
     }
 
+    // Long because the optimistic rounds and the atomic fallback share the versions seen and the
+    // announcement; together they read as one retry loop.
     fn write<'a>(
         &'a self,
         key: &'a str,
@@ -700,54 +565,6 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stored(expires_at_ms: u64, tags: &[(&str, &str)], value: &[u8]) -> Bytes {
-        let (names, versions): (Vec<String>, Vec<&str>) =
-            tags.iter().map(|(t, v)| ((*t).to_owned(), *v)).unzip();
-        Bytes::from(format_entry(expires_at_ms, &names, &versions, value))
-    }
-
-    #[test]
-    fn entries_parse_back() {
-        let raw = stored(
-            1_700_000_000_000,
-            &[("{tw}:t:user:7", "0"), ("{tw}:t:all", "0195f0a1b2c3")],
-            b"j{\"a\":\"x y\\nz\"}",
-        );
-        let entry = parse_entry(&raw).unwrap();
-        assert_eq!(entry.expires_at_ms, 1_700_000_000_000);
-        assert_eq!(
-            entry.tags,
-            [("{tw}:t:user:7", "0"), ("{tw}:t:all", "0195f0a1b2c3")]
-        );
-        assert_eq!(&entry.value[..], b"j{\"a\":\"x y\\nz\"}");
-
-        let untagged = stored(5, &[], b"");
-        let entry = parse_entry(&untagged).unwrap();
-        assert!(entry.tags.is_empty());
-        assert!(entry.value.is_empty());
-        // A value may hold newlines of its own: only the first one ends the header.
-        let raw = stored(5, &[("t", "1")], b"a\nb\n");
-        assert_eq!(&parse_entry(&raw).unwrap().value[..], b"a\nb\n");
-    }
-
-    #[test]
-    fn anything_else_is_not_an_entry() {
-        for raw in [
-            &b""[..],
-            b"plain value",
-            b"tw1 5 1 t\nv",              // a tag without its version
-            b"tw1 5 2 t 1\nv",            // fewer tags than counted
-            b"tw1 5 0 t 1\nv",            // more words than counted
-            b"tw2 5 0\nv",                // another format version
-            b"tw1 x 0\nv",                // expiry not a number
-            b"tw1 5 99999999999999999\n", // a count that would be a huge allocation
-            b"tw1 5 0",                   // no end of header
-            b"tw1 5 1 \xff 1\nv",         // not UTF-8
-        ] {
-            assert_eq!(parse_entry(&Bytes::copy_from_slice(raw)), None, "{raw:?}");
-        }
-    }
 
     /// The script a plain `set` falls back to records the current versions, like the fast path.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ pub struct CacheMetrics {
     writes: IntCounterVec,
     loads: IntCounterVec,
     errors: IntCounterVec,
-    pub(crate) invalidations: IntCounter,
+    invalidations: IntCounter,
 }
 
 impl Default for CacheMetrics {
@@ -72,6 +72,16 @@ impl CacheMetrics {
         registry.register(Box::new(self.errors.clone()))?;
         registry.register(Box::new(self.invalidations.clone()))?;
         Ok(())
+    }
+
+    /// Counts `n` tags invalidated.
+    pub(crate) fn count_invalidations(&self, n: u64) {
+        self.invalidations.inc_by(n);
+    }
+
+    /// Tags invalidated so far.
+    pub(crate) fn invalidations(&self) -> u64 {
+        self.invalidations.get()
     }
 
     pub(crate) fn namespace(&self, ns: &str) -> NsCounters {

@@ -1,0 +1,98 @@
+//! The connection to Redis: one self-healing connection manager to a single server, or a Redis
+//! Cluster connection (`redis-cluster://host:port,host:port`), both bounded by the cache's
+//! timeout.
+
+use std::time::Duration;
+
+use redis::Value;
+use redis::aio::ConnectionManager;
+use tidewell_core::config::redact_url;
+
+use crate::Error;
+
+/// A single server (self-healing manager) or a Redis Cluster.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Conn {
+    /// Connects to `url` (`redis://`, `rediss://` or `redis-cluster://`), every call bounded by
+    /// `timeout`; fails fast if Redis is unreachable.
+    pub(crate) async fn open(url: &str, timeout: Duration) -> Result<Self, Error> {
+        let connect_error = |reason: String| Error::Connect {
+            url: redact_url(url),
+            reason,
+        };
+        if url.starts_with("redis-cluster://") {
+            let nodes = cluster_nodes(url);
+            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                .response_timeout(timeout)
+                .connection_timeout(timeout.max(Duration::from_secs(1)))
+                .build()
+                .map_err(|e| connect_error(e.to_string()))?;
+            let connection = tokio::time::timeout(
+                timeout.max(Duration::from_secs(2)),
+                client.get_async_connection(),
+            )
+            .await
+            .map_err(|_| connect_error("no answer in time".into()))?
+            .map_err(|e| connect_error(e.to_string()))?;
+            return Ok(Self::Cluster(connection));
+        }
+        let client = redis::Client::open(url).map_err(|e| connect_error(e.to_string()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = tokio::time::timeout(
+            timeout.max(Duration::from_secs(2)),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| connect_error("no answer in time".into()))?
+        .map_err(|e| connect_error(e.to_string()))?;
+        Ok(Self::Single(connection))
+    }
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The nodes of a `redis-cluster://host:port,host:port` URL, as `redis://` URLs.
+pub(crate) fn cluster_nodes(url: &str) -> Vec<String> {
+    url.split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+        .unwrap_or_default()
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| format!("redis://{n}"))
+        .collect()
+}
