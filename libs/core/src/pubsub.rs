@@ -1,7 +1,7 @@
 //! One Redis pub/sub subscription kept alive (feature `redis`): the loop that subscribes,
 //! hands every message to a [`Listener`], notices a dropped connection, tells the listener
 //! (messages published meanwhile are missed, so it must forget what it derived from them) and
-//! subscribes again with [`Backoff`](crate::Backoff), until its stop token fires.
+//! subscribes again with [`Backoff`], until its stop token fires.
 //!
 //! The cache's invalidation feed and the WebSocket backplane both run on it.
 //!

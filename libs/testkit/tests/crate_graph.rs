@@ -45,7 +45,7 @@ const MAP: &[(&str, u8, &[&str])] = &[
         ],
     ),
     ("tidewell", 3, PUBLISHED),
-    ("tidewell-service-kit", 3, PUBLISHED),
+    ("tidewell-service-kit", 3, SERVICE_KIT),
     ("tidewell-auth-service", 4, SERVICE),
     ("tidewell-payments-service", 4, SERVICE),
     ("tidewell-gateway", 4, SERVICE),
@@ -65,6 +65,19 @@ const PUBLISHED: &[&str] = &[
     "tidewell-observability",
     "tidewell-websocket",
     "tidewell-session-sync",
+];
+/// The services' kit: the published crates, and the test kit behind its test-support feature.
+const SERVICE_KIT: &[&str] = &[
+    "tidewell-core",
+    "tidewell-protocol",
+    "tidewell-auth",
+    "tidewell-event-hub",
+    "tidewell-cache",
+    "tidewell-proxy",
+    "tidewell-observability",
+    "tidewell-websocket",
+    "tidewell-session-sync",
+    "tidewell-testkit",
 ];
 const SERVICE: &[&str] = &[
     "tidewell-core",
@@ -221,4 +234,152 @@ fn the_proxy_builds_without_the_exporter_and_the_measured_crates_without_observa
             "{measured} pulls in the observability crate or the exporter"
         );
     }
+}
+
+/// The library crates whose sources the shape checks read (`src/` of each).
+const LIBRARY_SOURCES: &[&str] = &[
+    "libs/core",
+    "libs/auth",
+    "libs/protocol",
+    "libs/testkit",
+    "libs/tidewell",
+    "event-hub",
+    "cache",
+    "proxy",
+    "websocket",
+    "observability",
+    "session-sync",
+];
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// A source file's module path inside its crate (`server::upgrade` for `src/server/upgrade.rs`,
+/// `""` for `lib.rs`).
+fn module_of(src: &std::path::Path, file: &std::path::Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    let path = parts.join("::");
+    if path == "lib" || path == "main" {
+        String::new()
+    } else {
+        path
+    }
+}
+
+/// The modules of its own crate that a file names (`crate::a::b`, `super::c`), outside its
+/// `#[cfg(test)] mod tests`.
+fn modules_named(text: &str, this: &str, modules: &[String]) -> std::collections::BTreeSet<String> {
+    let text = text
+        .find("#[cfg(test)]\nmod tests")
+        .map_or(text, |i| &text[..i]);
+    let mut named = std::collections::BTreeSet::new();
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let longest_module = |path: &str| {
+        let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+        (1..=segments.len())
+            .rev()
+            .map(|k| segments[..k].join("::"))
+            .find(|candidate| modules.contains(candidate))
+    };
+    for (prefix, base) in [
+        ("crate::", String::new()),
+        ("super::", {
+            let mut parent: Vec<&str> = this.split("::").collect();
+            parent.pop();
+            parent.join("::")
+        }),
+    ] {
+        for (at, _) in text.match_indices(prefix) {
+            let before = text[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest: String = text[at + prefix.len()..]
+                .chars()
+                .take_while(|c| ident(*c))
+                .collect();
+            let full = if base.is_empty() {
+                rest
+            } else {
+                format!("{base}::{rest}")
+            };
+            if let Some(m) = longest_module(&full)
+                && m != this
+            {
+                named.insert(m);
+            }
+        }
+    }
+    named
+}
+
+#[test]
+fn no_two_modules_of_a_library_import_each_other() {
+    let mut cycles = Vec::new();
+    for krate in LIBRARY_SOURCES {
+        let src = workspace_root().join(krate).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let modules: Vec<String> = files.iter().map(|f| module_of(&src, f)).collect();
+        let edges: BTreeMap<String, std::collections::BTreeSet<String>> = files
+            .iter()
+            .zip(&modules)
+            .map(|(file, module)| {
+                let text = std::fs::read_to_string(file).unwrap();
+                (module.clone(), modules_named(&text, module, &modules))
+            })
+            .collect();
+        for (a, named) in &edges {
+            for b in named {
+                if a < b && edges.get(b).is_some_and(|back| back.contains(a)) {
+                    cycles.push(format!("{krate}: {a} <-> {b}"));
+                }
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "modules that import each other (give the shared part its own module):\n{}",
+        cycles.join("\n")
+    );
+}
+
+#[test]
+fn no_library_source_file_is_over_700_lines() {
+    let mut long = Vec::new();
+    for krate in LIBRARY_SOURCES {
+        let mut files = Vec::new();
+        rust_files(&workspace_root().join(krate).join("src"), &mut files);
+        for file in files {
+            let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+            if lines > 700 {
+                long.push(format!("{} ({lines} lines)", file.display()));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these by job (ARCHITECTURE.md's code map names the modules):\n{}",
+        long.join("\n")
+    );
 }

@@ -53,12 +53,15 @@
 #![cfg_attr(docsrs, doc(cfg(feature = "server")))]
 
 mod backend;
+mod device_record;
 mod event;
 mod registry;
 mod revoked;
+mod sql;
 
+pub use device_record::{Device, NewDevice};
 pub use event::{RevokeReason, SessionRevoked};
-pub use registry::{Device, DeviceRegistry, NewDevice};
+pub use registry::DeviceRegistry;
 pub use revoked::RevokedSessions;
 
 /// Re-exported so that [`DeviceRegistry::from_postgres`] and [`DeviceRegistry::from_sqlite`]

@@ -9,8 +9,9 @@ use tidewell_auth::Claims;
 use tidewell_core::Envelope;
 use tidewell_event_hub::{HandlerError, Router};
 
+use super::device_record::check_id;
 use super::event::SessionRevoked;
-use super::registry::{DeviceRegistry, check_id};
+use super::registry::DeviceRegistry;
 use crate::Error;
 
 /// moka refuses a time to live beyond 1,000 years; longer ones are cut to this.
