@@ -13,7 +13,8 @@
 //!   except on an upgrade; `Trailer` is end to end in RFC 9110 and kept); `Via` added both ways; repeated fields (`Set-Cookie`) never
 //!   merged; `X-Forwarded-For` appended when the peer is a trusted proxy and replaced otherwise,
 //!   `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`; `Host` preserved or set to the upstream.
-//! - **Upgrades**: a 101 from the upstream becomes a two-way tunnel with an idle timeout.
+//! - **Upgrades**: a 101 from the upstream becomes a two-way tunnel with an idle timeout, closed on
+//!   shutdown ([`Proxy::close_tunnels`]; [`serve`] calls it).
 //! - **Request smuggling**: a request with both `Content-Length` and `Transfer-Encoding` is framed
 //!   by `Transfer-Encoding` alone (hyper drops the `Content-Length`, RFC 9112 6.3) and re-framed
 //!   upstream, so the upstream never sees the ambiguity; duplicate differing `Content-Length`,
@@ -48,19 +49,25 @@ mod body;
 mod config;
 mod drain;
 mod error;
+mod forward;
 mod head_timer;
 mod headers;
 mod limit;
 mod pool;
+mod request;
+mod response;
 mod response_timer;
 mod server;
 mod service;
+mod state;
+mod tunnel;
 mod upstream;
 
 pub use body::{BoxError, ProxyBody};
 pub use config::{Balance, HostHeader, ProxyConfig, RateLimit, Route, SecurityHeaders};
 pub use error::Error;
+pub use request::ClientAddr;
 pub use server::serve;
-pub use service::{ClientAddr, Proxy};
+pub use service::Proxy;
 /// The request id header the proxy keeps or makes, sends upstream and echoes (`x-request-id`).
 pub use tidewell_core::http::REQUEST_ID_HEADER;

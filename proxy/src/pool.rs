@@ -153,43 +153,7 @@ impl ConnPool {
                 continue; // closed while idle: take another
             }
             match sender.try_send_request(req).await {
-                Ok(res) => {
-                    if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                        // The connection now belongs to the tunnel.
-                        return Ok(res.map(|b| b.map_err(BoxError::from).boxed_unsync()));
-                    }
-                    let pool = Arc::downgrade(self);
-                    // An answer that says the upstream closes: its connection is not kept, even
-                    // before hyper has seen the close (a request sent on it would fail).
-                    let closes = res
-                        .headers()
-                        .get_all(http::header::CONNECTION)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .flat_map(|v| v.split(','))
-                        .any(|t| t.trim().eq_ignore_ascii_case("close"));
-                    // An answer that came before the body was all sent: the upstream did not
-                    // read it, so it will close this connection (after draining what we send:
-                    // a request sent meanwhile would vanish). Not kept either.
-                    let early = body_sent
-                        .as_ref()
-                        .is_some_and(|sent| !sent.load(Ordering::Acquire));
-                    // (The sender is kept until the body ends: hyper drives the body through it.)
-                    let body_sent = if closes || early {
-                        Some(Arc::new(AtomicBool::new(false))) // never set: never given back
-                    } else {
-                        body_sent
-                    };
-                    return Ok(res.map(|b| {
-                        PoolReturn {
-                            inner: b,
-                            sender: Some(sender),
-                            pool,
-                            body_sent,
-                        }
-                        .boxed_unsync()
-                    }));
-                }
+                Ok(res) => return Ok(self.returning(sender, res, body_sent)),
                 Err(mut e) => match e.take_message() {
                     Some(back) if reused => req = back, // the pooled connection went away
                     Some(back) => {
@@ -203,6 +167,52 @@ impl ConnPool {
                 },
             }
         }
+    }
+
+    /// The upstream's response `res` on `sender`'s connection, made to give the connection back
+    /// to the pool when its body ends (unless the connection is not fit to keep). `body_sent`
+    /// is set once the request body was sent to its end (`None`: it had none).
+    fn returning(
+        self: &Arc<Self>,
+        sender: http1::SendRequest<ProxyBody>,
+        res: Response<hyper::body::Incoming>,
+        body_sent: Option<Arc<AtomicBool>>,
+    ) -> Response<ProxyBody> {
+        if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now belongs to the tunnel.
+            return res.map(|b| b.map_err(BoxError::from).boxed_unsync());
+        }
+        let pool = Arc::downgrade(self);
+        // An answer that says the upstream closes: its connection is not kept, even before
+        // hyper has seen the close (a request sent on it would fail).
+        let closes = res
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        // An answer that came before the body was all sent: the upstream did not read it, so it
+        // will close this connection (after draining what we send: a request sent meanwhile
+        // would vanish). Not kept either.
+        let early = body_sent
+            .as_ref()
+            .is_some_and(|sent| !sent.load(Ordering::Acquire));
+        // (The sender is kept until the body ends: hyper drives the body through it.)
+        let body_sent = if closes || early {
+            Some(Arc::new(AtomicBool::new(false))) // never set: never given back
+        } else {
+            body_sent
+        };
+        res.map(|b| {
+            PoolReturn {
+                inner: b,
+                sender: Some(sender),
+                pool,
+                body_sent,
+            }
+            .boxed_unsync()
+        })
     }
 
     async fn send_h2(

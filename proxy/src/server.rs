@@ -22,7 +22,9 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Serves `proxy` on `listener` (HTTP/1.1 and HTTP/2, with upgrades), behind the correlation
 /// layer (request id kept or made, echoed in `x-correlation-id`), until `shutdown` resolves; then
-/// stops accepting and waits up to `drain` for in-flight requests.
+/// stops accepting, closes the upgraded connections (WebSocket tunnels, through
+/// [`Proxy::close_tunnels`]) and waits up to `drain` for in-flight requests and for the tunnels'
+/// tasks to end.
 ///
 /// ```no_run
 /// use tidewell_proxy::{Proxy, ProxyConfig, Route, serve};
@@ -88,10 +90,26 @@ where
         });
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.drain() => tracing::info!("proxy drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!(?drain, "proxy drain timed out; dropping the rest"),
-    }
+    // Upgraded connections are closed at once: the proxy cannot end their protocols gracefully
+    // and they have no in-flight request to wait for, so waiting would only hold the shutdown
+    // for the whole `drain` while any WebSocket is open.
+    let connections = async {
+        tokio::select! {
+            () = graceful.drain() => tracing::info!("proxy drained"),
+            () = tokio::time::sleep(drain) => tracing::warn!(?drain, "proxy drain timed out; dropping the rest"),
+        }
+    };
+    let tunnels = async {
+        let open = proxy.close_tunnels(drain).await;
+        if open > 0 {
+            tracing::warn!(
+                open,
+                ?drain,
+                "upgraded connections still open after the drain"
+            );
+        }
+    };
+    tokio::join!(connections, tunnels);
 }
 
 /// One client connection's service, as hyper calls it: by shared reference, from the

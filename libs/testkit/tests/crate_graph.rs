@@ -286,12 +286,19 @@ fn module_of(src: &std::path::Path, file: &std::path::Path) -> String {
     }
 }
 
-/// The modules of its own crate that a file names (`crate::a::b`, `super::c`), outside its
-/// `#[cfg(test)] mod tests`.
+/// The modules of its own crate that a file's code names (`crate::a::b`, `super::c`), outside
+/// comments and its `#[cfg(test)] mod tests`.
 fn modules_named(text: &str, this: &str, modules: &[String]) -> std::collections::BTreeSet<String> {
     let text = text
         .find("#[cfg(test)]\nmod tests")
         .map_or(text, |i| &text[..i]);
+    // Code only: a doc comment's link to another module is not an import.
+    let code: String = text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = code.as_str();
     let mut named = std::collections::BTreeSet::new();
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
     let longest_module = |path: &str| {
