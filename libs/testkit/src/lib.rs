@@ -144,3 +144,47 @@ pub fn assert_behaves_like_a_tool(bin: &str, vars: &[tidewell_core::cli::Var]) {
     );
     assert!(err.contains("--help"), "{bin}'s usage error: {err}");
 }
+
+/// Runs the program at `bin` with `env` set (a `None` value removes the variable) and its logs
+/// off (`TIDEWELL_LOG_FORMAT=off`), and checks that it stops with a start-up error for a person:
+/// exit 1, a message that holds each of `expected`, says `<name>: error: ` and points to
+/// `<name> --help`, and is no `Debug` dump (`Error: …` from a `main` that returned it). Answers
+/// the message (stderr).
+///
+/// # Panics
+/// On the first of these that does not hold.
+pub fn assert_start_error(bin: &str, env: &[(&str, Option<&str>)], expected: &[&str]) -> String {
+    let name = std::path::Path::new(bin)
+        .file_name()
+        .map_or_else(|| bin.to_owned(), |n| n.to_string_lossy().into_owned());
+    let mut command = std::process::Command::new(bin);
+    command
+        .env("TIDEWELL_LOG_FORMAT", "off")
+        .stdin(std::process::Stdio::null());
+    for (var, value) in env {
+        match value {
+            Some(v) => command.env(var, v),
+            None => command.env_remove(var),
+        };
+    }
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{bin} with {env:?}: {err}");
+    assert!(
+        err.contains(&format!("{name}: error: ")) && err.contains(&format!("{name} --help")),
+        "{bin} with {env:?} does not report for a person: {err}"
+    );
+    assert!(
+        !err.lines().any(|l| l.starts_with("Error: ")),
+        "a Debug dump: {err}"
+    );
+    for text in expected {
+        assert!(
+            err.contains(text),
+            "{bin} with {env:?} does not say {text:?}: {err}"
+        );
+    }
+    err
+}

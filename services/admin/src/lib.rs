@@ -4,16 +4,18 @@
 
 mod api;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
 use tidewell_core::RawEnvelope;
+use tidewell_core::cli::Var;
 use tidewell_core::config::Env;
 use tidewell_event_hub::{HandlerError, Hub, Router as EventRouter, ServiceQueue, Subscription};
+use tokio_util::sync::CancellationToken;
 
 use tidewell_service_kit::openapi::{BearerAuth, ErrorBody, ErrorDetail};
+use tidewell_service_kit::{CommonConfig, CommonVars, JWT_SECRET};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -28,72 +30,46 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct ApiDoc;
 
 /// How the admin service runs.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct AdminConfig {
-    /// `ADMIN_DATABASE_URL` (default `sqlite:./data/admin.db?mode=rwc`).
-    pub database_url: String,
-    /// `TIDEWELL_JWT_SECRET` (required).
-    pub jwt_secret: Vec<u8>,
+    /// `ADMIN_ADDR` (default `127.0.0.1:8083`), `ADMIN_DATABASE_URL` (default
+    /// `sqlite:./data/admin.db?mode=rwc`) and `TIDEWELL_JWT_SECRET` (required).
+    pub common: CommonConfig,
     /// The service name of its queue, default `admin`.
     pub queue_service: String,
-    /// `ADMIN_ADDR` (default `127.0.0.1:8083`).
-    pub addr: SocketAddr,
-}
-
-impl std::fmt::Debug for AdminConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminConfig")
-            .field(
-                "database_url",
-                &tidewell_core::config::redact_url(&self.database_url),
-            )
-            .field("queue_service", &self.queue_service)
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AdminConfig {
+    const COMMON: CommonVars = CommonVars::new(
+        "ADMIN_ADDR",
+        "127.0.0.1:8083",
+        "ADMIN_DATABASE_URL",
+        "sqlite:./data/admin.db?mode=rwc",
+    );
+
     /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for
     /// the binary's `--help`).
-    pub const VARS: &[tidewell_core::cli::Var] = &[
-        tidewell_core::cli::Var::new(
-            "TIDEWELL_JWT_SECRET",
-            "required",
-            "HS256 secret shared by every service (32+ bytes)",
-        ),
-        tidewell_core::cli::Var::new("ADMIN_ADDR", "127.0.0.1:8083", "where to listen"),
-        tidewell_core::cli::Var::new(
-            "ADMIN_DATABASE_URL",
-            "sqlite:./data/admin.db?mode=rwc",
-            "postgres://... or sqlite:...",
-        ),
-    ];
+    pub const VARS: &[Var] = &[JWT_SECRET, Self::COMMON.addr, Self::COMMON.database_url];
 
     /// `database_url` and `jwt_secret`, defaults for the rest.
     pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<Vec<u8>>) -> Self {
+        Self::with(CommonConfig::new(Self::COMMON, database_url, jwt_secret))
+    }
+
+    fn with(common: CommonConfig) -> Self {
         Self {
-            database_url: database_url.into(),
-            jwt_secret: jwt_secret.into(),
+            common,
             queue_service: "admin".into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 8083)),
         }
     }
 
     /// From the process environment.
     pub fn from_env() -> Result<Self, tidewell_core::Error> {
-        let env = Env::process();
-        let secret = env.required("TIDEWELL_JWT_SECRET", "a secret of at least 32 bytes")?;
-        let mut c = Self::new(
-            env.string("ADMIN_DATABASE_URL")?
-                .unwrap_or_else(|| "sqlite:./data/admin.db?mode=rwc".into()),
-            secret.into_bytes(),
-        );
-        if let Some(a) = env.parse("ADMIN_ADDR", "an address such as 127.0.0.1:8083")? {
-            c.addr = a;
-        }
-        Ok(c)
+        Ok(Self::with(CommonConfig::from_source(
+            &Env::process(),
+            Self::COMMON,
+        )?))
     }
 
     /// The queue this service consumes (every event), to add to the hub's topology.
@@ -102,17 +78,8 @@ impl AdminConfig {
     }
 }
 
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The JWT secret is unusable.
-    #[error("TIDEWELL_JWT_SECRET: {0}")]
-    Secret(#[from] tidewell_auth::Error),
-    /// The database or the hub failed.
-    #[error(transparent)]
-    Hub(#[from] tidewell_event_hub::Error),
-}
+/// Why the service could not start: its secret, its database or the hub.
+pub type Error = tidewell_service_kit::StartError;
 
 /// A running admin service.
 #[derive(Clone, Debug)]
@@ -124,8 +91,8 @@ impl AdminService {
     /// Connects the database and consumes every event from `hub` (whose topology holds
     /// [`AdminConfig::queue`]).
     pub async fn start(config: AdminConfig, hub: Hub) -> Result<Self, Error> {
-        let verifier = tidewell_service_kit::verifier(&config.jwt_secret)?;
-        let db = tidewell_service_kit::database(&config.database_url, &MIGRATIONS).await?;
+        let verifier = config.common.verifier()?;
+        let db = config.common.database(&MIGRATIONS).await?;
         let state = Arc::new(api::State { db, verifier });
         let s = Arc::clone(&state);
         hub.subscribe_router(
@@ -155,6 +122,36 @@ impl AdminService {
                 get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
             )
             .with_state(Arc::clone(&self.state))
+    }
+}
+
+impl tidewell_service_kit::Service for AdminService {
+    type Config = AdminConfig;
+    type Error = Error;
+    const NAME: &'static str = "admin";
+    const VARS: &'static [&'static [Var]] =
+        &[AdminConfig::VARS, tidewell_event_hub::HubConfig::VARS];
+
+    fn config_from_env() -> Result<AdminConfig, tidewell_core::Error> {
+        AdminConfig::from_env()
+    }
+
+    fn queue(config: &AdminConfig) -> ServiceQueue {
+        config.queue()
+    }
+
+    async fn listen(
+        config: &AdminConfig,
+    ) -> Result<tokio::net::TcpListener, tidewell_service_kit::ListenError> {
+        config.common.listen().await
+    }
+
+    async fn launch(config: AdminConfig, hub: Hub, _: CancellationToken) -> Result<Self, Error> {
+        Self::start(config, hub).await
+    }
+
+    fn router(&self) -> Router {
+        Self::router(self)
     }
 }
 

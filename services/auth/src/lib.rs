@@ -21,8 +21,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use sqlx::AnyPool;
 use tidewell_auth::Verifier;
-use tidewell_event_hub::Hub;
-use tidewell_event_hub::outbox::Outbox;
+use tidewell_core::cli::Var;
+use tidewell_event_hub::{Hub, ServiceQueue};
 use tidewell_session_sync::server::{DeviceRegistry, RevokedSessions};
 use tokio_util::sync::CancellationToken;
 
@@ -46,20 +46,9 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 )]
 pub struct ApiDoc;
 
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The JWT secret is unusable.
-    #[error("TIDEWELL_JWT_SECRET: {0}")]
-    Secret(#[from] tidewell_auth::Error),
-    /// The database or the outbox failed.
-    #[error(transparent)]
-    Database(#[from] tidewell_event_hub::Error),
-    /// The device registry failed.
-    #[error(transparent)]
-    Devices(#[from] tidewell_session_sync::Error),
-}
+/// Why the service could not start: its secret, its database, the outbox or the hub, or the
+/// device registry (`Service`).
+pub type Error = tidewell_service_kit::StartError<tidewell_session_sync::Error>;
 
 /// A running auth service. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -75,15 +64,17 @@ impl AuthService {
         hub: Hub,
         stop: CancellationToken,
     ) -> Result<Self, Error> {
-        let verifier = tidewell_service_kit::verifier(&config.jwt_secret)?;
-        let issuer = tidewell_service_kit::issuer(&config.jwt_secret, config.access_ttl)?;
-        let db: AnyPool = tidewell_service_kit::database(&config.database_url, &MIGRATIONS).await?;
-        let outbox = Outbox::new(db.clone()).await?;
+        let common = &config.common;
+        let verifier = common.verifier()?;
+        let issuer = tidewell_service_kit::issuer(&common.jwt_secret, config.access_ttl)?;
+        let db: AnyPool = common.database(&MIGRATIONS).await?;
         // The registry's own revocation events would bypass the outbox: it gets no hub, and the
         // service writes `auth.session.revoked` to the outbox itself.
-        let devices = DeviceRegistry::connect(&config.database_url).await?;
+        let devices = DeviceRegistry::connect(&common.database_url)
+            .await
+            .map_err(Error::Service)?;
         let revoked = RevokedSessions::new(devices.clone(), 100_000, config.refresh_ttl);
-        tidewell_service_kit::start_relay(&outbox, hub.clone(), stop)?;
+        let outbox = tidewell_service_kit::start_outbox(&db, hub.clone(), stop).await?;
         Ok(Self {
             state: Arc::new(api::State {
                 db,
@@ -139,6 +130,38 @@ impl AuthService {
     /// Events written and not yet relayed.
     pub async fn outbox_pending(&self) -> Result<u64, Error> {
         Ok(self.state.outbox.pending().await?)
+    }
+}
+
+impl tidewell_service_kit::Service for AuthService {
+    type Config = AuthConfig;
+    type Error = Error;
+    const NAME: &'static str = "auth";
+    const VARS: &'static [&'static [Var]] =
+        &[AuthConfig::VARS, tidewell_event_hub::HubConfig::VARS];
+
+    fn config_from_env() -> Result<AuthConfig, tidewell_core::Error> {
+        AuthConfig::from_env()
+    }
+
+    /// The auth service publishes; it consumes nothing. An in-memory hub (the default) keeps the
+    /// events in-process (`TIDEWELL_EVENT_HUB_URL=amqp://…` for RabbitMQ) on this queue.
+    fn queue(_: &AuthConfig) -> ServiceQueue {
+        ServiceQueue::new("auth-audit").bind("auth.#")
+    }
+
+    async fn listen(
+        config: &AuthConfig,
+    ) -> Result<tokio::net::TcpListener, tidewell_service_kit::ListenError> {
+        config.common.listen().await
+    }
+
+    async fn launch(config: AuthConfig, hub: Hub, stop: CancellationToken) -> Result<Self, Error> {
+        Self::start(config, hub, stop).await
+    }
+
+    fn router(&self) -> Router {
+        Self::router(self)
     }
 }
 

@@ -1,128 +1,47 @@
 //! The auth API over HTTP (in process), on SQLite and on Postgres: accounts, sign-in, refresh
 //! rotation and reuse detection, sign-out, devices, input validation, and the events that leave
 //! through the outbox.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests"
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
-use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tidewell_auth_service::{AuthConfig, AuthService};
-use tidewell_core::RawEnvelope;
-use tidewell_event_hub::{Hub, Router as EventRouter, ServiceQueue, Subscription, Topology};
-use tidewell_testkit::{TestDatabase, unique_name};
+use tidewell_service_kit::test_support::{EventLog, SECRET, TestClient, TestDb};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt as _;
-
-const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
 struct App {
-    router: Router,
-    events: Arc<Mutex<Vec<RawEnvelope>>>,
+    client: TestClient,
+    events: EventLog,
     service: AuthService,
     _stop: tokio_util::sync::DropGuard,
-    _db: Option<TestDatabase>,
-    _file: Option<std::path::PathBuf>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        if let Some(f) = &self._file {
-            for s in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{s}", f.display()));
-            }
-        }
-    }
+    _db: TestDb,
 }
 
 async fn app(postgres: bool) -> App {
-    let (url, db, file) = if postgres {
-        let db = TestDatabase::create().await;
-        (db.url().to_owned(), Some(db), None)
-    } else {
-        let f = std::env::temp_dir().join(format!("{}.db", unique_name("auth")));
-        (format!("sqlite://{}?mode=rwc", f.display()), None, Some(f))
-    };
-    let audit = ServiceQueue::new(unique_name("audit")).bind("auth.#");
-    let queue = audit.name();
-    let hub = Hub::memory("auth", Topology::new().service(audit))
-        .await
-        .unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let e = Arc::clone(&events);
-    hub.subscribe_router(
-        Subscription::new(queue),
-        EventRouter::new().fallback(move |env: RawEnvelope| {
-            let e = Arc::clone(&e);
-            async move {
-                e.lock().unwrap().push(env);
-                Ok(())
-            }
-        }),
-    )
-    .await
-    .unwrap();
-    let mut config = AuthConfig::new(url, SECRET.to_vec());
+    let db = TestDb::new(postgres, "auth").await;
+    let (hub, events) = EventLog::hub("auth", "auth.#").await;
+    let mut config = AuthConfig::new(db.url(), SECRET.to_vec());
     config.admin_emails = vec!["root@example.com".into()];
     let stop = CancellationToken::new();
     let service = AuthService::start(config, hub, stop.clone()).await.unwrap();
     App {
-        router: tidewell_service_kit::layers(service.router()),
+        client: TestClient::new(service.router()).header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0 Safari/537.36",
+        ),
         events,
         service,
         _stop: stop.drop_guard(),
         _db: db,
-        _file: file,
     }
 }
 
 impl App {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path).header(
-            "user-agent",
-            "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0 Safari/537.36",
-        );
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header("content-type", "application/json")
-                .body(Body::from(b.to_owned())),
-            None => req.body(Body::empty()),
-        }
-        .unwrap();
-        let res = self.router.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        (status, value)
-    }
-
     async fn json(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.call("POST", path, token, Some(&body.to_string()))
-            .await
+        self.client.send_json("POST", path, token, &body).await
     }
 
     async fn register_and_login(&self, email: &str, device: &str) -> Value {
@@ -143,21 +62,6 @@ impl App {
             .await;
         assert_eq!(s, StatusCode::OK, "{t}");
         t
-    }
-
-    async fn event_types(&self, n: usize) -> Vec<String> {
-        for _ in 0..200 {
-            if self.events.lock().unwrap().len() >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| e.event_type().to_owned())
-            .collect()
     }
 }
 
@@ -212,7 +116,10 @@ async fn accounts_and_sessions(postgres: bool) {
     let laptop = app.register_and_login("ann@example.com", "laptop-1").await;
     let phone = app.register_and_login("ann@example.com", "phone-1").await;
     let access = laptop["access_token"].as_str().unwrap();
-    let (s, me) = app.call("GET", "/api/auth/me", Some(access), None).await;
+    let (s, me) = app
+        .client
+        .call("GET", "/api/auth/me", Some(access), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(me["id"], user["id"]);
 
@@ -243,6 +150,7 @@ async fn accounts_and_sessions(postgres: bool) {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "the whole session is revoked");
     let (s, _) = app
+        .client
         .call(
             "GET",
             "/api/auth/me",
@@ -256,6 +164,7 @@ async fn accounts_and_sessions(postgres: bool) {
     let laptop = app.register_and_login("ann@example.com", "laptop-1").await;
     let phone_access = phone["access_token"].as_str().unwrap();
     let (s, list) = app
+        .client
         .call("GET", "/api/auth/devices", Some(phone_access), None)
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -276,6 +185,7 @@ async fn accounts_and_sessions(postgres: bool) {
     assert_eq!(s, StatusCode::OK, "{out}");
     assert_eq!(out["revoked"], json!(["laptop-1"]));
     let (s, _) = app
+        .client
         .call(
             "GET",
             "/api/auth/me",
@@ -285,6 +195,7 @@ async fn accounts_and_sessions(postgres: bool) {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = app
+        .client
         .call("GET", "/api/auth/me", Some(phone_access), None)
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -293,6 +204,7 @@ async fn accounts_and_sessions(postgres: bool) {
     let bob = app.register_and_login("bob@example.com", "bob-1").await;
     let bob_access = bob["access_token"].as_str().unwrap();
     let (s, e) = app
+        .client
         .call(
             "POST",
             "/api/auth/devices/phone-1/revoke",
@@ -302,6 +214,7 @@ async fn accounts_and_sessions(postgres: bool) {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
     let (s, e2) = app
+        .client
         .call(
             "POST",
             "/api/auth/devices/nope/revoke",
@@ -312,22 +225,25 @@ async fn accounts_and_sessions(postgres: bool) {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(e["error"]["message"], e2["error"]["message"]);
     let (s, _) = app
+        .client
         .call("GET", "/api/auth/me", Some(phone_access), None)
         .await;
     assert_eq!(s, StatusCode::OK);
 
     // Sign out: the access token stops working at once.
     let (s, _) = app
+        .client
         .call("POST", "/api/auth/logout", Some(phone_access), None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = app
+        .client
         .call("GET", "/api/auth/me", Some(phone_access), None)
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // Every change left through the outbox.
-    let types = app.event_types(9).await;
+    let types = app.events.types(9).await;
     let count = |t: &str| types.iter().filter(|x| *x == t).count();
     assert_eq!(count("auth.user.created"), 2, "{types:?}");
     assert_eq!(count("auth.user.login"), 4, "{types:?}");
@@ -412,7 +328,7 @@ async fn bad_input_is_a_4xx_with_a_code_never_a_500() {
         ),
     ];
     for (path, body, status, code) in cases {
-        let (s, v) = app.call("POST", path, None, body).await;
+        let (s, v) = app.client.call("POST", path, None, body).await;
         assert_eq!((s, error_code(&v)), (status, code), "{path} {body:?}: {v}");
     }
     // The injection string did not hurt: a normal account works.
@@ -423,6 +339,7 @@ async fn bad_input_is_a_4xx_with_a_code_never_a_500() {
         "x".repeat(20_000)
     );
     let (s, v) = app
+        .client
         .call("POST", "/api/auth/register", None, Some(&big))
         .await;
     assert_eq!(
@@ -436,7 +353,7 @@ async fn bad_input_is_a_4xx_with_a_code_never_a_500() {
         .uri("/api/auth/register")
         .body(Body::from("{}"))
         .unwrap();
-    let res = app.router.clone().oneshot(req).await.unwrap();
+    let res = app.client.send(req).await;
     assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // Tokens: none, garbage, forged with another secret.
     for token in [
@@ -444,7 +361,7 @@ async fn bad_input_is_a_4xx_with_a_code_never_a_500() {
         Some("garbage"),
         Some("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."),
     ] {
-        let (s, v) = app.call("GET", "/api/auth/me", token, None).await;
+        let (s, v) = app.client.call("GET", "/api/auth/me", token, None).await;
         assert_eq!(
             (s, error_code(&v)),
             (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -458,6 +375,7 @@ async fn bad_input_is_a_4xx_with_a_code_never_a_500() {
     );
     let t = forged.sign(&forged.claims_for("someone")).unwrap();
     let (s, _) = app
+        .client
         .call("GET", "/api/auth/me", Some(t.as_str()), None)
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -481,20 +399,8 @@ async fn admins_are_named_by_configuration() {
 /// `Debug` dump) with exit code 1.
 #[test]
 fn the_binary_behaves_like_a_tool() {
-    let bin = env!("CARGO_BIN_EXE_tidewell-auth");
-    tidewell_testkit::assert_behaves_like_a_tool(bin, AuthConfig::VARS);
-    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_event_hub::HubConfig::VARS);
-    let out = std::process::Command::new(bin)
-        .env_remove("TIDEWELL_JWT_SECRET")
-        .env("TIDEWELL_LOG_FORMAT", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("environment variable TIDEWELL_JWT_SECRET is not set")
-            && err.contains("tidewell-auth --help"),
-        "{err}"
-    );
+    let err = tidewell_service_kit::test_support::assert_service_binary::<AuthService>(env!(
+        "CARGO_BIN_EXE_tidewell-auth"
+    ));
     assert!(!err.contains("MissingVar"), "a Debug dump: {err}");
 }

@@ -53,11 +53,7 @@ impl GatewayConfig {
     /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for
     /// the binary's `--help`).
     pub const VARS: &[tidewell_core::cli::Var] = &[
-        tidewell_core::cli::Var::new(
-            "TIDEWELL_JWT_SECRET",
-            "required",
-            "HS256 secret shared by every service (32+ bytes)",
-        ),
+        tidewell_service_kit::JWT_SECRET,
         tidewell_core::cli::Var::new("GATEWAY_ADDR", "127.0.0.1:8080", "where to listen"),
         tidewell_core::cli::Var::new(
             "GATEWAY_AUTH_URL",
@@ -84,17 +80,23 @@ impl GatewayConfig {
             "",
             "comma-separated origins allowed to call the API",
         ),
-        tidewell_core::cli::Var::new(
-            "GATEWAY_AUTH_PER_MINUTE",
-            "10",
-            "login, register and refresh requests per minute per client IP (0: off)",
-        ),
-        tidewell_core::cli::Var::new(
-            "GATEWAY_API_PER_MINUTE",
-            "100",
-            "other API requests per minute per client IP and service (0: off)",
-        ),
+        Self::AUTH_PER_MINUTE,
+        Self::API_PER_MINUTE,
     ];
+
+    /// `GATEWAY_AUTH_PER_MINUTE` as `--help` lists it (the platform reads it too).
+    pub const AUTH_PER_MINUTE: tidewell_core::cli::Var = tidewell_core::cli::Var::new(
+        "GATEWAY_AUTH_PER_MINUTE",
+        "10",
+        "login, register and refresh requests per minute per client IP (0: off)",
+    );
+
+    /// `GATEWAY_API_PER_MINUTE` as `--help` lists it (the platform reads it too).
+    pub const API_PER_MINUTE: tidewell_core::cli::Var = tidewell_core::cli::Var::new(
+        "GATEWAY_API_PER_MINUTE",
+        "100",
+        "other API requests per minute per client IP and service (0: off)",
+    );
 
     /// `jwt_secret`, defaults for the rest.
     pub fn new(jwt_secret: impl Into<Vec<u8>>) -> Self {
@@ -115,7 +117,10 @@ impl GatewayConfig {
     /// From the process environment.
     pub fn from_env() -> Result<Self, tidewell_core::Error> {
         let env = Env::process();
-        let secret = env.required("TIDEWELL_JWT_SECRET", "a secret of at least 32 bytes")?;
+        let secret = env.required(
+            tidewell_service_kit::JWT_SECRET.name,
+            "a secret of at least 32 bytes",
+        )?;
         let mut c = Self::new(secret.into_bytes());
         if let Some(a) = env.parse("GATEWAY_ADDR", "an address such as 127.0.0.1:8080")? {
             c.addr = a;

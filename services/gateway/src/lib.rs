@@ -268,3 +268,46 @@ impl Gateway {
         &self.state.revoked
     }
 }
+
+impl tidewell_service_kit::Service for Gateway {
+    type Config = GatewayConfig;
+    type Error = Error;
+    const NAME: &'static str = "gateway";
+    const VARS: &'static [&'static [tidewell_core::cli::Var]] =
+        &[GatewayConfig::VARS, tidewell_event_hub::HubConfig::VARS];
+
+    fn config_from_env() -> Result<GatewayConfig, tidewell_core::Error> {
+        GatewayConfig::from_env()
+    }
+
+    fn queue(config: &GatewayConfig) -> tidewell_event_hub::ServiceQueue {
+        config.queue()
+    }
+
+    async fn listen(
+        config: &GatewayConfig,
+    ) -> Result<tokio::net::TcpListener, tidewell_service_kit::ListenError> {
+        tidewell_service_kit::listen(config.addr, "GATEWAY_ADDR").await
+    }
+
+    async fn launch(
+        config: GatewayConfig,
+        hub: Hub,
+        _: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, Error> {
+        Self::start(config, hub).await
+    }
+
+    fn router(&self) -> Router {
+        Self::router(self)
+    }
+
+    /// [`Gateway::serve`]: client addresses for the rate limits, WebSockets closed at the end.
+    async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        Self::serve(self, listener, shutdown).await
+    }
+}

@@ -1,25 +1,22 @@
 //! The gateway's binary behaves like a tool.
-#![allow(clippy::unwrap_used, reason = "tests")]
 
-use tidewell_gateway::GatewayConfig;
+use tidewell_gateway::Gateway;
 
-/// `--help`, `--version`, a usage error, and a start-up error printed for a person (not a
-/// `Debug` dump) with exit code 1.
+/// `--help`, `--version`, a usage error, and start-up errors printed for a person (not a
+/// `Debug` dump) with exit code 1: without the secret, and with a variable that does not parse.
 #[test]
 fn the_binary_behaves_like_a_tool() {
     let bin = env!("CARGO_BIN_EXE_tidewell-gateway");
-    tidewell_testkit::assert_behaves_like_a_tool(bin, GatewayConfig::VARS);
-    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_event_hub::HubConfig::VARS);
-    let out = std::process::Command::new(bin)
-        .env("TIDEWELL_JWT_SECRET", "a gateway test secret of 32 bytes!!")
-        .env("GATEWAY_AUTH_PER_MINUTE", "ten")
-        .env("TIDEWELL_LOG_FORMAT", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("GATEWAY_AUTH_PER_MINUTE") && err.contains("tidewell-gateway --help"),
-        "{err}"
+    tidewell_service_kit::test_support::assert_service_binary::<Gateway>(bin);
+    tidewell_testkit::assert_start_error(
+        bin,
+        &[
+            (
+                "TIDEWELL_JWT_SECRET",
+                Some("a gateway test secret of 32 bytes!!"),
+            ),
+            ("GATEWAY_AUTH_PER_MINUTE", Some("ten")),
+        ],
+        &["GATEWAY_AUTH_PER_MINUTE"],
     );
 }

@@ -40,6 +40,18 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The transactional outbox on `db` (its table made), relayed to `hub` until `stop` (see
+/// [`start_relay`]).
+pub async fn start_outbox(
+    db: &AnyPool,
+    hub: tidewell_event_hub::Hub,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<tidewell_event_hub::outbox::Outbox, tidewell_event_hub::Error> {
+    let outbox = tidewell_event_hub::outbox::Outbox::new(db.clone()).await?;
+    start_relay(&outbox, hub, stop)?;
+    Ok(outbox)
+}
+
 /// Runs `outbox`'s relay to `hub` until `stop`: woken after each commit, polling every second
 /// otherwise, backing off from 100 ms to 10 s after a failure.
 pub fn start_relay(

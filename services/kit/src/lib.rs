@@ -6,8 +6,16 @@
 //!   missing field, a wrong type, an unknown field with `#[serde(deny_unknown_fields)]`) a 422, a
 //!   body over the limit a 413; never a 500.
 //! - [`AuthUser`]: the verified claims of the `Authorization: Bearer` token, or a 401.
-//! - [`database`]: a Postgres or SQLite pool (sqlx `Any`) with the service's migrations run.
+//! - [`CommonConfig`]: the settings every service has (address, database, JWT secret), read
+//!   from the variables its [`CommonVars`] name.
+//! - [`database`]: a Postgres or SQLite pool (sqlx `Any`) with the service's migrations run;
+//!   [`start_outbox`]: the transactional outbox and its relay to the hub.
+//! - [`StartError`]: why a service could not start (its secret, its database or hub, its own
+//!   part).
 //! - [`serve`]: correlation ids, request ids in errors, graceful shutdown.
+//! - [`Service`] and [`run_service`]: a service's binary (command line, telemetry, event hub,
+//!   serving until a signal) in one call; [`run`] for any other program.
+//! - `test_support` (feature `test-support`): what the services' tests share.
 //! - [`openapi`]: the error schema and the bearer scheme every service's OpenAPI document
 //!   (utoipa, at `/openapi.json`) shares.
 //!
@@ -30,16 +38,25 @@
 //! ```
 
 mod auth;
+mod config;
 mod db;
 mod error;
 mod extract;
 pub mod openapi;
+mod program;
 mod serve;
+mod startup;
+#[cfg(feature = "test-support")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
+pub mod test_support;
 
 pub use auth::{AUDIENCE, AuthState, AuthUser, ISSUER, issuer, verifier};
-pub use db::{database, now_ms, start_relay};
+pub use config::{CommonConfig, CommonVars, JWT_SECRET};
+pub use db::{database, now_ms, start_outbox, start_relay};
 pub use error::{ApiError, request_id};
 pub use extract::JsonBody;
+pub use program::{Service, run, run_service};
 pub use serve::{
     ListenError, PeerAddr, ServiceListener, layers, listen, nodelay, serve, shutdown_signal,
 };
+pub use startup::StartError;

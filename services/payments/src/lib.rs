@@ -7,7 +7,6 @@ mod api;
 pub mod events;
 mod money;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +14,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
 use tidewell_cache::Cache;
+use tidewell_core::cli::Var;
 use tidewell_core::config::Env;
-use tidewell_event_hub::Hub;
-use tidewell_event_hub::outbox::Outbox;
+use tidewell_event_hub::{Hub, ServiceQueue};
 use tokio_util::sync::CancellationToken;
 
 use tidewell_service_kit::openapi::{BearerAuth, ErrorBody, ErrorDetail};
+use tidewell_service_kit::{CommonConfig, CommonVars, JWT_SECRET};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -35,57 +35,43 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct ApiDoc;
 
 /// How the payments service runs.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct PaymentsConfig {
-    /// `PAYMENTS_DATABASE_URL` (default `sqlite:./data/payments.db?mode=rwc`).
-    pub database_url: String,
-    /// `TIDEWELL_JWT_SECRET`: verifies the auth service's tokens (required).
-    pub jwt_secret: Vec<u8>,
+    /// `PAYMENTS_ADDR` (default `127.0.0.1:8082`), `PAYMENTS_DATABASE_URL` (default
+    /// `sqlite:./data/payments.db?mode=rwc`) and `TIDEWELL_JWT_SECRET`, which verifies the auth
+    /// service's tokens (required).
+    pub common: CommonConfig,
     /// `PAYMENTS_CACHE_TTL`: how long cached reads live (default `60s`).
     pub cache_ttl: Duration,
-    /// `PAYMENTS_ADDR` (default `127.0.0.1:8082`).
-    pub addr: SocketAddr,
-}
-
-impl std::fmt::Debug for PaymentsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PaymentsConfig")
-            .field(
-                "database_url",
-                &tidewell_core::config::redact_url(&self.database_url),
-            )
-            .field("cache_ttl", &self.cache_ttl)
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
 }
 
 impl PaymentsConfig {
+    const COMMON: CommonVars = CommonVars::new(
+        "PAYMENTS_ADDR",
+        "127.0.0.1:8082",
+        "PAYMENTS_DATABASE_URL",
+        "sqlite:./data/payments.db?mode=rwc",
+    );
+
     /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for
     /// the binary's `--help`).
-    pub const VARS: &[tidewell_core::cli::Var] = &[
-        tidewell_core::cli::Var::new(
-            "TIDEWELL_JWT_SECRET",
-            "required",
-            "HS256 secret shared by every service (32+ bytes)",
-        ),
-        tidewell_core::cli::Var::new("PAYMENTS_ADDR", "127.0.0.1:8082", "where to listen"),
-        tidewell_core::cli::Var::new(
-            "PAYMENTS_DATABASE_URL",
-            "sqlite:./data/payments.db?mode=rwc",
-            "postgres://... or sqlite:...",
-        ),
-        tidewell_core::cli::Var::new("PAYMENTS_CACHE_TTL", "60s", "how long reads stay cached"),
+    pub const VARS: &[Var] = &[
+        JWT_SECRET,
+        Self::COMMON.addr,
+        Self::COMMON.database_url,
+        Var::new("PAYMENTS_CACHE_TTL", "60s", "how long reads stay cached"),
     ];
 
     /// `database_url` and `jwt_secret`, defaults for the rest.
     pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<Vec<u8>>) -> Self {
+        Self::with(CommonConfig::new(Self::COMMON, database_url, jwt_secret))
+    }
+
+    fn with(common: CommonConfig) -> Self {
         Self {
-            database_url: database_url.into(),
-            jwt_secret: jwt_secret.into(),
+            common,
             cache_ttl: Duration::from_secs(60),
-            addr: SocketAddr::from(([127, 0, 0, 1], 8082)),
         }
     }
 
@@ -96,36 +82,17 @@ impl PaymentsConfig {
 
     /// From `env`.
     pub fn from_source(env: &Env) -> Result<Self, tidewell_core::Error> {
-        let secret = env.required("TIDEWELL_JWT_SECRET", "a secret of at least 32 bytes")?;
-        let mut c = Self::new(
-            env.string("PAYMENTS_DATABASE_URL")?
-                .unwrap_or_else(|| "sqlite:./data/payments.db?mode=rwc".into()),
-            secret.into_bytes(),
-        );
+        let mut c = Self::with(CommonConfig::from_source(env, Self::COMMON)?);
         if let Some(t) = env.duration("PAYMENTS_CACHE_TTL")? {
             c.cache_ttl = t;
-        }
-        if let Some(a) = env.parse("PAYMENTS_ADDR", "an address such as 127.0.0.1:8082")? {
-            c.addr = a;
         }
         Ok(c)
     }
 }
 
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The JWT secret is unusable.
-    #[error("TIDEWELL_JWT_SECRET: {0}")]
-    Secret(#[from] tidewell_auth::Error),
-    /// The database or the outbox failed.
-    #[error(transparent)]
-    Database(#[from] tidewell_event_hub::Error),
-    /// The cache failed.
-    #[error(transparent)]
-    Cache(#[from] tidewell_cache::Error),
-}
+/// Why the service could not start: its secret, its database, the outbox or the hub, or the
+/// cache (`Service`).
+pub type Error = tidewell_service_kit::StartError<tidewell_cache::Error>;
 
 /// A running payments service. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -142,11 +109,10 @@ impl PaymentsService {
         cache: Cache,
         stop: CancellationToken,
     ) -> Result<Self, Error> {
-        let verifier = tidewell_service_kit::verifier(&config.jwt_secret)?;
-        let db = tidewell_service_kit::database(&config.database_url, &MIGRATIONS).await?;
-        let outbox = Outbox::new(db.clone()).await?;
-        tidewell_service_kit::start_relay(&outbox, hub.clone(), stop)?;
-        let reads = cache.namespace("payments")?;
+        let verifier = config.common.verifier()?;
+        let db = config.common.database(&MIGRATIONS).await?;
+        let outbox = tidewell_service_kit::start_outbox(&db, hub.clone(), stop).await?;
+        let reads = cache.namespace("payments").map_err(Error::Service)?;
         Ok(Self {
             state: Arc::new(api::State {
                 db,
@@ -188,6 +154,51 @@ impl PaymentsService {
             .namespaces
             .get("payments")
             .map_or(0.0, tidewell_cache::NamespaceStats::hit_ratio)
+    }
+}
+
+impl tidewell_service_kit::Service for PaymentsService {
+    type Config = PaymentsConfig;
+    type Error = Error;
+    const NAME: &'static str = "payments";
+    const VARS: &'static [&'static [Var]] = &[
+        PaymentsConfig::VARS,
+        tidewell_event_hub::HubConfig::VARS,
+        tidewell_cache::CacheConfig::VARS,
+    ];
+
+    fn config_from_env() -> Result<PaymentsConfig, tidewell_core::Error> {
+        PaymentsConfig::from_env()
+    }
+
+    /// A queue that keeps the events it publishes (it consumes none).
+    fn queue(_: &PaymentsConfig) -> ServiceQueue {
+        ServiceQueue::new("payments-audit").bind("payments.#")
+    }
+
+    async fn listen(
+        config: &PaymentsConfig,
+    ) -> Result<tokio::net::TcpListener, tidewell_service_kit::ListenError> {
+        config.common.listen().await
+    }
+
+    /// With the cache of `TIDEWELL_CACHE_URL` (`redis://…`, or `memory://`, the default).
+    async fn launch(
+        config: PaymentsConfig,
+        hub: Hub,
+        stop: CancellationToken,
+    ) -> Result<Self, Error> {
+        let cache = tidewell_cache::CacheConfig::from_env()
+            .map(|c| Cache::builder().config(c))
+            .map_err(Error::Service)?
+            .build()
+            .await
+            .map_err(Error::Service)?;
+        Self::start(config, hub, cache, stop).await
+    }
+
+    fn router(&self) -> Router {
+        Self::router(self)
     }
 }
 

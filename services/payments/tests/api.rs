@@ -1,81 +1,31 @@
 //! The payments API over HTTP (in process), on SQLite and Postgres: the status machine,
 //! ownership, pagination, validation, cached reads that never go stale, and the events.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests"
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt as _;
+use http::StatusCode;
 use serde_json::{Value, json};
 use tidewell_cache::Cache;
-use tidewell_core::RawEnvelope;
-use tidewell_event_hub::{Hub, Router as EventRouter, ServiceQueue, Subscription, Topology};
 use tidewell_payments_service::{PaymentsConfig, PaymentsService};
-use tidewell_testkit::{TestDatabase, unique_name};
+use tidewell_service_kit::test_support::{EventLog, SECRET, TestClient, TestDb, token};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt as _;
-
-const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
 struct App {
-    router: Router,
+    client: TestClient,
     service: PaymentsService,
-    events: Arc<Mutex<Vec<RawEnvelope>>>,
+    events: EventLog,
     _stop: tokio_util::sync::DropGuard,
-    _db: Option<TestDatabase>,
-    file: Option<std::path::PathBuf>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        if let Some(f) = &self.file {
-            for s in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{s}", f.display()));
-            }
-        }
-    }
+    _db: TestDb,
 }
 
 async fn app(postgres: bool) -> App {
-    let (url, db, file) = if postgres {
-        let db = TestDatabase::create().await;
-        (db.url().to_owned(), Some(db), None)
-    } else {
-        let f = std::env::temp_dir().join(format!("{}.db", unique_name("payments")));
-        (format!("sqlite://{}?mode=rwc", f.display()), None, Some(f))
-    };
-    let audit = ServiceQueue::new(unique_name("audit")).bind("payments.#");
-    let queue = audit.name();
-    let hub = Hub::memory("payments", Topology::new().service(audit))
-        .await
-        .unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let e = Arc::clone(&events);
-    hub.subscribe_router(
-        Subscription::new(queue),
-        EventRouter::new().fallback(move |env: RawEnvelope| {
-            let e = Arc::clone(&e);
-            async move {
-                e.lock().unwrap().push(env);
-                Ok(())
-            }
-        }),
-    )
-    .await
-    .unwrap();
+    let db = TestDb::new(postgres, "payments").await;
+    let (hub, events) = EventLog::hub("payments", "payments.#").await;
     let cache = Cache::builder().build().await.unwrap();
     let stop = CancellationToken::new();
     let service = PaymentsService::start(
-        PaymentsConfig::new(url, SECRET.to_vec()),
+        PaymentsConfig::new(db.url(), SECRET.to_vec()),
         hub,
         cache,
         stop.clone(),
@@ -83,56 +33,19 @@ async fn app(postgres: bool) -> App {
     .await
     .unwrap();
     App {
-        router: tidewell_service_kit::layers(service.router()),
+        client: TestClient::new(service.router()),
         service,
         events,
         _stop: stop.drop_guard(),
         _db: db,
-        file,
     }
-}
-
-fn token(user: &str, roles: &[&str]) -> String {
-    let issuer = tidewell_service_kit::issuer(SECRET, Duration::from_secs(600)).unwrap();
-    let mut c = issuer.claims_for(user);
-    c.roles = roles.iter().map(|r| (*r).to_owned()).collect();
-    issuer.sign(&c).unwrap().into_string()
 }
 
 impl App {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header("content-type", "application/json")
-                .body(Body::from(b.to_owned())),
-            None => req.body(Body::empty()),
-        }
-        .unwrap();
-        let res = self.router.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, value)
-    }
-
     async fn create(&self, token: &str, body: Value) -> (StatusCode, Value) {
-        self.call(
-            "POST",
-            "/api/payments",
-            Some(token),
-            Some(&body.to_string()),
-        )
-        .await
+        self.client
+            .send_json("POST", "/api/payments", Some(token), &body)
+            .await
     }
 }
 
@@ -166,7 +79,10 @@ async fn lifecycle(postgres: bool) {
     assert_eq!(s, StatusCode::CREATED);
     let bobs = p["id"].as_str().unwrap().to_owned();
 
-    let (s, page) = app.call("GET", "/api/payments", Some(&ann), None).await;
+    let (s, page) = app
+        .client
+        .call("GET", "/api/payments", Some(&ann), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(page["total"], 3);
     let amounts: Vec<&str> = page["items"]
@@ -177,15 +93,18 @@ async fn lifecycle(postgres: bool) {
         .collect();
     assert_eq!(amounts, ["0.99", "7.00", "12.50"], "newest first");
     let (_, page) = app
+        .client
         .call("GET", "/api/payments?limit=2&offset=2", Some(&ann), None)
         .await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
 
     // Bob's payment is not Ann's to see or change: the same 404 as a missing one.
     let (s, e1) = app
+        .client
         .call("GET", &format!("/api/payments/{bobs}"), Some(&ann), None)
         .await;
     let (s2, e2) = app
+        .client
         .call(
             "GET",
             "/api/payments/0190b3a4-7c4e-7d2a-9f1e-2b3c4d5e6f70",
@@ -196,6 +115,7 @@ async fn lifecycle(postgres: bool) {
     assert_eq!((s, s2), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
     assert_eq!(e1["error"]["message"], e2["error"]["message"]);
     let (s, _) = app
+        .client
         .call(
             "PATCH",
             &format!("/api/payments/{bobs}/status"),
@@ -206,6 +126,7 @@ async fn lifecycle(postgres: bool) {
     assert_eq!(s, StatusCode::NOT_FOUND);
     // An admin sees it.
     let (s, _) = app
+        .client
         .call(
             "GET",
             &format!("/api/payments/{bobs}"),
@@ -218,6 +139,7 @@ async fn lifecycle(postgres: bool) {
     // The status machine.
     let first = &ids[0];
     let (s, p) = app
+        .client
         .call(
             "PATCH",
             &format!("/api/payments/{first}/status"),
@@ -229,6 +151,7 @@ async fn lifecycle(postgres: bool) {
     assert_eq!(p["status"], "completed");
     for next in ["cancelled", "failed", "pending", "completed"] {
         let (s, e) = app
+            .client
             .call(
                 "PATCH",
                 &format!("/api/payments/{first}/status"),
@@ -243,6 +166,7 @@ async fn lifecycle(postgres: bool) {
         );
     }
     let (s, _) = app
+        .client
         .call(
             "PATCH",
             &format!("/api/payments/{}/status", ids[1]),
@@ -252,6 +176,7 @@ async fn lifecycle(postgres: bool) {
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     let (_, page) = app
+        .client
         .call("GET", "/api/payments?status=completed", Some(&ann), None)
         .await;
     assert_eq!(
@@ -260,20 +185,7 @@ async fn lifecycle(postgres: bool) {
     );
 
     // Events: 4 created, 1 updated, through the outbox.
-    let mut types = Vec::new();
-    for _ in 0..200 {
-        types = app
-            .events
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| e.event_type().to_owned())
-            .collect::<Vec<_>>();
-        if types.len() >= 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let types = app.events.types(5).await;
     assert_eq!(
         types
             .iter()
@@ -312,15 +224,20 @@ async fn repeated_reads_come_from_the_cache_and_never_go_stale() {
     let id = p["id"].as_str().unwrap();
     for _ in 0..50 {
         let (s, _) = app
+            .client
             .call("GET", &format!("/api/payments/{id}"), Some(&ann), None)
             .await;
         assert_eq!(s, StatusCode::OK);
-        let (s, _) = app.call("GET", "/api/payments", Some(&ann), None).await;
+        let (s, _) = app
+            .client
+            .call("GET", "/api/payments", Some(&ann), None)
+            .await;
         assert_eq!(s, StatusCode::OK);
     }
     let ratio = app.service.cache_hit_ratio();
     assert!(ratio > 0.8, "hit ratio {ratio}");
     let (s, _) = app
+        .client
         .call(
             "PATCH",
             &format!("/api/payments/{id}/status"),
@@ -330,10 +247,14 @@ async fn repeated_reads_come_from_the_cache_and_never_go_stale() {
         .await;
     assert_eq!(s, StatusCode::OK);
     let (_, p) = app
+        .client
         .call("GET", &format!("/api/payments/{id}"), Some(&ann), None)
         .await;
     assert_eq!(p["status"], "failed", "the cached read was invalidated");
-    let (_, page) = app.call("GET", "/api/payments", Some(&ann), None).await;
+    let (_, page) = app
+        .client
+        .call("GET", "/api/payments", Some(&ann), None)
+        .await;
     assert_eq!(page["items"][0]["status"], "failed");
 }
 
@@ -384,12 +305,14 @@ async fn bad_input_is_a_4xx_never_a_500() {
         );
     }
     let (s, v) = app
+        .client
         .call("POST", "/api/payments", Some(&ann), Some("{\"amount\":"))
         .await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_json"));
     let big =
         json!({"amount": "1", "currency": "EUR", "description": "x".repeat(20_000)}).to_string();
     let (s, _) = app
+        .client
         .call("POST", "/api/payments", Some(&ann), Some(&big))
         .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
@@ -402,6 +325,7 @@ async fn bad_input_is_a_4xx_never_a_500() {
         "sort=amount",
     ] {
         let (s, v) = app
+            .client
             .call("GET", &format!("/api/payments?{q}"), Some(&ann), None)
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{q}: {v}");
@@ -410,10 +334,10 @@ async fn bad_input_is_a_4xx_never_a_500() {
         "/api/payments/1%27%20OR%20%271%27%3D%271",
         "/api/payments/..%2F..%2Fetc",
     ] {
-        let (s, _) = app.call("GET", path, Some(&ann), None).await;
+        let (s, _) = app.client.call("GET", path, Some(&ann), None).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
     }
-    let (s, v) = app.call("GET", "/api/payments", None, None).await;
+    let (s, v) = app.client.call("GET", "/api/payments", None, None).await;
     assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
     let expired = {
         let issuer = tidewell_service_kit::issuer(SECRET, Duration::from_secs(600)).unwrap();
@@ -423,7 +347,10 @@ async fn bad_input_is_a_4xx_never_a_500() {
         c.iat = 0;
         issuer.sign(&c).unwrap().into_string()
     };
-    let (s, _) = app.call("GET", "/api/payments", Some(&expired), None).await;
+    let (s, _) = app
+        .client
+        .call("GET", "/api/payments", Some(&expired), None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
@@ -431,21 +358,8 @@ async fn bad_input_is_a_4xx_never_a_500() {
 /// `Debug` dump) with exit code 1.
 #[test]
 fn the_binary_behaves_like_a_tool() {
-    let bin = env!("CARGO_BIN_EXE_tidewell-payments");
-    tidewell_testkit::assert_behaves_like_a_tool(bin, PaymentsConfig::VARS);
-    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_event_hub::HubConfig::VARS);
-    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_cache::CacheConfig::VARS);
-    let out = std::process::Command::new(bin)
-        .env_remove("TIDEWELL_JWT_SECRET")
-        .env("TIDEWELL_LOG_FORMAT", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("environment variable TIDEWELL_JWT_SECRET is not set")
-            && err.contains("tidewell-payments --help"),
-        "{err}"
-    );
+    let err = tidewell_service_kit::test_support::assert_service_binary::<PaymentsService>(env!(
+        "CARGO_BIN_EXE_tidewell-payments"
+    ));
     assert!(!err.contains("MissingVar"), "a Debug dump: {err}");
 }

@@ -21,6 +21,9 @@
     reason = "benchmark"
 )]
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -29,11 +32,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use http::Request;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use serde_json::{Value, json};
-use tidewell_platform::{Platform, PlatformConfig};
+use tidewell_platform::Platform;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -58,26 +60,16 @@ fn main() {
 }
 
 async fn run() {
-    let data = std::env::temp_dir().join(format!("tidewell-bench-{}", std::process::id()));
-    let mut config = PlatformConfig::embedded(SECRET.to_vec());
-    config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.data_dir = data.clone();
+    let data = support::DataDir::new("tidewell-bench");
+    let mut config = support::local_config(SECRET, data.path());
     config.rate_limits = (0, 0);
     let platform = Platform::start(config).await.unwrap();
     let gw = platform.addr;
     let direct = platform.service_addrs.payments;
 
-    let (_, _) = one(gw, "POST", "/api/auth/register", None, Some(json!({"email": "bench@example.com", "password": "a sound password 42", "name": "Bench"}))).await;
-    let (_, login) = one(
-        gw,
-        "POST",
-        "/api/auth/login",
-        None,
-        Some(json!({"email": "bench@example.com", "password": "a sound password 42"})),
-    )
-    .await;
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let (_, p) = one(
+    support::register(gw, "bench@example.com", "Bench").await;
+    let token = support::access(&support::login(gw, "bench@example.com", None).await);
+    let (_, p) = support::call(
         gw,
         "POST",
         "/api/payments",
@@ -119,21 +111,13 @@ async fn run() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     // 10,000 WebSocket connections of a second user, in a child process.
-    let (_, _) = one(gw, "POST", "/api/auth/register", None, Some(json!({"email": "fleet@example.com", "password": "a sound password 42", "name": "Fleet"}))).await;
-    let (_, login) = one(
-        gw,
-        "POST",
-        "/api/auth/login",
-        None,
-        Some(json!({"email": "fleet@example.com", "password": "a sound password 42"})),
-    )
-    .await;
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    support::register(gw, "fleet@example.com", "Fleet").await;
+    let token = support::access(&support::login(gw, "fleet@example.com", None).await);
     let mut fleet = Fleet::spawn(&format!("ws://{gw}/ws"), &token);
     fleet.wait_for("ready");
     let start = Instant::now();
     for i in 0..WS_EVENTS {
-        let _ = one(
+        let _ = support::call(
             gw,
             "POST",
             "/api/payments",
@@ -167,7 +151,6 @@ async fn run() {
     line("gateway_p95_post", g_post.p(95.0), d_post.p(95.0), "ms");
     line("ws_concurrent_p99", ours.1, base.1, "ms");
     platform.shutdown().await;
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -187,24 +170,6 @@ fn login_sub(token: &str) -> String {
 async fn pace(start: Instant, i: u64, rate: u64) {
     let due = start + Duration::from_secs_f64((i + 1) as f64 / rate as f64);
     tokio::time::sleep_until(due.into()).await;
-}
-
-/// One request on a fresh connection.
-async fn one(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut s = connect(addr).await;
-    let (status, bytes) = send(&mut s, addr, method, path, token, body.as_ref())
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
@@ -227,21 +192,8 @@ async fn send(
     body: Option<&Value>,
 ) -> Result<(u16, Bytes), hyper::Error> {
     s.ready().await?;
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let body = match body {
-        Some(b) => {
-            req = req.header("content-type", "application/json");
-            Full::new(Bytes::from(b.to_string()))
-        }
-        None => Full::new(Bytes::new()),
-    };
-    let res = s.send_request(req.body(body).unwrap()).await?;
+    let req = support::request(addr, method, path, token, body);
+    let res = s.send_request(req).await?;
     let status = res.status().as_u16();
     let bytes = res.into_body().collect().await?.to_bytes();
     Ok((status, bytes))

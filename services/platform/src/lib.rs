@@ -124,21 +124,9 @@ impl PlatformConfig {
             "sqlite under TIDEWELL_DATA_DIR",
             "the profile service's database",
         ),
-        tidewell_core::cli::Var::new(
-            "AUTH_ADMIN_EMAILS",
-            "",
-            "comma-separated emails that get the admin role",
-        ),
-        tidewell_core::cli::Var::new(
-            "GATEWAY_AUTH_PER_MINUTE",
-            "10",
-            "login, register and refresh requests per minute per client IP (0: off)",
-        ),
-        tidewell_core::cli::Var::new(
-            "GATEWAY_API_PER_MINUTE",
-            "100",
-            "other API requests per minute per client IP and service (0: off)",
-        ),
+        AuthConfig::ADMIN_EMAILS,
+        GatewayConfig::AUTH_PER_MINUTE,
+        GatewayConfig::API_PER_MINUTE,
     ];
 
     /// Embedded defaults with `jwt_secret`.
@@ -232,16 +220,16 @@ pub enum Error {
     Cache(#[from] tidewell_cache::Error),
     /// The auth service.
     #[error("auth: {0}")]
-    Auth(#[from] tidewell_auth_service::Error),
+    Auth(#[source] tidewell_auth_service::Error),
     /// The payments service.
     #[error("payments: {0}")]
-    Payments(#[from] tidewell_payments_service::Error),
+    Payments(#[source] tidewell_payments_service::Error),
     /// The admin service.
     #[error("admin: {0}")]
-    Admin(#[from] tidewell_admin_service::Error),
+    Admin(#[source] tidewell_admin_service::Error),
     /// The profile service.
     #[error("profile: {0}")]
-    Profile(#[from] tidewell_profile_service::Error),
+    Profile(#[source] tidewell_profile_service::Error),
     /// The gateway.
     #[error("gateway: {0}")]
     Gateway(#[from] tidewell_gateway::Error),
@@ -327,7 +315,9 @@ impl Platform {
         );
         auth_cfg.admin_emails.clone_from(&config.admin_emails);
         // One connection for all, but each service emits its events under its own name.
-        let auth = AuthService::start(auth_cfg, hub.with_source("auth"), stop.clone()).await?;
+        let auth = AuthService::start(auth_cfg, hub.with_source("auth"), stop.clone())
+            .await
+            .map_err(Error::Auth)?;
         let payments = PaymentsService::start(
             PaymentsConfig::new(
                 config.db(config.payments_db.as_ref(), "payments"),
@@ -337,9 +327,14 @@ impl Platform {
             cache.clone(),
             stop.clone(),
         )
-        .await?;
-        let admin = AdminService::start(admin_cfg, hub.with_source("admin")).await?;
-        let profile = ProfileService::start(profile_cfg, hub.with_source("profile"), cache).await?;
+        .await
+        .map_err(Error::Payments)?;
+        let admin = AdminService::start(admin_cfg, hub.with_source("admin"))
+            .await
+            .map_err(Error::Admin)?;
+        let profile = ProfileService::start(profile_cfg, hub.with_source("profile"), cache)
+            .await
+            .map_err(Error::Profile)?;
 
         let mut tasks = tokio::task::JoinSet::new();
         let mut addrs = Vec::new();

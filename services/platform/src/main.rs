@@ -2,11 +2,10 @@
 //! in one process, on embedded defaults unless `AMQP_URL`, `REDIS_URL` and the
 //! `*_DATABASE_URL`s say otherwise. `--help` lists every variable.
 
-use std::error::Error;
 use std::process::ExitCode;
 
 use tidewell_core::cli::Cli;
-use tidewell_observability::{TelemetryConfig, init};
+use tidewell_observability::TelemetryConfig;
 use tidewell_platform::{Platform, PlatformConfig};
 
 fn main() -> ExitCode {
@@ -19,18 +18,11 @@ fn main() -> ExitCode {
     )
     .vars(PlatformConfig::VARS)
     .vars(TelemetryConfig::VARS);
-    if let Some(done) = cli.handle_args() {
-        return done;
-    }
-    cli.report(run())
-}
-
-#[tokio::main]
-async fn run() -> Result<(), Box<dyn Error>> {
-    let _telemetry = init(TelemetryConfig::from_env("platform")?)?;
-    let platform = Platform::start(PlatformConfig::from_env()?).await?;
-    tracing::info!("demo page on http://{} (Ctrl-C stops)", platform.addr);
-    tidewell_service_kit::shutdown_signal().await;
-    platform.shutdown().await;
-    Ok(())
+    tidewell_service_kit::run(cli, "platform", || async {
+        let platform = Platform::start(PlatformConfig::from_env()?).await?;
+        tracing::info!("demo page on http://{} (Ctrl-C stops)", platform.addr);
+        tidewell_service_kit::shutdown_signal().await;
+        platform.shutdown().await;
+        Ok(())
+    })
 }

@@ -10,22 +10,20 @@
     reason = "tests"
 )]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
+use support::DataDir;
 use tidewell_platform::{Platform, PlatformConfig};
 use tidewell_testkit::unique_name;
 
 /// The platform on embedded defaults with the default rate limits, on a free port.
 async fn start(data: &Path) -> Platform {
-    let mut c = PlatformConfig::embedded(b"demo-page-secret-demo-page-secret!!".to_vec());
-    c.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.data_dir = data.to_path_buf();
-    c.hub_url = format!("memory://{}", unique_name("demo"));
+    let c = support::local_config(b"demo-page-secret-demo-page-secret!!", data);
     assert_eq!(
         c.rate_limits,
         (10, 100),
@@ -42,33 +40,12 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, (Option<String>, Option<String>), Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string())
-        .header("content-type", "application/json");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let body = Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default()));
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let res = sender.send_request(req.body(body).unwrap()).await.unwrap();
-    let status = res.status().as_u16();
-    let header = |name: &str| {
-        res.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-    };
-    let headers = (header("retry-after"), header("cache-control"));
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let req = support::request(addr, method, path, token, body.as_ref());
+    let (status, headers, bytes) = support::send(addr, req).await;
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
     (
         status,
-        headers,
+        (header("retry-after"), header("cache-control")),
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
 }
@@ -82,54 +59,34 @@ fn the_binary_behaves_like_a_tool() {
         tidewell_observability::TelemetryConfig::VARS,
     );
     // A bad variable: its name, what it expects and where the list is; exit 1.
-    let out = std::process::Command::new(bin)
-        .env("GATEWAY_ADDR", "port 8080")
-        .env("TIDEWELL_LOG_FORMAT", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("GATEWAY_ADDR")
-            && err.contains("127.0.0.1:8080")
-            && err.contains("tidewell-platform --help"),
-        "{err}"
+    tidewell_testkit::assert_start_error(
+        bin,
+        &[("GATEWAY_ADDR", Some("port 8080"))],
+        &["GATEWAY_ADDR", "127.0.0.1:8080"],
     );
     // The gateway's address taken: which address, and what to do.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let data = std::env::temp_dir().join(unique_name("platform-cli"));
-    let out = std::process::Command::new(bin)
-        .env("GATEWAY_ADDR", taken.local_addr().unwrap().to_string())
-        .env("TIDEWELL_DATA_DIR", &data)
-        .env("TIDEWELL_LOG_FORMAT", "off")
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&data);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("cannot listen on {}", taken.local_addr().unwrap()))
-            && err.contains("set GATEWAY_ADDR"),
-        "{err}"
+    let taken = taken.local_addr().unwrap().to_string();
+    let data = DataDir::new("platform-cli");
+    let data = data.path().to_string_lossy();
+    tidewell_testkit::assert_start_error(
+        bin,
+        &[
+            ("GATEWAY_ADDR", Some(taken.as_str())),
+            ("TIDEWELL_DATA_DIR", Some(&data)),
+        ],
+        &[&format!("cannot listen on {taken}"), "set GATEWAY_ADDR"],
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_credential_limit_spares_signed_in_requests_and_answers_429_in_the_error_shape() {
-    let data = std::env::temp_dir().join(unique_name("demo-limits"));
-    let platform = start(&data).await;
+    let data = DataDir::new("demo-limits");
+    let platform = start(data.path()).await;
     let a = platform.addr;
     let email = format!("{}@example.com", unique_name("limits"));
-    let (s, _, v) = call(
-        a,
-        "POST",
-        "/api/auth/register",
-        None,
-        Some(json!({"email": email, "password": "a sound password 42", "name": "L"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let login = json!({"email": email, "password": "a sound password 42"});
+    support::register(a, &email, "L").await;
+    let login = json!({"email": email, "password": support::PASSWORD});
     let (s, (_, cache_control), tokens) =
         call(a, "POST", "/api/auth/login", None, Some(login.clone())).await;
     assert_eq!(s, 200, "{tokens}");
@@ -187,7 +144,6 @@ async fn the_credential_limit_spares_signed_in_requests_and_answers_429_in_the_e
     .await;
     assert_eq!(s, 200, "{v}");
     platform.shutdown().await;
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 fn repo_dir() -> PathBuf {
@@ -207,8 +163,8 @@ async fn the_demo_page_works_in_chromium_with_the_default_limits() {
         Path::new(&chromium).exists(),
         "{chromium} is missing: run scripts/setup (or `apt-get install chromium`)"
     );
-    let data = std::env::temp_dir().join(unique_name("demo-page"));
-    let platform = start(&data).await;
+    let data = DataDir::new("demo-page");
+    let platform = start(data.path()).await;
     let out = tokio::process::Command::new("node")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/demo/run.mjs"))
         .arg(format!("http://{}", platform.addr))
@@ -238,39 +194,25 @@ async fn the_demo_page_works_in_chromium_with_the_default_limits() {
     );
     eprintln!("demo page: {result}");
     platform.shutdown().await;
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 /// `GET path` with `headers`: status, response headers, body as received.
 async fn get_raw(
     addr: SocketAddr,
     path: &str,
-    headers: &[(&str, &str)],
+    headers: &[(&'static str, &str)],
 ) -> (u16, http::HeaderMap, Bytes) {
-    let mut req = Request::get(path).header("host", addr.to_string());
+    let mut req = support::request(addr, "GET", path, None, None);
     for (k, v) in headers {
-        req = req.header(*k, *v);
+        req.headers_mut().insert(*k, v.parse().unwrap());
     }
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let res = sender
-        .send_request(req.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, body)
+    support::send(addr, req).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_is_compressed_revalidated_and_under_a_content_security_policy() {
-    let data = std::env::temp_dir().join(unique_name("demo-assets"));
-    let platform = start(&data).await;
+    let data = DataDir::new("demo-assets");
+    let platform = start(data.path()).await;
     let a = platform.addr;
     let (s, h, plain) = get_raw(a, "/pkg/tidewell_session_sync_bg.wasm", &[]).await;
     assert_eq!(s, 200);
@@ -310,5 +252,4 @@ async fn the_page_is_compressed_revalidated_and_under_a_content_security_policy(
         assert_eq!(s, 200, "{path} with another ETag");
     }
     platform.shutdown().await;
-    let _ = std::fs::remove_dir_all(&data);
 }

@@ -5,7 +5,6 @@
 
 mod api;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +14,13 @@ use axum::routing::get;
 use tidewell_auth_service::events::{UserCreated, UserDeleted};
 use tidewell_cache::Cache;
 use tidewell_core::Envelope;
+use tidewell_core::cli::Var;
 use tidewell_core::config::Env;
 use tidewell_event_hub::{HandlerError, Hub, Router as EventRouter, ServiceQueue, Subscription};
+use tokio_util::sync::CancellationToken;
 
 use tidewell_service_kit::openapi::{BearerAuth, ErrorBody, ErrorDetail};
+use tidewell_service_kit::{CommonConfig, CommonVars, JWT_SECRET};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -33,77 +35,54 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct ApiDoc;
 
 /// How the profile service runs.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ProfileConfig {
-    /// `PROFILE_DATABASE_URL` (default `sqlite:./data/profile.db?mode=rwc`).
-    pub database_url: String,
-    /// `TIDEWELL_JWT_SECRET` (required).
-    pub jwt_secret: Vec<u8>,
+    /// `PROFILE_ADDR` (default `127.0.0.1:8084`), `PROFILE_DATABASE_URL` (default
+    /// `sqlite:./data/profile.db?mode=rwc`) and `TIDEWELL_JWT_SECRET` (required).
+    pub common: CommonConfig,
     /// The service name of its queue (`<name>.events`), default `profile`.
     pub queue_service: String,
     /// `PROFILE_CACHE_TTL` (default `60s`).
     pub cache_ttl: Duration,
-    /// `PROFILE_ADDR` (default `127.0.0.1:8084`).
-    pub addr: SocketAddr,
-}
-
-impl std::fmt::Debug for ProfileConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProfileConfig")
-            .field(
-                "database_url",
-                &tidewell_core::config::redact_url(&self.database_url),
-            )
-            .field("queue_service", &self.queue_service)
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
 }
 
 impl ProfileConfig {
+    const COMMON: CommonVars = CommonVars::new(
+        "PROFILE_ADDR",
+        "127.0.0.1:8084",
+        "PROFILE_DATABASE_URL",
+        "sqlite:./data/profile.db?mode=rwc",
+    );
+
     /// The environment variables [`from_env`](Self::from_env) reads, with their defaults (for
     /// the binary's `--help`).
-    pub const VARS: &[tidewell_core::cli::Var] = &[
-        tidewell_core::cli::Var::new(
-            "TIDEWELL_JWT_SECRET",
-            "required",
-            "HS256 secret shared by every service (32+ bytes)",
-        ),
-        tidewell_core::cli::Var::new("PROFILE_ADDR", "127.0.0.1:8084", "where to listen"),
-        tidewell_core::cli::Var::new(
-            "PROFILE_DATABASE_URL",
-            "sqlite:./data/profile.db?mode=rwc",
-            "postgres://... or sqlite:...",
-        ),
-        tidewell_core::cli::Var::new("PROFILE_CACHE_TTL", "60s", "how long reads stay cached"),
+    pub const VARS: &[Var] = &[
+        JWT_SECRET,
+        Self::COMMON.addr,
+        Self::COMMON.database_url,
+        Var::new("PROFILE_CACHE_TTL", "60s", "how long reads stay cached"),
     ];
 
     /// `database_url` and `jwt_secret`, defaults for the rest.
     pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<Vec<u8>>) -> Self {
+        Self::with(CommonConfig::new(Self::COMMON, database_url, jwt_secret))
+    }
+
+    fn with(common: CommonConfig) -> Self {
         Self {
-            database_url: database_url.into(),
-            jwt_secret: jwt_secret.into(),
+            common,
             queue_service: "profile".into(),
             cache_ttl: Duration::from_secs(60),
-            addr: SocketAddr::from(([127, 0, 0, 1], 8084)),
         }
     }
 
     /// From the process environment.
     pub fn from_env() -> Result<Self, tidewell_core::Error> {
         let env = Env::process();
-        let secret = env.required("TIDEWELL_JWT_SECRET", "a secret of at least 32 bytes")?;
-        let mut c = Self::new(
-            env.string("PROFILE_DATABASE_URL")?
-                .unwrap_or_else(|| "sqlite:./data/profile.db?mode=rwc".into()),
-            secret.into_bytes(),
-        );
+        let mut c = Self::with(CommonConfig::from_source(&env, Self::COMMON)?);
         if let Some(t) = env.duration("PROFILE_CACHE_TTL")? {
             c.cache_ttl = t;
-        }
-        if let Some(a) = env.parse("PROFILE_ADDR", "an address such as 127.0.0.1:8084")? {
-            c.addr = a;
         }
         Ok(c)
     }
@@ -116,20 +95,9 @@ impl ProfileConfig {
     }
 }
 
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The JWT secret is unusable.
-    #[error("TIDEWELL_JWT_SECRET: {0}")]
-    Secret(#[from] tidewell_auth::Error),
-    /// The database or the hub failed.
-    #[error(transparent)]
-    Hub(#[from] tidewell_event_hub::Error),
-    /// The cache failed.
-    #[error(transparent)]
-    Cache(#[from] tidewell_cache::Error),
-}
+/// Why the service could not start: its secret, its database or the hub, or the cache
+/// (`Service`).
+pub type Error = tidewell_service_kit::StartError<tidewell_cache::Error>;
 
 /// A running profile service.
 #[derive(Clone, Debug)]
@@ -141,9 +109,9 @@ impl ProfileService {
     /// Connects the database and consumes `auth.user.created` from `hub` (whose topology holds
     /// [`ProfileConfig::queue`]).
     pub async fn start(config: ProfileConfig, hub: Hub, cache: Cache) -> Result<Self, Error> {
-        let verifier = tidewell_service_kit::verifier(&config.jwt_secret)?;
-        let db = tidewell_service_kit::database(&config.database_url, &MIGRATIONS).await?;
-        let reads = cache.namespace("profile")?;
+        let verifier = config.common.verifier()?;
+        let db = config.common.database(&MIGRATIONS).await?;
+        let reads = cache.namespace("profile").map_err(Error::Service)?;
         let state = Arc::new(api::State {
             db,
             verifier,
@@ -194,6 +162,46 @@ impl ProfileService {
             )
             .layer(DefaultBodyLimit::max(16 * 1024))
             .with_state(Arc::clone(&self.state))
+    }
+}
+
+impl tidewell_service_kit::Service for ProfileService {
+    type Config = ProfileConfig;
+    type Error = Error;
+    const NAME: &'static str = "profile";
+    const VARS: &'static [&'static [Var]] = &[
+        ProfileConfig::VARS,
+        tidewell_event_hub::HubConfig::VARS,
+        tidewell_cache::CacheConfig::VARS,
+    ];
+
+    fn config_from_env() -> Result<ProfileConfig, tidewell_core::Error> {
+        ProfileConfig::from_env()
+    }
+
+    fn queue(config: &ProfileConfig) -> ServiceQueue {
+        config.queue()
+    }
+
+    async fn listen(
+        config: &ProfileConfig,
+    ) -> Result<tokio::net::TcpListener, tidewell_service_kit::ListenError> {
+        config.common.listen().await
+    }
+
+    /// With the cache of `TIDEWELL_CACHE_URL` (`redis://…`, or `memory://`, the default).
+    async fn launch(config: ProfileConfig, hub: Hub, _: CancellationToken) -> Result<Self, Error> {
+        let cache = tidewell_cache::CacheConfig::from_env()
+            .map(|c| Cache::builder().config(c))
+            .map_err(Error::Service)?
+            .build()
+            .await
+            .map_err(Error::Service)?;
+        Self::start(config, hub, cache).await
+    }
+
+    fn router(&self) -> Router {
+        Self::router(self)
     }
 }
 

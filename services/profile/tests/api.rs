@@ -1,63 +1,35 @@
 //! The profile service: made from `auth.user.created` (once, however often it arrives), read
 //! through the cache, updated with validation.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests"
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt as _;
+use http::StatusCode;
 use serde_json::{Value, json};
 use tidewell_auth_service::events::{UserCreated, UserDeleted};
 use tidewell_cache::Cache;
 use tidewell_event_hub::{Hub, Topology};
 use tidewell_profile_service::{ProfileConfig, ProfileService};
-use tidewell_testkit::{TestDatabase, unique_name};
-use tower::ServiceExt as _;
+use tidewell_service_kit::test_support::{SECRET, TestClient, TestDb, token};
+use tidewell_testkit::unique_name;
 
-const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
-
-fn token(user: &str) -> String {
-    let issuer = tidewell_service_kit::issuer(SECRET, Duration::from_secs(600)).unwrap();
-    issuer.sign(&issuer.claims_for(user)).unwrap().into_string()
-}
-
+/// `method path` as `user`.
 async fn call(
-    router: &Router,
+    client: &TestClient,
     method: &str,
     path: &str,
     user: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {}", token(user)));
-    let req = match body {
-        Some(b) => req
-            .header("content-type", "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let res = router.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let body = body.map(|b| b.to_string());
+    client
+        .call(method, path, Some(&token(user, &[])), body.as_deref())
+        .await
 }
 
-async fn profiles(database_url: String) {
-    let mut config = ProfileConfig::new(database_url, SECRET.to_vec());
+async fn profiles(postgres: bool) {
+    let db = TestDb::new(postgres, "profile").await;
+    let mut config = ProfileConfig::new(db.url(), SECRET.to_vec());
     config.queue_service = unique_name("profile");
     let hub = Hub::memory("auth", Topology::new().service(config.queue()))
         .await
@@ -66,9 +38,9 @@ async fn profiles(database_url: String) {
     let service = ProfileService::start(config, hub.clone(), cache)
         .await
         .unwrap();
-    let router = tidewell_service_kit::layers(service.router());
+    let client = TestClient::new(service.router());
 
-    let (s, v) = call(&router, "GET", "/api/profile/me", "u1", None).await;
+    let (s, v) = call(&client, "GET", "/api/profile/me", "u1", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     let created = hub.envelope(UserCreated {
         user_id: "u1".into(),
@@ -79,7 +51,7 @@ async fn profiles(database_url: String) {
     hub.publish(&created).await.unwrap();
     let mut found = Value::Null;
     for _ in 0..100 {
-        let (s, v) = call(&router, "GET", "/api/profile/me", "u1", None).await;
+        let (s, v) = call(&client, "GET", "/api/profile/me", "u1", None).await;
         if s == StatusCode::OK {
             found = v;
             break;
@@ -93,7 +65,7 @@ async fn profiles(database_url: String) {
     assert_eq!(found["preferences"]["theme"], "system");
 
     let (s, v) = call(
-        &router,
+        &client,
         "PATCH",
         "/api/profile/me",
         "u1",
@@ -106,11 +78,11 @@ async fn profiles(database_url: String) {
     // The same event again (a redelivery) changes nothing.
     hub.publish(&created).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, v) = call(&router, "GET", "/api/profile/me", "u1", None).await;
+    let (_, v) = call(&client, "GET", "/api/profile/me", "u1", None).await;
     assert_eq!(v["bio"], "tea");
 
     let (s, v) = call(
-        &router,
+        &client,
         "PUT",
         "/api/profile/me/preferences",
         "u1",
@@ -118,7 +90,7 @@ async fn profiles(database_url: String) {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (_, v) = call(&router, "GET", "/api/profile/me", "u1", None).await;
+    let (_, v) = call(&client, "GET", "/api/profile/me", "u1", None).await;
     assert_eq!(
         v["preferences"],
         json!({"theme": "dark", "language": "pt-BR", "notifications": false})
@@ -140,7 +112,7 @@ async fn profiles(database_url: String) {
         ),
     ] {
         let (s, v) = call(
-            &router,
+            &client,
             "PUT",
             "/api/profile/me/preferences",
             "u1",
@@ -154,7 +126,7 @@ async fn profiles(database_url: String) {
         );
     }
     let (s, _) = call(
-        &router,
+        &client,
         "PATCH",
         "/api/profile/me",
         "u1",
@@ -163,7 +135,7 @@ async fn profiles(database_url: String) {
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     // Another user sees only their own (missing) profile.
-    let (s, _) = call(&router, "GET", "/api/profile/me", "u2", None).await;
+    let (s, _) = call(&client, "GET", "/api/profile/me", "u2", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // A deleted account's profile goes (and its cached read with it).
     hub.publish(&hub.envelope(UserDeleted {
@@ -173,7 +145,7 @@ async fn profiles(database_url: String) {
     .unwrap();
     let mut gone = false;
     for _ in 0..100 {
-        if call(&router, "GET", "/api/profile/me", "u1", None).await.0 == StatusCode::NOT_FOUND {
+        if call(&client, "GET", "/api/profile/me", "u1", None).await.0 == StatusCode::NOT_FOUND {
             gone = true;
             break;
         }
@@ -202,7 +174,7 @@ async fn profiles(database_url: String) {
     hub.publish(&created("u4")).await.unwrap();
     let mut marker = false;
     for _ in 0..100 {
-        if call(&router, "GET", "/api/profile/me", "u4", None).await.0 == StatusCode::OK {
+        if call(&client, "GET", "/api/profile/me", "u4", None).await.0 == StatusCode::OK {
             marker = true;
             break;
         }
@@ -211,14 +183,14 @@ async fn profiles(database_url: String) {
     assert!(marker, "u4's profile was made");
     tokio::time::sleep(Duration::from_millis(200)).await;
     for user in ["u1", "u3"] {
-        let (s, _) = call(&router, "GET", "/api/profile/me", user, None).await;
+        let (s, _) = call(&client, "GET", "/api/profile/me", user, None).await;
         assert_eq!(
             s,
             StatusCode::NOT_FOUND,
             "{user}: a deleted user's profile came back"
         );
         let (s, _) = call(
-            &router,
+            &client,
             "PATCH",
             "/api/profile/me",
             user,
@@ -235,38 +207,20 @@ async fn profiles(database_url: String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_profiles_from_events() {
-    let f = std::env::temp_dir().join(format!("{}.db", unique_name("profile")));
-    profiles(format!("sqlite://{}?mode=rwc", f.display())).await;
-    for s in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{s}", f.display()));
-    }
+    profiles(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_profiles_from_events() {
-    let db = TestDatabase::create().await;
-    profiles(db.url().to_owned()).await;
+    profiles(true).await;
 }
 
 /// `--help`, `--version`, a usage error, and a start-up error printed for a person (not a
 /// `Debug` dump) with exit code 1.
 #[test]
 fn the_binary_behaves_like_a_tool() {
-    let bin = env!("CARGO_BIN_EXE_tidewell-profile");
-    tidewell_testkit::assert_behaves_like_a_tool(bin, ProfileConfig::VARS);
-    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_event_hub::HubConfig::VARS);
-    tidewell_testkit::assert_behaves_like_a_tool(bin, tidewell_cache::CacheConfig::VARS);
-    let out = std::process::Command::new(bin)
-        .env_remove("TIDEWELL_JWT_SECRET")
-        .env("TIDEWELL_LOG_FORMAT", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("environment variable TIDEWELL_JWT_SECRET is not set")
-            && err.contains("tidewell-profile --help"),
-        "{err}"
-    );
+    let err = tidewell_service_kit::test_support::assert_service_binary::<ProfileService>(env!(
+        "CARGO_BIN_EXE_tidewell-profile"
+    ));
     assert!(!err.contains("MissingVar"), "a Debug dump: {err}");
 }
