@@ -226,6 +226,8 @@ impl Outbox {
     /// Publishes up to 100 pending events, oldest first, all in flight at once; marks those the
     /// broker confirmed. Answers how many were published; fails with the first publish error
     /// after marking the others (the failed ones are retried by the next call).
+    // Long: one claim-publish-mark pass (in one transaction on Postgres); its steps share the batch
+    // and the transaction, and splitting them would only pass both around.
     pub async fn relay_once(&self, hub: &Hub) -> Result<usize, Error> {
         // Postgres: the rows stay locked (SKIP LOCKED) until marked, so relays in several
         // processes share the work. SQLite: no transaction across the publish (a read

@@ -197,6 +197,8 @@ impl Worker {
         stopped
     }
 
+    // Long: the one place a delivery is settled (size check, decode, de-dup claim, handler under a
+    // span, then ack / retry / dead-letter); keeping it in one function keeps "settled once" visible.
     async fn process(&self, delivery: Delivery) {
         let Delivery {
             message,

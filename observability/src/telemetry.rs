@@ -331,6 +331,8 @@ fn check_endpoint(what: &str, url: &str) -> Result<(), Error> {
 /// tracing::info!("started");
 /// # Ok(()) }
 /// ```
+// Long: builds the tracing stack in the order its layers must be composed (filter, logs, OTLP
+// exporter, propagators), each step configured from the one `TelemetryConfig`.
 pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, Error> {
     let filter = |spec: &str, what: &str| {
         EnvFilter::builder().parse(spec).map_err(|e| {

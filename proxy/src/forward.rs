@@ -13,7 +13,6 @@ use crate::config::{HostHeader, Route};
 use crate::pool::SendError;
 use crate::request::Prepared;
 use crate::response::{bad_gateway, body_too_large, error, id_text, respond};
-use crate::response_timer::TimerSlot;
 use crate::state::{ProxyState, RouteState};
 use crate::upstream::Upstream;
 
@@ -94,7 +93,7 @@ async fn try_upstream(
         p.up.headers_mut().insert(header::HOST, v);
     }
     let exchange = std::mem::replace(&mut p.up, Request::new(crate::body::empty()));
-    match send(upstream, exchange, route.timeout, p.timer.as_deref()).await {
+    match send(upstream, exchange, route.timeout).await {
         None => {
             tracing::warn!(upstream = %upstream.base, request_id, "upstream response timed out");
             Attempt::Answered(error(
@@ -130,24 +129,15 @@ async fn try_upstream(
 /// Sends `exchange` on `upstream`'s pool; `None` when no response head came within `timeout`.
 ///
 /// Boxed: the exchange's future is most of a request's state, and two small allocations are
-/// cheaper than one large one (glibc's per-thread cache stops at 1 KiB). The 504 timer is the
-/// connection's reused sleep where `serve` gave the handle one.
+/// cheaper than one large one (glibc's per-thread cache stops at 1 KiB).
 async fn send(
     upstream: &Upstream,
     exchange: Request<ProxyBody>,
     timeout: Duration,
-    timer: Option<&TimerSlot>,
 ) -> Option<Result<Response<ProxyBody>, SendError>> {
-    match timer {
-        Some(timer) => {
-            timer
-                .run(timeout, Box::pin(upstream.pool.send(exchange)))
-                .await
-        }
-        None => Box::pin(tokio::time::timeout(timeout, upstream.pool.send(exchange)))
-            .await
-            .ok(),
-    }
+    Box::pin(tokio::time::timeout(timeout, upstream.pool.send(exchange)))
+        .await
+        .ok()
 }
 
 /// A request that failed after part of it may have been sent: a 413 if its body went over the

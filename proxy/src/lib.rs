@@ -47,16 +47,13 @@
 
 mod body;
 mod config;
-mod drain;
 mod error;
 mod forward;
-mod head_timer;
 mod headers;
 mod limit;
 mod pool;
 mod request;
 mod response;
-mod response_timer;
 mod server;
 mod service;
 mod state;

@@ -3,7 +3,6 @@
 //! An early answer (400, 404, 413, 429, or `Max-Forwards` reaching zero) comes back as `Err`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -17,7 +16,6 @@ use crate::body::{BoxError, Limited, ProxyBody, full};
 use crate::config::Route;
 use crate::headers::{self, Peer};
 use crate::response::{body_too_large, error, id_text};
-use crate::response_timer::TimerSlot;
 use crate::state::{ProxyState, RouteState};
 
 /// The client's address, for a proxy served by another server (axum): insert it in the request
@@ -43,8 +41,6 @@ pub(crate) struct Prepared {
     /// The request id, as forwarded in `x-request-id` and named in error bodies.
     pub(crate) request_id: HeaderValue,
     pub(crate) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    /// The handle's reusable 504 timer, if it has one.
-    pub(crate) timer: Option<Arc<TimerSlot>>,
 }
 
 /// The request's authority and whether it is the `Host` field's (else the request target's).
@@ -129,7 +125,6 @@ where
         has_host: host.is_some(),
         request_id,
         client_upgrade,
-        timer: None,
     })
 }
 

@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tidewell_core::correlation::{CorrelationFuture, CorrelationLayer, CorrelationService};
 use tokio::net::TcpListener;
 use tower_layer::Layer as _;
 use tower_service::Service as _;
 
-use crate::drain::{Drain, GracefulConnection};
-use crate::head_timer::HeadTimer;
 use crate::service::Proxy;
 
 /// Largest request head (request line and headers) accepted; over it, 431. (More than 100 header
@@ -39,19 +38,8 @@ pub async fn serve<F, T>(listener: TcpListener, proxy: Proxy, shutdown: F, drain
 where
     F: Future<Output = T>,
 {
-    let graceful = Drain::new();
-    let head_timeout = proxy.header_read_timeout();
-    // Checked 8 times per timeout (at most once a second, at least every 10 ms).
-    let tick = (head_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let (head_timer, ticker) = HeadTimer::new(tick);
-    tokio::spawn(ticker);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(MAX_HEAD_BYTES)
-        .header_read_timeout(head_timeout)
-        .timer(head_timer);
-    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let builder = http_builder(proxy.header_read_timeout());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -67,12 +55,7 @@ where
         };
         // ok to ignore: a socket option is an optimisation
         let _ = stream.set_nodelay(true);
-        let svc = CorrelationLayer.layer(
-            proxy
-                .for_client(addr)
-                .behind_correlation_layer()
-                .reusing_timer(),
-        );
+        let svc = CorrelationLayer.layer(proxy.for_client(addr).behind_correlation_layer());
         // Closed politely: an early answer (a 413 while the client still sends) is not lost to
         // a reset (RFC 9112 9.6).
         let conn = builder.serve_connection_with_upgrades(
@@ -90,12 +73,29 @@ where
         });
     }
     drop(listener);
-    // Upgraded connections are closed at once: the proxy cannot end their protocols gracefully
-    // and they have no in-flight request to wait for, so waiting would only hold the shutdown
-    // for the whole `drain` while any WebSocket is open.
+    finish(graceful, &proxy, drain).await;
+}
+
+/// hyper's server for both protocols, with the header-read timeout and the head size limit.
+fn http_builder(head_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(MAX_HEAD_BYTES)
+        .header_read_timeout(head_timeout)
+        .timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Shutdown once accepting has stopped: served connections finish their in-flight requests,
+/// and upgraded ones are closed at once (the proxy cannot end their protocols gracefully and they
+/// have no in-flight request to wait for, so waiting would only hold the shutdown for the whole
+/// `drain` while any WebSocket is open); both within `drain`.
+async fn finish(graceful: GracefulShutdown, proxy: &Proxy, drain: Duration) {
     let connections = async {
         tokio::select! {
-            () = graceful.drain() => tracing::info!("proxy drained"),
+            () = graceful.shutdown() => tracing::info!("proxy drained"),
             () = tokio::time::sleep(drain) => tracing::warn!(?drain, "proxy drain timed out; dropping the rest"),
         }
     };
@@ -137,18 +137,5 @@ impl hyper::service::Service<ProxyRequest> for ConnectionService {
             Ok(mut svc) => svc.call(req),
             Err(_) => self.spare.clone().call(req),
         }
-    }
-}
-
-type ServedConnection = auto::UpgradeableConnection<
-    'static,
-    TokioIo<tidewell_core::LingeringClose<tokio::net::TcpStream>>,
-    ConnectionService,
-    TokioExecutor,
->;
-
-impl GracefulConnection for ServedConnection {
-    fn start_graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
     }
 }

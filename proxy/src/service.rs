@@ -20,7 +20,6 @@ use crate::config::ProxyConfig;
 use crate::forward::forward;
 use crate::headers::Peer;
 use crate::request::{HostCache, prepare};
-use crate::response_timer::TimerSlot;
 use crate::state::ProxyState;
 
 /// The reverse proxy, as a `tower::Service` (cheap to clone: state is shared).
@@ -41,9 +40,6 @@ pub struct Proxy {
     /// handle has already left a valid id in `x-correlation-id` ([`serve`](crate::serve)'s
     /// handles): then it is taken as it is, not searched for and checked a second time.
     behind_correlation_layer: bool,
-    /// The connection's reusable 504 timer ([`serve`](crate::serve)'s handles only: a handle
-    /// used from several runtimes must not keep a sleep made on one of them).
-    timer: Option<Arc<TimerSlot>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -62,7 +58,6 @@ impl Proxy {
             peer: None,
             host_cache: None,
             behind_correlation_layer: false,
-            timer: None,
         })
     }
 
@@ -86,7 +81,6 @@ impl Proxy {
             peer: Some(Peer::new(client)),
             host_cache: None,
             behind_correlation_layer: self.behind_correlation_layer,
-            timer: None,
         }
     }
 
@@ -98,13 +92,6 @@ impl Proxy {
     /// This handle, told that a `CorrelationLayer` runs in front of it (for [`serve`](crate::serve)).
     pub(crate) fn behind_correlation_layer(mut self) -> Self {
         self.behind_correlation_layer = true;
-        self
-    }
-
-    /// This handle, with one 504 timer reused by its requests (for [`serve`](crate::serve)'s
-    /// per-connection handles, whose requests all run on one runtime).
-    pub(crate) fn reusing_timer(mut self) -> Self {
-        self.timer = Some(Arc::new(TimerSlot::default()));
         self
     }
 
@@ -157,8 +144,7 @@ where
             &mut self.host_cache,
             layer_id,
         ) {
-            Ok(mut prepared) => {
-                prepared.timer.clone_from(&self.timer);
+            Ok(prepared) => {
                 let state = Arc::clone(&self.state);
                 Box::pin(futures_util::FutureExt::map(forward(state, prepared), Ok))
             }

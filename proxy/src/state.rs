@@ -2,7 +2,7 @@
 //! retry budget), the header values made once from the configuration, and the open tunnels.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::Authority;
@@ -144,7 +144,7 @@ impl RouteState {
     /// How long the client at `ip` must wait when it is over the route's rate limit.
     pub(crate) fn rate_limited(&self, ip: IpAddr) -> Option<Duration> {
         let limiter = self.limiter.as_ref()?;
-        limiter.check(ip, Instant::now()).err()
+        limiter.check(ip).err()
     }
 
     /// Counts a request towards the route's retry budget.

@@ -180,6 +180,8 @@ struct State {
     seen_order: VecDeque<uuid::Uuid>,
 }
 
+// Long: the client's one event loop (commands, frames, heartbeat, reconnect with resubscribe);
+// its state is the loop's locals, shared by every branch.
 async fn run(
     config: ClientConfig,
     mut commands: mpsc::Receiver<Command>,

@@ -56,6 +56,8 @@ impl WsServer {
         self.unregister(&conn);
     }
 
+    // Long: one match over what a client can send, with the rate and error budgets every branch
+    // shares.
     async fn read_loop(
         &self,
         conn: &Arc<Conn>,

@@ -158,6 +158,7 @@ impl<'de> Deserialize<'de> for ServerFrame {
     }
 }
 
+// Long: one arm per server frame type, each checking that frame's fields.
 fn parse_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error> {
     #[derive(Deserialize)]
     struct Kind {

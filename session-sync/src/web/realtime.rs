@@ -382,6 +382,7 @@ impl Rt {
         }
     }
 
+    // Long: one match over the server frame types the realtime client handles.
     fn frame(&self, data: &JsValue) {
         let Some(text) = data.as_string() else {
             return self.emit_status(&[
