@@ -40,6 +40,8 @@ where
 {
     let graceful = GracefulShutdown::new();
     let builder = http_builder(proxy.header_read_timeout());
+    // The connections' tasks: owned here, aborted if they outlast the drain.
+    let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -53,6 +55,8 @@ where
             },
             _ = shutdown.as_mut() => break,
         };
+        // Forget the connections that have ended, so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
         // ok to ignore: a socket option is an optimisation
         let _ = stream.set_nodelay(true);
         let svc = CorrelationLayer.layer(proxy.for_client(addr).behind_correlation_layer());
@@ -66,14 +70,14 @@ where
             },
         );
         let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%error, "client connection ended with an error");
             }
         });
     }
     drop(listener);
-    finish(graceful, &proxy, drain).await;
+    finish(graceful, connections, &proxy, drain).await;
 }
 
 /// hyper's server for both protocols, with the header-read timeout and the head size limit.
@@ -91,13 +95,24 @@ fn http_builder(head_timeout: Duration) -> auto::Builder<TokioExecutor> {
 /// Shutdown once accepting has stopped: served connections finish their in-flight requests,
 /// and upgraded ones are closed at once (the proxy cannot end their protocols gracefully and they
 /// have no in-flight request to wait for, so waiting would only hold the shutdown for the whole
-/// `drain` while any WebSocket is open); both within `drain`.
-async fn finish(graceful: GracefulShutdown, proxy: &Proxy, drain: Duration) {
-    let connections = async {
+/// `drain` while any WebSocket is open); both within `drain`. Connections still open then are
+/// aborted.
+async fn finish(
+    graceful: GracefulShutdown,
+    mut connections: tokio::task::JoinSet<()>,
+    proxy: &Proxy,
+    drain: Duration,
+) {
+    let drained = async {
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("proxy drained"),
-            () = tokio::time::sleep(drain) => tracing::warn!(?drain, "proxy drain timed out; dropping the rest"),
+            () = tokio::time::sleep(drain) => tracing::warn!(
+                ?drain,
+                open = connections.len(),
+                "proxy drain timed out; closing the rest"
+            ),
         }
+        connections.shutdown().await;
     };
     let tunnels = async {
         let open = proxy.close_tunnels(drain).await;
@@ -109,7 +124,7 @@ async fn finish(graceful: GracefulShutdown, proxy: &Proxy, drain: Duration) {
             );
         }
     };
-    tokio::join!(connections, tunnels);
+    tokio::join!(drained, tunnels);
 }
 
 /// One client connection's service, as hyper calls it: by shared reference, from the

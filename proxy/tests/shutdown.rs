@@ -123,3 +123,60 @@ async fn shutdown_closes_open_tunnels_and_waits_for_their_tasks() {
         "no longer accepting"
     );
 }
+
+/// A request still waiting on its upstream when the drain runs out: `serve` returns and the
+/// client's connection is closed, not left running without an owner.
+#[tokio::test]
+async fn connections_that_outlast_the_drain_are_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // An upstream that reads the request and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = silent.local_addr().unwrap();
+    let (reached, mut reached_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+            let _ = reached.send(());
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let route = Route::new("/", &[&format!("http://{upstream}")])
+        .unwrap()
+        .timeout(Duration::from_secs(600));
+    let proxy = Proxy::new(ProxyConfig::new().route(route)).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(tidewell_proxy::serve(
+        listener,
+        proxy,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_millis(200),
+    ));
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await
+        .unwrap();
+    // In flight: the proxy has connected to the upstream for it.
+    tokio::time::timeout(STUCK, reached_rx.recv())
+        .await
+        .expect("the request reaches the upstream")
+        .unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(STUCK, server)
+        .await
+        .expect("serve returns once the drain has run out")
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(STUCK, client.read_to_end(&mut rest))
+        .await
+        .expect("the client's connection is closed when the drain runs out");
+    assert!(
+        read.is_err() || !rest.starts_with(b"HTTP/1.1 200"),
+        "no answer, the connection closed: {read:?} {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
