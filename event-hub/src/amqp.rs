@@ -223,9 +223,20 @@ async fn rpc<T>(
 }
 
 fn connect_error(url: &str, e: impl Into<crate::error::BoxError>) -> Error {
+    let source = e.into();
+    let source = if url.starts_with("amqps:") {
+        // Never a plaintext fallback: a TLS URL either completes a verified handshake or fails.
+        format!(
+            "TLS connection failed ({source}); is the broker's TLS listener on this port (5671 by \
+             default) and is its certificate trusted?"
+        )
+        .into()
+    } else {
+        source
+    };
     Error::Connect {
         url: tidewell_core::config::redact_url(url),
-        source: e.into(),
+        source,
     }
 }
 
