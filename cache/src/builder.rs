@@ -61,6 +61,14 @@ impl CacheBuilder {
         self
     }
 
+    /// TLS for a `rediss://` or `rediss-cluster://` URL: a CA file (instead of the system's
+    /// roots), a client certificate and key for mutual TLS.
+    #[must_use]
+    pub fn tls(mut self, tls: tidewell_core::tls::ClientTls) -> Self {
+        self.config.tls = tls;
+        self
+    }
+
     /// The key prefix, also the Redis Cluster hash tag of every key (default `tw`).
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -179,9 +187,9 @@ async fn connect(
             Ok((Arc::new(MemoryStore::named(name)), None))
         }
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis-cluster" => connect_redis(c, stop).await,
+        "redis" | "rediss" | "redis-cluster" | "rediss-cluster" => connect_redis(c, stop).await,
         other => Err(Error::Config(format!(
-            "unsupported cache URL scheme {other:?}: use redis://, redis-cluster://host:port,host:port (feature \"redis\") or memory://"
+            "unsupported cache URL scheme {other:?}: use redis://, rediss://, redis-cluster://host:port,host:port, rediss-cluster:// (feature \"redis\") or memory://"
         ))),
     }
 }
@@ -198,13 +206,14 @@ async fn connect_redis(
         channel: channel(&c.prefix),
         origin: origin.clone(),
     };
-    let store = crate::redis_store::RedisStore::connect(&c.url, c.timeout, Some(feed))
+    let store = crate::redis_store::RedisStore::connect(&c.url, c.timeout, &c.tls, Some(feed))
         .await?
         .reporting_entry_tags(c.local_capacity > 0);
     let local = (c.local_capacity > 0).then(|| Local::new(c.local_capacity, c.local_ttl));
     if let Some(local) = &local {
         crate::feed::start(
             &pubsub_url(&c.url),
+            &c.tls,
             channel(&c.prefix),
             origin,
             Arc::clone(local),
@@ -217,7 +226,7 @@ async fn connect_redis(
 /// Pub/sub needs one node: in a Redis Cluster, PUBLISH on any node reaches subscribers on all.
 #[cfg(feature = "redis")]
 fn pubsub_url(url: &str) -> String {
-    if url.starts_with("redis-cluster://") {
+    if url.starts_with("redis-cluster://") || url.starts_with("rediss-cluster://") {
         crate::redis_conn::cluster_nodes(url)
             .into_iter()
             .next()

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tidewell_core::cli::Var;
 use tidewell_core::config::Env;
+use tidewell_core::tls::ClientTls;
 
 use crate::Error;
 use crate::codec::Codec;
@@ -24,6 +25,9 @@ use crate::key::{MAX_NAME_LEN, is_plain_name};
 /// | `TIDEWELL_CACHE_LOCAL_TTL` | how long a local entry lives | `1s` |
 /// | `TIDEWELL_CACHE_LOCK` | one loader per key across processes | `false` |
 /// | `TIDEWELL_CACHE_REFRESH_AHEAD` | reload a hit in the background past this fraction of its TTL | off |
+/// | `TIDEWELL_CACHE_TLS_CA_FILE` | PEM CA certificates trusted for `rediss://` instead of the system's roots | unset |
+/// | `TIDEWELL_CACHE_TLS_CERT_FILE` | PEM client certificate, for Redis servers that require mutual TLS | unset |
+/// | `TIDEWELL_CACHE_TLS_KEY_FILE` | PEM private key of the client certificate | unset |
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct CacheConfig {
@@ -52,6 +56,8 @@ pub struct CacheConfig {
     pub refresh_ahead: Option<f64>,
     /// How values are encoded.
     pub codec: Codec,
+    /// TLS for `rediss://` and `rediss-cluster://` URLs: a CA file, a client certificate.
+    pub tls: ClientTls,
 }
 
 impl Default for CacheConfig {
@@ -69,6 +75,7 @@ impl Default for CacheConfig {
             distributed_lock: false,
             refresh_ahead: None,
             codec: Codec::Json,
+            tls: ClientTls::default(),
         }
     }
 }
@@ -128,6 +135,21 @@ impl CacheConfig {
             "",
             "reload hits past this fraction of their TTL in the background (e.g. 0.8)",
         ),
+        Var::new(
+            "TIDEWELL_CACHE_TLS_CA_FILE",
+            "",
+            "PEM CA certificates trusted for rediss:// instead of the system's roots",
+        ),
+        Var::new(
+            "TIDEWELL_CACHE_TLS_CERT_FILE",
+            "",
+            "PEM client certificate, for mutual TLS",
+        ),
+        Var::new(
+            "TIDEWELL_CACHE_TLS_KEY_FILE",
+            "",
+            "PEM private key of the client certificate",
+        ),
     ];
 
     /// Reads the variables in the table above from the process environment.
@@ -166,6 +188,7 @@ impl CacheConfig {
                 "a fraction between 0 and 1, e.g. 0.8",
             )?,
             codec: d.codec,
+            tls: ClientTls::from_source(env, "TIDEWELL_CACHE")?,
         })
     }
 

@@ -21,12 +21,13 @@ use crate::local::Local;
 /// Starts the listener task; it ends when `stop` fires.
 pub(crate) fn start(
     url: &str,
+    tls: &tidewell_core::tls::ClientTls,
     channel: String,
     origin: String,
     local: Arc<Local>,
     stop: CancellationToken,
 ) -> Result<(), Error> {
-    let client = redis::Client::open(url).map_err(|e| Error::Connect {
+    let client = tls.redis_client(url).map_err(|e| Error::Connect {
         url: redact(url),
         reason: e.to_string(),
     })?;

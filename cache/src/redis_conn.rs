@@ -1,12 +1,13 @@
 //! The connection to Redis: one self-healing connection manager to a single server, or a Redis
-//! Cluster connection (`redis-cluster://host:port,host:port`), both bounded by the cache's
-//! timeout.
+//! Cluster connection (`redis-cluster://host:port,host:port`, `rediss-cluster://` over TLS), both
+//! bounded by the cache's timeout.
 
 use std::time::Duration;
 
 use redis::Value;
 use redis::aio::ConnectionManager;
 use tidewell_core::config::redact_url;
+use tidewell_core::tls::{ClientTls, explain};
 
 use crate::Error;
 
@@ -18,16 +19,30 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
-    /// Connects to `url` (`redis://`, `rediss://` or `redis-cluster://`), every call bounded by
-    /// `timeout`; fails fast if Redis is unreachable.
-    pub(crate) async fn open(url: &str, timeout: Duration) -> Result<Self, Error> {
+    /// Connects to `url` (`redis://`, `rediss://`, `redis-cluster://` or `rediss-cluster://`),
+    /// every call bounded by `timeout`; fails fast if Redis is unreachable. TLS URLs use `tls`.
+    pub(crate) async fn open(url: &str, timeout: Duration, tls: &ClientTls) -> Result<Self, Error> {
         let connect_error = |reason: String| Error::Connect {
             url: redact_url(url),
             reason,
         };
-        if url.starts_with("redis-cluster://") {
+        let failed = |e: redis::RedisError| {
+            let host = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+            connect_error(explain(host, &e).unwrap_or_else(|| e.to_string()))
+        };
+        if url.starts_with("redis-cluster://") || url.starts_with("rediss-cluster://") {
             let nodes = cluster_nodes(url);
-            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
+            if url.starts_with("rediss-cluster://") {
+                tidewell_core::tls::install_ring();
+                builder = builder.certs(tls.redis_certificates()?);
+            } else if !tls.is_default() {
+                return Err(Error::Config(
+                    "TLS files are set but the cache URL is redis-cluster://; use rediss-cluster:// or unset them".into(),
+                ));
+            }
+            let client = builder
                 .response_timeout(timeout)
                 .connection_timeout(timeout.max(Duration::from_secs(1)))
                 .build()
@@ -38,10 +53,10 @@ impl Conn {
             )
             .await
             .map_err(|_| connect_error("no answer in time".into()))?
-            .map_err(|e| connect_error(e.to_string()))?;
+            .map_err(failed)?;
             return Ok(Self::Cluster(connection));
         }
-        let client = redis::Client::open(url).map_err(|e| connect_error(e.to_string()))?;
+        let client = tls.redis_client(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
@@ -53,7 +68,7 @@ impl Conn {
         )
         .await
         .map_err(|_| connect_error("no answer in time".into()))?
-        .map_err(|e| connect_error(e.to_string()))?;
+        .map_err(failed)?;
         Ok(Self::Single(connection))
     }
 }
@@ -88,11 +103,16 @@ impl redis::aio::ConnectionLike for Conn {
 
 /// The nodes of a `redis-cluster://host:port,host:port` URL, as `redis://` URLs.
 pub(crate) fn cluster_nodes(url: &str) -> Vec<String> {
+    let scheme = if url.starts_with("rediss-cluster://") {
+        "rediss"
+    } else {
+        "redis"
+    };
     url.split_once("://")
         .map(|(_, rest)| rest.trim_end_matches('/'))
         .unwrap_or_default()
         .split(',')
         .filter(|n| !n.is_empty())
-        .map(|n| format!("redis://{n}"))
+        .map(|n| format!("{scheme}://{n}"))
         .collect()
 }

@@ -108,9 +108,10 @@ impl RedisStore {
     pub(crate) async fn connect(
         url: &str,
         timeout: Duration,
+        tls: &tidewell_core::tls::ClientTls,
         announce: Option<Announce>,
     ) -> Result<Self, Error> {
-        Ok(Self::with(Conn::open(url, timeout).await?, announce))
+        Ok(Self::with(Conn::open(url, timeout, tls).await?, announce))
     }
 
     fn with(connection: Conn, announce: Option<Announce>) -> Self {
@@ -570,7 +571,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_atomic_write_records_current_versions() {
         let redis = tidewell_testkit::TestRedis::connect().await;
-        let store = RedisStore::connect(redis.url(), Duration::from_secs(2), None)
+        let store = RedisStore::connect(redis.url(), Duration::from_secs(2), &Default::default(), None)
             .await
             .unwrap();
         let p = redis.prefix();

@@ -15,8 +15,13 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    DefaultConnectionBuilder,
+};
 use tidewell_core::Backoff;
+use tidewell_core::tls::ClientTls;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +47,8 @@ pub(crate) struct AmqpBackend {
 /// tasks it owns.
 struct Supervised {
     url: String,
+    /// The CA and client certificate for an `amqps://` URL, read once at start.
+    tls: OwnedTLSConfig,
     name: String,
     declarations: Vec<Declaration>,
     publish_timeout: Duration,
@@ -69,9 +76,11 @@ impl AmqpBackend {
         declarations: Vec<Declaration>,
         publish_timeout: Duration,
         reconnect: Backoff,
+        tls: &ClientTls,
     ) -> Result<Self, Error> {
         let (live, _) = watch::channel(None);
         let inner = Arc::new(Supervised {
+            tls: tls_config(url, tls)?,
             url: url.to_owned(),
             name: name.to_owned(),
             declarations,
@@ -96,8 +105,16 @@ impl Supervised {
         let properties = ConnectionProperties::default().with_connection_name(LongString::from(
             format!("tidewell:{}#{generation}", self.name),
         ));
+        let connect = async {
+            DefaultConnectionBuilder::new()?
+                .with_uri_str(self.url.clone())
+                .with_properties(properties)
+                .with_tls_config(self.tls.clone())
+                .connect()
+                .await
+        };
         let connection =
-            match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, properties))
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect)
                 .await
             {
                 Ok(Ok(c)) => c,
@@ -222,15 +239,50 @@ async fn rpc<T>(
     }
 }
 
+/// lapin's TLS settings for `url` from `tls`: the CA file added to the system's roots, the client
+/// certificate and key. TLS files with an `amqp://` URL are refused (they would go unused).
+fn tls_config(url: &str, tls: &ClientTls) -> Result<OwnedTLSConfig, Error> {
+    let config_error = Error::Config;
+    if tls.is_default() {
+        return Ok(OwnedTLSConfig::default());
+    }
+    if !url.starts_with("amqps:") {
+        return Err(Error::Config(tidewell_core::Error::Tls {
+            reason: "TLS files are set but the event hub URL is not amqps://; use amqps:// (port 5671) or unset them".into(),
+        }));
+    }
+    let cert_chain = tls
+        .ca_pem()
+        .map_err(config_error)?
+        .map(|pem| String::from_utf8_lossy(&pem).into_owned());
+    let identity = tls
+        .identity()
+        .map_err(config_error)?
+        .map(|id| OwnedIdentity::PKCS8 {
+            pem: id.cert_pem,
+            key: id.key_pem,
+        });
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
+}
+
 fn connect_error(url: &str, e: impl Into<crate::error::BoxError>) -> Error {
     let source = e.into();
     let source = if url.starts_with("amqps:") {
         // Never a plaintext fallback: a TLS URL either completes a verified handshake or fails.
-        format!(
-            "TLS connection failed ({source}); is the broker's TLS listener on this port (5671 by \
-             default) and is its certificate trusted?"
+        let host = host_of(url);
+        tidewell_core::tls::explain(&host, source.as_ref()).map_or_else(
+            || {
+                format!(
+                    "TLS connection to {host} failed ({source}); is the broker's TLS listener on \
+                     this port (5671 by default) and is its certificate trusted?"
+                )
+                .into()
+            },
+            Into::into,
         )
-        .into()
     } else {
         source
     };
@@ -238,6 +290,13 @@ fn connect_error(url: &str, e: impl Into<crate::error::BoxError>) -> Error {
         url: tidewell_core::config::redact_url(url),
         source,
     }
+}
+
+/// `host:port` of an AMQP URL, without credentials.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 /// Declares everything on one channel, within a bound of [`RPC_TIMEOUT`] per declaration.

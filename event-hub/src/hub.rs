@@ -99,6 +99,9 @@ pub(crate) struct HubState {
 /// | `TIDEWELL_EVENT_HUB_URL` | `amqp://…`, `amqps://…`, `memory://` (private) or `memory://<name>` (shared in the process) | `memory://` |
 /// | `TIDEWELL_EVENT_HUB_PUBLISH_TIMEOUT` | how long a publish may wait for a confirm, across reconnects | `30s` |
 /// | `TIDEWELL_EVENT_HUB_MAX_MESSAGE_SIZE` | largest encoded event, published or consumed | `1MiB` |
+/// | `TIDEWELL_EVENT_HUB_TLS_CA_FILE` | PEM CA certificates trusted for `amqps://`, besides the system's roots | unset |
+/// | `TIDEWELL_EVENT_HUB_TLS_CERT_FILE` | PEM client certificate, for brokers that require mutual TLS | unset |
+/// | `TIDEWELL_EVENT_HUB_TLS_KEY_FILE` | PEM private key of the client certificate | unset |
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct HubConfig {
@@ -108,6 +111,8 @@ pub struct HubConfig {
     pub publish_timeout: Duration,
     /// The largest encoded event accepted.
     pub max_message_size: usize,
+    /// TLS for an `amqps://` URL: a CA file, a client certificate.
+    pub tls: tidewell_core::tls::ClientTls,
 }
 
 impl Default for HubConfig {
@@ -116,6 +121,7 @@ impl Default for HubConfig {
             url: "memory://".into(),
             publish_timeout: Duration::from_secs(30),
             max_message_size: 1 << 20,
+            tls: tidewell_core::tls::ClientTls::default(),
         }
     }
 }
@@ -138,6 +144,21 @@ impl HubConfig {
             "TIDEWELL_EVENT_HUB_MAX_MESSAGE_SIZE",
             "1MiB",
             "the largest encoded event accepted",
+        ),
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_EVENT_HUB_TLS_CA_FILE",
+            "",
+            "PEM CA certificates trusted for amqps://, besides the system's roots",
+        ),
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_EVENT_HUB_TLS_CERT_FILE",
+            "",
+            "PEM client certificate, for mutual TLS",
+        ),
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_EVENT_HUB_TLS_KEY_FILE",
+            "",
+            "PEM private key of the client certificate",
         ),
     ];
 
@@ -164,6 +185,8 @@ impl HubConfig {
                 .map_or(d.max_message_size, |n| {
                     usize::try_from(n).unwrap_or(usize::MAX)
                 }),
+            tls: tidewell_core::tls::ClientTls::from_source(env, "TIDEWELL_EVENT_HUB")
+                .map_err(Error::Config)?,
         })
     }
 }
@@ -220,6 +243,14 @@ impl HubBuilder {
     #[must_use]
     pub fn topology(mut self, topology: Topology) -> Self {
         self.topology = topology;
+        self
+    }
+
+    /// TLS for an `amqps://` URL: a CA file (trusted besides the system's roots), a client
+    /// certificate and key for mutual TLS.
+    #[must_use]
+    pub fn tls(mut self, tls: tidewell_core::tls::ClientTls) -> Self {
+        self.config.tls = tls;
         self
     }
 
@@ -281,6 +312,7 @@ impl HubBuilder {
                         declarations,
                         self.config.publish_timeout,
                         self.reconnect.clone(),
+                        &self.config.tls,
                     )
                     .await?,
                 ),

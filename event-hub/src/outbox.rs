@@ -87,9 +87,19 @@ pub async fn connect(url: &str) -> Result<AnyPool, Error> {
             .idle_timeout(None)
             .max_lifetime(None);
     }
-    pool.connect_with(options)
-        .await
-        .map_err(|e| db("connect to the outbox database", e))
+    pool.connect_with(options).await.map_err(|e| {
+        // A refused TLS handshake (sslmode=verify-full and friends) says why, naming the host.
+        let host = url
+            .split_once('@')
+            .map_or(url, |(_, rest)| rest)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default();
+        match tidewell_core::tls::explain(host, &e) {
+            Some(why) => db("connect to the outbox database", why),
+            None => db("connect to the outbox database", e),
+        }
+    })
 }
 
 fn db(operation: &'static str, e: impl Into<crate::BoxError>) -> Error {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use tidewell_core::tls::ClientTls;
 
 use crate::Error;
 use crate::backend::BoxFuture;
@@ -44,10 +45,23 @@ impl std::fmt::Debug for RedisDedup {
 }
 
 impl RedisDedup {
-    /// Connects to Redis at `url`; keys are `<prefix>:<message id>`. Claims last 60 s, completed
-    /// marks 24 h.
+    /// Connects to Redis at `url` (`redis://`, or `rediss://` over TLS with the system's roots);
+    /// keys are `<prefix>:<message id>`. Claims last 60 s, completed marks 24 h.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(|e| Error::Dedup(e.into()))?;
+        Self::connect_tls(url, prefix, &ClientTls::default()).await
+    }
+
+    /// [`connect`](Self::connect) to a `rediss://` URL with `tls`: a private CA, a client
+    /// certificate for mutual TLS (see `tidewell_core::tls::ClientTls::from_source` for reading
+    /// them from `TIDEWELL_<AREA>_TLS_*` variables).
+    pub async fn connect_tls(
+        url: &str,
+        prefix: impl Into<String>,
+        tls: &ClientTls,
+    ) -> Result<Self, Error> {
+        let client = tls
+            .redis_client(url)
+            .map_err(|e| Error::Dedup(e.to_string().into()))?;
         let connection = tokio::time::timeout(
             Duration::from_secs(10),
             client.get_multiplexed_async_connection(),
@@ -55,7 +69,12 @@ impl RedisDedup {
         .await
         .map_err(|_| Error::Dedup("no answer from Redis within 10 s; is it running?".into()))?
         .map_err(|e| {
-            Error::Dedup(format!("cannot connect to Redis: {e}; is it running?").into())
+            let shown = tidewell_core::config::redact_url(url);
+            Error::Dedup(
+                tidewell_core::tls::explain(&shown, &e)
+                    .unwrap_or_else(|| format!("cannot connect to Redis: {e}; is it running?"))
+                    .into(),
+            )
         })?;
         Ok(Self {
             connection,

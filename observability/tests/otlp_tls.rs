@@ -89,7 +89,7 @@ async fn tls_receiver() -> (String, String, Arc<Mutex<Vec<String>>>) {
     });
     (
         format!("https://localhost:{port}/v1/traces"),
-        ca.pem(),
+        tidewell_testkit::tls::pem("CERTIFICATE", ca.der()),
         names,
     )
 }

@@ -53,12 +53,14 @@ impl Backplane {
     /// what was queued).
     pub(crate) async fn start(
         url: &str,
+        tls: &tidewell_core::tls::ClientTls,
         prefix: &str,
         rooms: Weak<Rooms>,
         stop: CancellationToken,
     ) -> Result<Self, Error> {
-        let client =
-            redis::Client::open(url).map_err(|e| Error::Config(format!("backplane URL: {e}")))?;
+        let client = tls
+            .redis_client(url)
+            .map_err(|e| Error::Config(format!("backplane: {e}")))?;
         let conn = tokio::time::timeout(
             Duration::from_secs(5),
             ConnectionManager::new(client.clone()),
@@ -71,10 +73,11 @@ impl Backplane {
             ))
         })?
         .map_err(|e| {
-            Error::Backplane(format!(
-                "Redis at {}: {e}",
-                tidewell_core::config::redact_url(url)
-            ))
+            let shown = tidewell_core::config::redact_url(url);
+            Error::Backplane(
+                tidewell_core::tls::explain(&shown, &e)
+                    .unwrap_or_else(|| format!("Redis at {shown}: {e}")),
+            )
         })?;
         let channel = format!("{prefix}:ws");
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tidewell_core::config::Env;
+use tidewell_core::tls::ClientTls;
 
 use crate::Error;
 
@@ -33,6 +34,9 @@ pub enum Overflow {
 /// | `TIDEWELL_WS_MAX_ROOMS` | `max_rooms` | `64` |
 /// | `TIDEWELL_WS_HISTORY` | `history_len` | `256` |
 /// | `TIDEWELL_WS_HISTORY_TTL` | `history_ttl` | `5m` |
+/// | `TIDEWELL_WS_BACKPLANE_TLS_CA_FILE` | `backplane_tls.ca_file`: PEM CA certificates trusted for a `rediss://` backplane instead of the system's roots | unset |
+/// | `TIDEWELL_WS_BACKPLANE_TLS_CERT_FILE` | `backplane_tls.cert_file`: PEM client certificate (mutual TLS) | unset |
+/// | `TIDEWELL_WS_BACKPLANE_TLS_KEY_FILE` | `backplane_tls.key_file`: its PEM private key | unset |
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct WsConfig {
@@ -56,6 +60,8 @@ pub struct WsConfig {
     pub history_ttl: Duration,
     /// Overflow policy per room kind (the part before `:`); rooms not listed use `default_overflow`.
     pub overflow: Vec<(String, Overflow)>,
+    /// TLS for a `rediss://` backplane ([`WsServer::connect_backplane`](crate::WsServer::connect_backplane)).
+    pub backplane_tls: ClientTls,
     /// Overflow policy for other rooms.
     pub default_overflow: Overflow,
     /// Rooms kinds (before `:`) that send presence (join/leave) frames.
@@ -77,6 +83,7 @@ impl Default for WsConfig {
             overflow: Vec::new(),
             default_overflow: Overflow::DropOldest,
             presence: Vec::new(),
+            backplane_tls: ClientTls::default(),
         }
     }
 }
@@ -124,6 +131,7 @@ impl WsConfig {
                 .duration("TIDEWELL_WS_HISTORY_TTL")
                 .map_err(e)?
                 .unwrap_or(d.history_ttl),
+            backplane_tls: ClientTls::from_source(env, "TIDEWELL_WS_BACKPLANE").map_err(e)?,
             ..d
         };
         c.validate()?;

@@ -69,6 +69,7 @@ impl Issuer {
     pub fn sign(&self, claims: &Claims) -> Result<Token, Error> {
         let mut header = Header::new(self.key.alg.jwt());
         header.kid = Some(self.key.kid.clone());
+        crate::crypto::install();
         jsonwebtoken::encode(&header, claims, &self.key.key)
             .map(Token::new)
             .map_err(|e| Error::Signing {

@@ -35,10 +35,12 @@
 //! # Ok::<(), tidewell_auth::Error>(())
 //! ```
 //!
-//! This crate enables `jsonwebtoken`'s `rust_crypto` provider. Do not also enable its `aws_lc_rs`
-//! feature in the same build: with both, `jsonwebtoken` cannot choose a provider.
+//! Signing and verifying run on `ring` (the crypto library rustls brings), through a
+//! `jsonwebtoken` provider that knows HS256 and EdDSA only: no RSA code is compiled in. An
+//! application that installs its own `jsonwebtoken` provider first keeps it.
 
 mod claims;
+mod crypto;
 mod error;
 mod issuer;
 mod keys;

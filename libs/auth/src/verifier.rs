@@ -120,6 +120,7 @@ impl Verifier {
         validation.set_audience(&[&self.aud]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
 
+        crate::crypto::install();
         jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.into_kind() {

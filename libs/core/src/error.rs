@@ -6,6 +6,14 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A TLS setting cannot be used: a CA, certificate or key file is missing, unreadable or not
+    /// PEM.
+    #[error("TLS configuration: {reason}")]
+    Tls {
+        /// What is wrong, naming the file.
+        reason: String,
+    },
+
     /// The bytes are not an event envelope (invalid JSON or a missing field).
     #[error(
         "malformed event envelope: {source}; expected the JSON form documented in docs/events.md"

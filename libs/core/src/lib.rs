@@ -19,6 +19,8 @@
 //!   AMQP headers, WebSocket frames), linked to OpenTelemetry with the feature `otel`.
 //! - [`pubsub`] (feature `redis`): one Redis pub/sub subscription kept alive across dropped
 //!   connections, telling its listener when messages may have been missed.
+//! - [`tls`]: the client TLS settings every backend reads (`TIDEWELL_<AREA>_TLS_CA_FILE`, a
+//!   client certificate and key for mutual TLS), and refused handshakes explained.
 //! - [`Shutdown`] (feature `runtime`, on by default): one graceful-shutdown signal (SIGINT/SIGTERM)
 //!   that servers and consumers accept, which also owns the tasks they spawn.
 //! - [`LingeringClose`] (feature `runtime`): a server connection that half-closes and drains
@@ -66,6 +68,7 @@ pub mod propagation;
 pub mod pubsub;
 #[cfg(feature = "runtime")]
 mod shutdown;
+pub mod tls;
 
 pub use backoff::{Backoff, BackoffBuilder, Schedule};
 pub use envelope::{CorrelationId, Envelope, Event, RawEnvelope, is_valid_event_type};

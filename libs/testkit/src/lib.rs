@@ -29,6 +29,7 @@ mod postgres;
 mod rabbit;
 mod redis_scope;
 mod service;
+pub mod tls;
 
 pub use names::unique_name;
 pub use postgres::TestDatabase;

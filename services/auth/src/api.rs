@@ -246,7 +246,7 @@ async fn insert_refresh(
     user_id: &str,
     device_id: &str,
 ) -> Result<String, ApiError> {
-    let token = new_refresh_token();
+    let token = new_refresh_token().map_err(internal)?;
     let ttl = i64::try_from(s.refresh_ttl.as_millis()).unwrap_or(i64::MAX);
     sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, family, user_id, device_id, expires_at) \

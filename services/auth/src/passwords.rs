@@ -1,14 +1,14 @@
 //! Passwords (argon2id) and the input rules for accounts.
 
 use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 
 /// Hashes `password` with argon2id (the crate's defaults: 19 MiB, 2 passes, OWASP's minimum).
 pub(crate) fn hash(password: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
+    // A random salt from the operating system (argon2's `getrandom` feature).
     Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
+        .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
 }

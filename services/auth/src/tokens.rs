@@ -1,14 +1,17 @@
 //! Refresh tokens: 256 random bits, stored only as a BLAKE2b hash.
 
-use argon2::password_hash::rand_core::{OsRng, RngCore as _};
+use ring::rand::{SecureRandom as _, SystemRandom};
 use base64::Engine as _;
 use blake2::{Blake2b512, Digest as _};
 
-/// A new refresh token (43 characters of base64url).
-pub(crate) fn new_refresh_token() -> String {
+/// A new refresh token (43 characters of base64url), from the operating system's generator;
+/// an error only where it has none (never a token of zeros).
+pub(crate) fn new_refresh_token() -> Result<String, &'static str> {
     let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the operating system's random number generator is unavailable")?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// What the database keeps of a refresh token.
@@ -25,7 +28,7 @@ mod tests {
 
     #[test]
     fn tokens_are_random_and_digests_stable() {
-        let (a, b) = (new_refresh_token(), new_refresh_token());
+        let (a, b) = (new_refresh_token().unwrap(), new_refresh_token().unwrap());
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
         assert_eq!(digest(&a), digest(&a));

@@ -242,7 +242,8 @@ impl WsServer {
     /// any node reaches the members on every node, with the same offsets and epochs everywhere,
     /// so a client recovers with `since` on whichever node it reconnects to. Fails fast if Redis
     /// is unreachable; afterwards a lost subscription is retried by itself (and the node's
-    /// histories are forgotten, so a window it missed answers `recovered: false`).
+    /// histories are forgotten, so a window it missed answers `recovered: false`). A `rediss://`
+    /// URL connects over TLS with [`WsConfig::backplane_tls`](crate::WsConfig::backplane_tls).
     #[cfg(feature = "redis")]
     pub async fn connect_backplane(&self, url: &str, prefix: &str) -> Result<(), Error> {
         if self.state.backplane.get().is_some() {
@@ -250,6 +251,7 @@ impl WsServer {
         }
         let b = crate::backplane::Backplane::start(
             url,
+            &self.state.config.backplane_tls,
             prefix,
             Arc::downgrade(&self.state.rooms),
             self.state.stop.child_token(),
