@@ -571,9 +571,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_atomic_write_records_current_versions() {
         let redis = tidewell_testkit::TestRedis::connect().await;
-        let store = RedisStore::connect(redis.url(), Duration::from_secs(2), &Default::default(), None)
-            .await
-            .unwrap();
+        let store = RedisStore::connect(
+            redis.url(),
+            Duration::from_secs(2),
+            &Default::default(),
+            None,
+        )
+        .await
+        .unwrap();
         let p = redis.prefix();
         let (key, tags) = (
             format!("{{{p}}}:e:n:k"),

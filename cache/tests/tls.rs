@@ -46,7 +46,9 @@ async fn a_trusted_server_round_trips_a_value() {
     let url = format!("rediss://localhost:{}", f.rediss_port());
     let cache = build(url, ClientTls::new().ca_file(f.ca())).await.unwrap();
     let ns = cache.namespace("tls").unwrap();
-    ns.set(&Key::from("k"), &"over TLS", MIN, &[]).await.unwrap();
+    ns.set(&Key::from("k"), &"over TLS", MIN, &[])
+        .await
+        .unwrap();
     assert_eq!(
         ns.get::<String>(&Key::from("k")).await.unwrap().as_deref(),
         Some("over TLS")
@@ -65,7 +67,11 @@ async fn a_certificate_from_another_ca_is_refused() {
 #[tokio::test]
 async fn the_system_roots_do_not_trust_a_private_ca() {
     let f = TlsFixture::get();
-    let e = refused(format!("rediss://localhost:{}", f.rediss_port()), ClientTls::new()).await;
+    let e = refused(
+        format!("rediss://localhost:{}", f.rediss_port()),
+        ClientTls::new(),
+    )
+    .await;
     assert!(e.contains("not signed by a trusted CA"), "{e}");
 }
 
@@ -126,9 +132,11 @@ async fn mutual_tls_needs_the_client_certificate() {
 #[tokio::test]
 async fn tls_files_with_a_plaintext_url_are_a_configuration_error() {
     let f = TlsFixture::get();
-    let e = build(tidewell_testkit::redis_url(), ClientTls::new().ca_file(f.ca()))
-        .await
-        .err()
-        .expect("refused");
+    let e = build(
+        tidewell_testkit::redis_url(),
+        ClientTls::new().ca_file(f.ca()),
+    )
+    .await
+    .expect_err("refused");
     assert!(e.to_string().contains("rediss://"), "{e}");
 }

@@ -14,8 +14,8 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     DefaultConnectionBuilder,
@@ -113,19 +113,16 @@ impl Supervised {
                 .connect()
                 .await
         };
-        let connection =
-            match tokio::time::timeout(CONNECT_TIMEOUT, connect)
-                .await
-            {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => return Err(connect_error(&self.url, e)),
-                Err(_) => {
-                    return Err(connect_error(
-                        &self.url,
-                        format!("no answer within {CONNECT_TIMEOUT:?}"),
-                    ));
-                }
-            };
+        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(connect_error(&self.url, e)),
+            Err(_) => {
+                return Err(connect_error(
+                    &self.url,
+                    format!("no answer within {CONNECT_TIMEOUT:?}"),
+                ));
+            }
+        };
         declare(&connection, &self.declarations).await?;
         let publish = rpc("open channel", connection.create_channel()).await?;
         rpc(

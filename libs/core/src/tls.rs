@@ -238,7 +238,10 @@ pub fn explain(host: &str, error: &(dyn StdError + 'static)) -> Option<String> {
     } else {
         return None;
     };
-    Some(format!("TLS to {host} refused: {reason} ({})", last_line(&text)))
+    Some(format!(
+        "TLS to {host} refused: {reason} ({})",
+        last_line(&text)
+    ))
 }
 
 /// The error and every source it has, joined.
@@ -269,22 +272,42 @@ mod tests {
             ("X_TLS_KEY_FILE", "/k.pem"),
         ]);
         let tls = ClientTls::from_source(&env, "X").unwrap();
-        assert_eq!(tls, ClientTls::new().ca_file("/ca.pem").client_cert("/c.pem", "/k.pem"));
-        assert!(ClientTls::from_source(&Env::from_pairs([("X_TLS_CERT_FILE", "/c")]), "X").is_err());
+        assert_eq!(
+            tls,
+            ClientTls::new()
+                .ca_file("/ca.pem")
+                .client_cert("/c.pem", "/k.pem")
+        );
+        assert!(
+            ClientTls::from_source(&Env::from_pairs([("X_TLS_CERT_FILE", "/c")]), "X").is_err()
+        );
         assert!(ClientTls::from_source(&Env::from_pairs([("X_TLS_KEY_FILE", "/k")]), "X").is_err());
-        assert!(ClientTls::from_source(&Env::from_pairs::<&str, &str>([]), "X").unwrap().is_default());
+        assert!(
+            ClientTls::from_source(&Env::from_pairs::<&str, &str>([]), "X")
+                .unwrap()
+                .is_default()
+        );
     }
 
     #[test]
     fn a_missing_or_empty_ca_file_is_an_error_naming_it() {
-        let missing = ClientTls::new().ca_file("/nonexistent/ca.pem").ca_pem().unwrap_err();
-        assert!(missing.to_string().contains("/nonexistent/ca.pem"), "{missing}");
+        let missing = ClientTls::new()
+            .ca_file("/nonexistent/ca.pem")
+            .ca_pem()
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/ca.pem"),
+            "{missing}"
+        );
         let dir = std::env::temp_dir().join(format!("tidewell-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, b"not a certificate").unwrap();
         let err = ClientTls::new().ca_file(&empty).ca_pem().unwrap_err();
-        assert!(err.to_string().contains("holds no PEM certificate"), "{err}");
+        assert!(
+            err.to_string().contains("holds no PEM certificate"),
+            "{err}"
+        );
     }
 
     #[test]

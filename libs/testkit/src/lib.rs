@@ -70,14 +70,22 @@ pub fn env_vars_in(source: &str) -> std::collections::BTreeSet<String> {
 }
 
 /// Asserts that every variable [`env_vars_in`] finds in `source` is in `listed` (a
-/// configuration's `VARS`).
+/// configuration's `VARS`), or is the prefix of listed ones (`"TIDEWELL_CACHE"` handed to
+/// `ClientTls::from_source`, which reads `TIDEWELL_CACHE_TLS_*`).
 ///
 /// # Panics
 /// When one is missing, naming it.
 pub fn assert_vars_listed(source: &str, listed: &[tidewell_core::cli::Var]) {
     let missing: Vec<String> = env_vars_in(source)
         .into_iter()
-        .filter(|name| !listed.iter().any(|v| v.name == name))
+        .filter(|name| {
+            !listed.iter().any(|v| {
+                v.name == name
+                    || v.name
+                        .strip_prefix(name.as_str())
+                        .is_some_and(|rest| rest.starts_with('_'))
+            })
+        })
         .collect();
     assert!(
         missing.is_empty(),

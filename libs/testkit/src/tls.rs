@@ -2,6 +2,10 @@
 //! listeners, certificates made by openssl), and TLS servers the tests start themselves with
 //! certificates made here (expired, not yet valid), for the failures no real server is set up
 //! to show.
+#![allow(
+    clippy::expect_used,
+    reason = "a test kit: a server that cannot be set up is the calling test's failure"
+)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,7 +45,11 @@ impl TlsFixture {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let certs = PathBuf::from(vars.get("TIDEWELL_TEST_TLS_DIR").cloned().unwrap_or_default());
+        let certs = PathBuf::from(
+            vars.get("TIDEWELL_TEST_TLS_DIR")
+                .cloned()
+                .unwrap_or_default(),
+        );
         Self { certs, vars }
     }
 

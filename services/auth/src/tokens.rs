@@ -1,8 +1,8 @@
 //! Refresh tokens: 256 random bits, stored only as a BLAKE2b hash.
 
-use ring::rand::{SecureRandom as _, SystemRandom};
 use base64::Engine as _;
 use blake2::{Blake2b512, Digest as _};
+use ring::rand::{SecureRandom as _, SystemRandom};
 
 /// A new refresh token (43 characters of base64url), from the operating system's generator;
 /// an error only where it has none (never a token of zeros).

@@ -366,7 +366,7 @@ fn embedded(data: &std::path::Path) -> PlatformConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_flow_on_embedded_defaults() {
     let data = DataDir::new("platform");
-    flow(embedded(data.path())).await;
+    Box::pin(flow(embedded(data.path()))).await;
 }
 
 /// `c` on `rabbit`'s broker, with exchanges and queues of its own (removed with `rabbit`).
@@ -400,7 +400,7 @@ async fn the_whole_flow_on_rabbitmq_redis_and_postgres() {
     c.payments_db = Some(dbs[1].url().to_owned());
     c.admin_db = Some(dbs[2].url().to_owned());
     c.profile_db = Some(dbs[3].url().to_owned());
-    flow(c).await;
+    Box::pin(flow(c)).await;
 }
 
 /// Closes every RabbitMQ connection whose client properties mention `needle`; answers how many.
