@@ -64,7 +64,7 @@ pub use body::{BoxError, ProxyBody};
 pub use config::{Balance, HostHeader, ProxyConfig, RateLimit, Route, SecurityHeaders};
 pub use error::Error;
 pub use request::ClientAddr;
-pub use server::serve;
+pub use server::{serve, serve_redirect, serve_tls};
 pub use service::Proxy;
 /// The request id header the proxy keeps or makes, sends upstream and echoes (`x-request-id`).
 pub use tidewell_core::http::REQUEST_ID_HEADER;

@@ -8,7 +8,7 @@
 )]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,6 +191,84 @@ impl TlsStub {
             _dir: TempDir(dir),
         }
     }
+}
+
+/// A CA, and a certificate for `localhost` signed by it with its key, in PEM files of a temporary
+/// directory (removed on drop): what a TLS server under test is given to serve.
+#[derive(Debug)]
+pub struct CertFiles {
+    /// The CA's certificate (trust it to accept the server).
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's private key (PKCS#8).
+    pub key: PathBuf,
+    dir: TempDir,
+}
+
+impl CertFiles {
+    /// A new CA and a `localhost` certificate valid as `validity` says.
+    pub fn generate(validity: Validity) -> Self {
+        let dir = std::env::temp_dir().join(crate::unique_name("tls-certs"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let files = Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir: TempDir(dir),
+        };
+        files.write(validity);
+        files
+    }
+
+    /// Replaces the files in place with a new CA and certificate (answers the new CA's path,
+    /// `ca-2.pem`, `ca-3.pem`…): a certificate rotation as an operator does it.
+    pub fn rotate(&self, validity: Validity) -> PathBuf {
+        let n = std::fs::read_dir(&self.dir.0).map_or(0, Iterator::count);
+        let (ca_pem, chain, key) = make_certs(validity);
+        let ca = self.dir.0.join(format!("ca-{n}.pem"));
+        std::fs::write(&ca, ca_pem).expect("write CA");
+        write_server(&self.cert, &self.key, &chain, &key);
+        ca
+    }
+
+    fn write(&self, validity: Validity) {
+        let (ca_pem, chain, key) = make_certs(validity);
+        std::fs::write(&self.ca, ca_pem).expect("write CA");
+        write_server(&self.cert, &self.key, &chain, &key);
+    }
+}
+
+/// Writes the key first and the certificate last, each through a rename, so a reader never sees
+/// half a file.
+fn write_server(
+    cert: &Path,
+    key: &Path,
+    chain: &[CertificateDer<'static>],
+    der: &PrivateKeyDer<'_>,
+) {
+    let tmp = key.with_extension("tmp");
+    std::fs::write(&tmp, pem("PRIVATE KEY", der.secret_der())).expect("write key");
+    std::fs::rename(&tmp, key).expect("rename key");
+    let text: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+    let tmp = cert.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write cert");
+    std::fs::rename(&tmp, cert).expect("rename cert");
+}
+
+/// A rustls client configuration that trusts only the CA in `ca` (PEM file) and offers `alpn`.
+pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject as _;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(cert.expect("CA certificate")).expect("add CA");
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
 }
 
 /// A CA (PEM) and a `localhost` certificate chain with its key, valid as `validity` says.

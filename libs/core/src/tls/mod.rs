@@ -17,6 +17,12 @@
 //! # Ok::<(), tidewell_core::Error>(())
 //! ```
 
+#[cfg(feature = "server-tls")]
+mod server;
+#[cfg(feature = "server-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server-tls")))]
+pub use server::{DEFAULT_HSTS, ServerTls};
+
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 
