@@ -9,6 +9,11 @@
 //! curl -i localhost:8080/anything -H 'x-request-id: demo-1'
 //! ```
 //!
+//! With `TIDEWELL_PROXY_TLS_CERT_FILE` and `TIDEWELL_PROXY_TLS_KEY_FILE` it serves HTTPS instead
+//! (TLS 1.2 and 1.3, HTTP/2 by ALPN, the certificate reloaded when the files change or on
+//! SIGHUP), and with `TIDEWELL_PROXY_REDIRECT_LISTEN` also a plain-HTTP port that only redirects
+//! to it.
+//!
 //! Ctrl-C drains in-flight requests and stops.
 #![allow(
     clippy::print_stdout,
@@ -21,7 +26,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tidewell::core::cli::{Cli, Var};
-use tidewell::proxy::{Proxy, ProxyConfig, serve};
+use tidewell::core::config::Env;
+use tidewell::core::tls::ServerTls;
+use tidewell::proxy::{Proxy, ProxyConfig, serve, serve_redirect, serve_tls};
 
 fn main() -> ExitCode {
     let cli = Cli::new(
@@ -40,6 +47,26 @@ fn main() -> ExitCode {
             "127.0.0.1:8080",
             "where the proxy listens",
         ),
+        Var::new(
+            "TIDEWELL_PROXY_TLS_CERT_FILE",
+            "",
+            "PEM certificate chain to serve HTTPS with (unset: plain HTTP)",
+        ),
+        Var::new(
+            "TIDEWELL_PROXY_TLS_KEY_FILE",
+            "",
+            "PEM private key of the served certificate",
+        ),
+        Var::new(
+            "TIDEWELL_PROXY_HSTS",
+            "max-age=31536000",
+            "Strict-Transport-Security on HTTPS answers (off: none)",
+        ),
+        Var::new(
+            "TIDEWELL_PROXY_REDIRECT_LISTEN",
+            "",
+            "a plain-HTTP address that only redirects to HTTPS (with TLS)",
+        ),
     ]);
     if let Some(done) = cli.handle_args() {
         return done;
@@ -56,17 +83,36 @@ async fn run() -> Result<(), Box<dyn Error>> {
     demo_upstream("127.0.0.1:3001").await?;
     let listen = std::env::var("TIDEWELL_PROXY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!(
-        "proxy on http://{listen} with {} routes; Ctrl-C to stop",
-        config.routes.len()
-    );
-    serve(
+    let tls = ServerTls::from_source(&Env::process(), "TIDEWELL_PROXY")?;
+    let routes = config.routes.len();
+    let proxy = Proxy::new(config)?;
+    let Some(tls) = tls else {
+        println!("proxy on http://{listen} with {routes} routes; Ctrl-C to stop");
+        serve(
+            listener,
+            proxy,
+            tokio::signal::ctrl_c(),
+            Duration::from_secs(10),
+        )
+        .await;
+        println!("drained; bye");
+        return Ok(());
+    };
+    if let Ok(redirect) = std::env::var("TIDEWELL_PROXY_REDIRECT_LISTEN") {
+        let plain = tokio::net::TcpListener::bind(&redirect).await?;
+        let port = listener.local_addr()?.port();
+        println!("redirecting http://{redirect} to https://…:{port}");
+        tokio::spawn(serve_redirect(plain, port, std::future::pending::<()>()));
+    }
+    println!("proxy on https://{listen} with {routes} routes; Ctrl-C to stop");
+    serve_tls(
         listener,
-        Proxy::new(config)?,
+        proxy,
+        &tls,
         tokio::signal::ctrl_c(),
         Duration::from_secs(10),
     )
-    .await;
+    .await?;
     println!("drained; bye");
     Ok(())
 }

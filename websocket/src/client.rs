@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use tidewell_core::tls::ClientTls;
 use tidewell_core::{Backoff, RawEnvelope};
 use tidewell_protocol::{ClientFrame, ServerFrame, Since, close};
 use tokio::sync::mpsc;
@@ -62,10 +63,10 @@ pub enum ClientEvent {
 }
 
 /// How the client connects.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
-    /// `ws://host:port/path`.
+    /// `ws://host:port/path`, or `wss://host:port/path` over TLS.
     pub url: String,
     /// The JWT, sent as `Authorization: Bearer`.
     pub token: String,
@@ -73,6 +74,21 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Requests (subscribe / unsubscribe) kept while offline; older ones are dropped past it.
     pub offline_queue: usize,
+    /// For a `wss://` URL: a CA file trusted instead of the system's roots, a client certificate.
+    pub tls: ClientTls,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token: configurations end up in logs.
+        f.debug_struct("ClientConfig")
+            .field("url", &tidewell_core::config::redact_url(&self.url))
+            .field("token", &"<redacted>")
+            .field("backoff", &self.backoff)
+            .field("offline_queue", &self.offline_queue)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -87,7 +103,15 @@ impl ClientConfig {
                 .build()
                 .unwrap_or_default(),
             offline_queue: 256,
+            tls: ClientTls::default(),
         }
+    }
+
+    /// TLS for a `wss://` URL: a private CA, a client certificate.
+    #[must_use]
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
@@ -170,6 +194,36 @@ impl WsClient {
     }
 }
 
+/// Why the server's certificate was refused, if that is what `error` is.
+fn tls_refusal(url: &str, error: &WsError) -> Option<String> {
+    if !url.starts_with("wss://") {
+        return None;
+    }
+    let host = url
+        .trim_start_matches("wss://")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    tidewell_core::tls::explain(host, error)
+}
+
+/// The TLS connector of a `wss://` URL (`None` for `ws://`, which must then have no TLS files).
+fn tls_connector(config: &ClientConfig) -> Result<Option<tokio_tungstenite::Connector>, String> {
+    let tls = config.url.starts_with("wss://");
+    if !tls {
+        return if config.tls.is_default() {
+            Ok(None)
+        } else {
+            Err("TLS files are set but the URL is not wss://; use wss:// or unset them".into())
+        };
+    }
+    let rustls = config.tls.rustls_config().map_err(|e| e.to_string())?;
+    Ok(Some(tokio_tungstenite::Connector::Rustls(
+        std::sync::Arc::new(rustls),
+    )))
+}
+
 #[derive(Default)]
 struct State {
     /// Rooms wanted, with the last position seen in each.
@@ -190,6 +244,13 @@ async fn run(
 ) {
     let mut st = State::default();
     let mut schedule = config.backoff.schedule();
+    let connector = match tls_connector(&config) {
+        Ok(c) => c,
+        Err(reason) => {
+            let _ = events.send(ClientEvent::Stopped { reason }).await;
+            return;
+        }
+    };
     loop {
         let mut req = match config.url.as_str().into_client_request() {
             Ok(r) => r,
@@ -205,8 +266,17 @@ async fn run(
         if let Ok(v) = format!("Bearer {}", config.token).parse() {
             req.headers_mut().insert("authorization", v);
         }
-        let ws = match tokio_tungstenite::connect_async(req).await {
+        let connect =
+            tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector.clone());
+        let ws = match connect.await {
             Ok((ws, _)) => ws,
+            // A certificate the client does not accept stays unaccepted: retrying would only
+            // hide it. (Never a fallback to plaintext either: a wss:// URL is TLS or nothing.)
+            Err(error) if tls_refusal(&config.url, &error).is_some() => {
+                let reason = tls_refusal(&config.url, &error).unwrap_or_default();
+                let _ = events.send(ClientEvent::Stopped { reason }).await;
+                return;
+            }
             Err(WsError::Http(res)) if res.status() == 401 => {
                 let _ = events
                     .send(ClientEvent::Stopped {

@@ -281,7 +281,7 @@ fn make_certs(
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "Tidewell stub CA");
+        .push(DnType::CommonName, crate::unique_name("Tidewell stub CA"));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.not_before = now - day * 2 * 365;
     ca_params.not_after = now + day * 2 * 365;

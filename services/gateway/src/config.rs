@@ -32,6 +32,12 @@ pub struct GatewayConfig {
     pub api_per_minute: u32,
     /// The service name of its queue, default `gateway`.
     pub queue_service: String,
+    /// HTTPS (`wss://` for the rooms through the same listener): `GATEWAY_TLS_CERT_FILE` and
+    /// `GATEWAY_TLS_KEY_FILE` (PEM), `GATEWAY_HSTS` (default `max-age=31536000`, `off` for none).
+    /// `None` (the default): plain HTTP.
+    pub tls: Option<tidewell_core::tls::ServerTls>,
+    /// `GATEWAY_REDIRECT_ADDR`: with TLS, a plain-HTTP address that only redirects to HTTPS.
+    pub redirect_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -45,6 +51,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("cors_origins", &self.cors_origins)
             .field("auth_per_minute", &self.auth_per_minute)
             .field("api_per_minute", &self.api_per_minute)
+            .field("tls", &self.tls)
+            .field("redirect_addr", &self.redirect_addr)
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +90,26 @@ impl GatewayConfig {
         ),
         Self::AUTH_PER_MINUTE,
         Self::API_PER_MINUTE,
+        tidewell_core::cli::Var::new(
+            "GATEWAY_TLS_CERT_FILE",
+            "",
+            "PEM certificate chain: serve HTTPS and wss:// (unset: plain HTTP)",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_TLS_KEY_FILE",
+            "",
+            "PEM private key of the served certificate",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_HSTS",
+            "max-age=31536000",
+            "Strict-Transport-Security on HTTPS answers (off: none)",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_REDIRECT_ADDR",
+            "",
+            "with TLS, a plain-HTTP address that only redirects to HTTPS",
+        ),
     ];
 
     /// `GATEWAY_AUTH_PER_MINUTE` as `--help` lists it (the platform reads it too).
@@ -111,6 +139,8 @@ impl GatewayConfig {
             auth_per_minute: 10,
             api_per_minute: 100,
             queue_service: "gateway".into(),
+            tls: None,
+            redirect_addr: None,
         }
     }
 
@@ -148,6 +178,15 @@ impl GatewayConfig {
         }
         if let Some(n) = env.parse("GATEWAY_API_PER_MINUTE", "a whole number")? {
             c.api_per_minute = n;
+        }
+        c.tls = tidewell_core::tls::ServerTls::from_source(&env, "GATEWAY")?;
+        c.redirect_addr = env.parse("GATEWAY_REDIRECT_ADDR", "an address such as 0.0.0.0:80")?;
+        if c.redirect_addr.is_some() && c.tls.is_none() {
+            return Err(tidewell_core::Error::InvalidVar {
+                name: "GATEWAY_REDIRECT_ADDR".into(),
+                reason: "it redirects to HTTPS, which is off".into(),
+                expected: "GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE set too",
+            });
         }
         Ok(c)
     }

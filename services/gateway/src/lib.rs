@@ -243,17 +243,48 @@ impl Gateway {
         web::router(Arc::clone(&self.state))
     }
 
-    /// Serves the gateway on `listener` until `shutdown`, then closes WebSockets with 1001.
+    /// Serves the gateway on `listener` until `shutdown`, then closes WebSockets with 1001:
+    /// over HTTPS (and `wss://`) when the configuration has `tls`, with the redirecting plain
+    /// listener on `redirect_addr` if set; plain HTTP otherwise.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = tidewell_service_kit::layers(self.router())
-            .into_make_service_with_connect_info::<tidewell_service_kit::PeerAddr>();
-        let result = axum::serve(tidewell_service_kit::nodelay(listener), app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let app = tidewell_service_kit::layers(self.router());
+        let result = match &self.state.config.tls {
+            Some(tls) => {
+                let redirect = match self.state.config.redirect_addr {
+                    Some(addr) => {
+                        let plain = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                            std::io::Error::new(
+                                e.kind(),
+                                format!("cannot listen on {addr} (GATEWAY_REDIRECT_ADDR): {e}"),
+                            )
+                        })?;
+                        let port = listener.local_addr()?.port();
+                        Some(tokio::spawn(tidewell_proxy::serve_redirect(
+                            plain,
+                            port,
+                            std::future::pending::<()>(),
+                        )))
+                    }
+                    None => None,
+                };
+                let served = tidewell_service_kit::serve_tls(listener, app, tls, shutdown).await;
+                if let Some(task) = redirect {
+                    task.abort();
+                }
+                served
+            }
+            None => {
+                let app =
+                    app.into_make_service_with_connect_info::<tidewell_service_kit::PeerAddr>();
+                axum::serve(tidewell_service_kit::nodelay(listener), app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         self.state.ws.shutdown(Duration::from_secs(5)).await;
         result
     }

@@ -45,6 +45,7 @@ mod extract;
 pub mod openapi;
 mod program;
 mod serve;
+mod serve_tls;
 mod startup;
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
@@ -59,4 +60,5 @@ pub use program::{Service, run, run_service};
 pub use serve::{
     ListenError, PeerAddr, ServiceListener, layers, listen, nodelay, serve, shutdown_signal,
 };
+pub use serve_tls::serve_tls;
 pub use startup::StartError;

@@ -198,6 +198,60 @@ impl ClientTls {
     }
 }
 
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+impl ClientTls {
+    /// A rustls client configuration (ring, TLS 1.2 and 1.3) with these settings: the CA file's
+    /// certificates as the only roots when set (as libpq's `sslrootcert` and redis-rs do), else
+    /// the system's; the client certificate when set. Certificates and host names are always
+    /// verified.
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, Error> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |reason: String| Error::Tls { reason };
+        let mut roots = rustls::RootCertStore::empty();
+        match self.ca_pem()? {
+            Some(pem) => {
+                for cert in CertificateDer::pem_slice_iter(&pem) {
+                    let cert = cert.map_err(|e| invalid(format!("the CA file: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| invalid(format!("a certificate of the CA file: {e}")))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                if found.certs.is_empty() {
+                    return Err(invalid(format!(
+                        "no system root certificates found ({:?}); install ca-certificates or set a CA file",
+                        found.errors
+                    )));
+                }
+                // Unreadable entries among readable ones are skipped, as every TLS client does.
+                let _ = roots.add_parsable_certificates(found.certs);
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| invalid(e.to_string()))?
+            .with_root_certificates(roots);
+        match self.identity()? {
+            Some(id) => {
+                let chain = CertificateDer::pem_slice_iter(&id.cert_pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid(format!("the client certificate: {e}")))?;
+                let key = PrivateKeyDer::from_pem_slice(&id.key_pem)
+                    .map_err(|e| invalid(format!("the client key: {e}")))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| invalid(format!("the client certificate and key: {e}")))
+            }
+            None => Ok(builder.with_no_client_auth()),
+        }
+    }
+}
+
 /// Makes rustls's `ring` provider the process default, unless one is installed: clients that
 /// build their TLS configuration with the process default (redis-rs, tungstenite) then work even
 /// where another crate of the build enables a second provider.
@@ -220,7 +274,12 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
 /// error is not about TLS.
 pub fn explain(host: &str, error: &(dyn StdError + 'static)) -> Option<String> {
     let text = chain_text(error);
-    let reason = if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
+    // BadSignature: a trusted CA has the issuer's name but did not sign it (another CA of the
+    // same name); for the client that is the same as an unknown issuer.
+    let reason = if text.contains("UnknownIssuer")
+        || text.contains("unknown issuer")
+        || text.contains("BadSignature")
+    {
         "its certificate is not signed by a trusted CA; set the CA file to the CA that signed it"
     } else if text.contains("Expired") || text.contains("expired") {
         "its certificate has expired"
@@ -322,6 +381,12 @@ mod tests {
         let text = explain("db.example:5432", &e).unwrap();
         assert!(text.contains("db.example:5432"), "{text}");
         assert!(text.contains("not signed by a trusted CA"), "{text}");
+        let e = std::io::Error::other("invalid peer certificate: BadSignature");
+        assert!(
+            explain("h", &e)
+                .unwrap()
+                .contains("not signed by a trusted CA")
+        );
         let e = std::io::Error::other("invalid peer certificate: Expired");
         assert!(explain("h", &e).unwrap().contains("expired"));
         let e = std::io::Error::other("invalid peer certificate: NotValidForName");
