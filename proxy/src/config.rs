@@ -6,6 +6,7 @@ use http::{Method, Uri};
 use ipnet::IpNet;
 use serde::Deserialize;
 use tidewell_core::config::{Env, parse_byte_size, parse_duration};
+use tidewell_core::tls::ClientTls;
 
 use crate::Error;
 
@@ -57,8 +58,12 @@ pub struct Route {
     pub host: Option<String>,
     /// Only these methods (empty: all).
     pub methods: Vec<Method>,
-    /// Upstream base URLs: `http://host:port` (HTTP/1.1) or `h2c://host:port` (HTTP/2 cleartext).
+    /// Upstream base URLs: `http://host:port` (HTTP/1.1), `h2c://host:port` (HTTP/2 cleartext)
+    /// or `https://host:port` (TLS, HTTP/2 when the upstream picks `h2` by ALPN, else HTTP/1.1).
     pub upstreams: Vec<Uri>,
+    /// For `https://` upstreams: the CA file trusted instead of the system's roots, a client
+    /// certificate. The upstream's certificate and host name are always verified.
+    pub tls: ClientTls,
     /// Replaces `prefix` in the forwarded path (`Some("")` strips it).
     pub rewrite: Option<String>,
     /// What the upstream sees as `Host`.
@@ -96,6 +101,7 @@ impl Route {
                 .iter()
                 .map(|u| parse_upstream(prefix, u))
                 .collect::<Result<_, _>>()?,
+            tls: ClientTls::default(),
             rewrite: None,
             host_header: HostHeader::Preserve,
             balance: Balance::RoundRobin,
@@ -110,6 +116,13 @@ impl Route {
         };
         route.validate()?;
         Ok(route)
+    }
+
+    /// TLS to this route's `https://` upstreams: a private CA, a client certificate.
+    #[must_use]
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Replaces the prefix in forwarded paths (`""` strips it).
@@ -262,13 +275,15 @@ impl Route {
 fn parse_upstream(route: &str, url: &str) -> Result<Uri, Error> {
     let uri: Uri = url.parse().map_err(|e| {
         Error::Config(format!(
-            "route {route:?}: upstream {url:?} is not a URL ({e}); use http://host:port or h2c://host:port"
+            "route {route:?}: upstream {url:?} is not a URL ({e}); use http://host:port, h2c://host:port or https://host:port"
         ))
     })?;
     match (uri.scheme_str(), uri.authority()) {
-        (Some("http" | "h2c"), Some(_)) if uri.path() == "/" || uri.path().is_empty() => Ok(uri),
+        (Some("http" | "h2c" | "https"), Some(_)) if uri.path() == "/" || uri.path().is_empty() => {
+            Ok(uri)
+        }
         _ => Err(Error::Config(format!(
-            "route {route:?}: upstream {url:?} must be http://host:port or h2c://host:port, with no path"
+            "route {route:?}: upstream {url:?} must be http://host:port, h2c://host:port or https://host:port, with no path"
         ))),
     }
 }
@@ -497,6 +512,9 @@ struct FileRoute {
     upgrade_idle_timeout: Option<String>,
     eject_after: Option<u32>,
     eject_for: Option<String>,
+    tls_ca_file: Option<String>,
+    tls_cert_file: Option<String>,
+    tls_key_file: Option<String>,
 }
 
 impl FileRoute {
@@ -536,6 +554,18 @@ impl FileRoute {
         r.retries = self.retries.unwrap_or(r.retries);
         r.rate_limit = self.rate_limit;
         r.eject_after = self.eject_after.unwrap_or(r.eject_after).max(1);
+        if let Some(ca) = self.tls_ca_file {
+            r.tls = r.tls.ca_file(ca);
+        }
+        match (self.tls_cert_file, self.tls_key_file) {
+            (Some(cert), Some(key)) => r.tls = r.tls.client_cert(cert, key),
+            (None, None) => {}
+            _ => {
+                return Err(Error::Config(format!(
+                    "route {p:?}: tls_cert_file and tls_key_file are set together"
+                )));
+            }
+        }
         r.validate()?;
         Ok(r)
     }

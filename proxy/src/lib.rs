@@ -59,6 +59,7 @@ mod service;
 mod state;
 mod tunnel;
 mod upstream;
+mod upstream_tls;
 
 pub use body::{BoxError, ProxyBody};
 pub use config::{Balance, HostHeader, ProxyConfig, RateLimit, Route, SecurityHeaders};

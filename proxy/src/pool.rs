@@ -1,5 +1,6 @@
 //! Upstream connections: a pool of idle HTTP/1.1 connections per upstream, one shared HTTP/2
-//! connection per `h2c://` upstream, built on hyper's connection API.
+//! connection per `h2c://` upstream (and per `https://` upstream that picks `h2` by ALPN), built
+//! on hyper's connection API.
 //!
 //! Unlike a general client, a failure is reported with the request handed back whenever nothing
 //! of it was sent (connect failure, a pooled connection found closed), so the proxy can try
@@ -7,7 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{BoxError, ProxyBody};
+use crate::upstream_tls::{Io, UpstreamTls};
 
 /// Idle HTTP/1.1 connections kept per upstream.
 const MAX_IDLE: usize = 256;
@@ -41,23 +43,34 @@ pub(crate) enum SendError {
 pub(crate) struct ConnPool {
     authority: String,
     h2c: bool,
+    /// `https://`: the TLS side, and whether the upstream chose HTTP/2 (known after the first
+    /// handshake; every connection to one upstream speaks the same).
+    tls: Option<UpstreamTls>,
+    alpn_h2: OnceLock<bool>,
     connect_timeout: Duration,
     idle: Mutex<Vec<(http1::SendRequest<ProxyBody>, Instant)>>,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<ProxyBody>>>,
 }
 
 impl ConnPool {
-    pub(crate) fn new(authority: &str, h2c: bool, connect_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        authority: &str,
+        h2c: bool,
+        tls: Option<UpstreamTls>,
+        connect_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             authority: authority.to_owned(),
             h2c,
+            tls,
+            alpn_h2: OnceLock::new(),
             connect_timeout,
             idle: Mutex::new(Vec::new()),
             h2: tokio::sync::Mutex::new(None),
         })
     }
 
-    async fn connect(&self) -> Result<TokioIo<AnswerFirst>, String> {
+    async fn connect(&self) -> Result<TokioIo<Io>, String> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect(&self.authority),
@@ -67,15 +80,55 @@ impl ConnPool {
         .map_err(|e| format!("connect failed: {e}"))?;
         // ok to ignore: a socket option is an optimisation
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(AnswerFirst {
+        let tcp = AnswerFirst {
             stream,
             reset: false,
-        }))
+        };
+        let Some(tls) = &self.tls else {
+            return Ok(TokioIo::new(Io::Plain(tcp)));
+        };
+        let (io, h2) = tokio::time::timeout(self.connect_timeout, tls.handshake(tcp))
+            .await
+            .map_err(|_| format!("TLS handshake timed out after {:?}", self.connect_timeout))??;
+        let _ = self.alpn_h2.set(h2);
+        Ok(TokioIo::new(io))
+    }
+
+    /// Whether requests go over one shared HTTP/2 connection: `h2c://`, or `https://` where the
+    /// upstream chose `h2`. For an `https://` upstream not yet reached, connects once to learn
+    /// it (the connection joins the pool).
+    async fn speaks_h2(&self) -> Result<bool, String> {
+        if self.h2c {
+            return Ok(true);
+        }
+        if self.tls.is_none() {
+            return Ok(false);
+        }
+        if let Some(h2) = self.alpn_h2.get() {
+            return Ok(*h2);
+        }
+        let io = self.connect().await?;
+        if self.alpn_h2.get() == Some(&true) {
+            let sender = self.h2_handshake(io).await?;
+            *self.h2.lock().await = Some(sender);
+            Ok(true)
+        } else {
+            let sender = self.http1_handshake(io).await?;
+            self.checkin(sender);
+            Ok(false)
+        }
     }
 
     /// A new HTTP/1.1 connection, its driver spawned.
     async fn open(&self) -> Result<http1::SendRequest<ProxyBody>, String> {
         let io = self.connect().await?;
+        self.http1_handshake(io).await
+    }
+
+    async fn http1_handshake(
+        &self,
+        io: TokioIo<Io>,
+    ) -> Result<http1::SendRequest<ProxyBody>, String> {
         let (sender, conn) = http1::handshake(io)
             .await
             .map_err(|e| format!("handshake failed: {e}"))?;
@@ -117,6 +170,19 @@ impl ConnPool {
         // inline they would make every request's future (allocated per request) that large.
         if self.h2c {
             return Box::pin(self.send_h2(req)).await;
+        }
+        if self.tls.is_some() {
+            match Box::pin(self.speaks_h2()).await {
+                Ok(true) => return Box::pin(self.send_h2(req)).await,
+                Ok(false) => {}
+                Err(reason) => {
+                    return Err(SendError::NotSent {
+                        reason,
+                        connect: true,
+                        request: Box::new(req),
+                    });
+                }
+            }
         }
         // Whether the request body was sent to its end: an upstream may answer (a 413, say)
         // before reading all of it, and a connection with a body half written must not go back
@@ -215,10 +281,34 @@ impl ConnPool {
         })
     }
 
+    /// A new HTTP/2 connection, its driver spawned.
+    async fn h2_handshake(&self, io: TokioIo<Io>) -> Result<http2::SendRequest<ProxyBody>, String> {
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
     async fn send_h2(
         self: &Arc<Self>,
-        req: Request<ProxyBody>,
+        mut req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
+        // HTTP/2 carries scheme and authority as pseudo-headers: an origin-form target (made
+        // before the upstream's protocol was known) becomes absolute.
+        if req.uri().scheme().is_none() && self.tls.is_some() {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(http::uri::Scheme::HTTPS);
+            parts.authority = self.authority.parse().ok();
+            parts.path_and_query = req.uri().path_and_query().cloned();
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
         let mut sender = {
             let mut shared = self.h2.lock().await;
             match shared.as_ref().filter(|s| !s.is_closed()) {
@@ -234,19 +324,14 @@ impl ConnPool {
                             });
                         }
                     };
-                    match http2::handshake(TokioExecutor::new(), io).await {
-                        Ok((sender, conn)) => {
-                            tokio::spawn(async move {
-                                if let Err(error) = conn.await {
-                                    tracing::debug!(%error, "upstream h2c connection ended with an error");
-                                }
-                            });
+                    match self.h2_handshake(io).await {
+                        Ok(sender) => {
                             *shared = Some(sender.clone());
                             sender
                         }
-                        Err(e) => {
+                        Err(reason) => {
                             return Err(SendError::NotSent {
-                                reason: format!("h2c handshake failed: {e}"),
+                                reason,
                                 connect: true,
                                 request: Box::new(req),
                             });

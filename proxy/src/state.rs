@@ -36,7 +36,11 @@ impl ProxyState {
     /// Checks `config` and builds the routes (and a connection pool per upstream).
     pub(crate) fn new(config: ProxyConfig) -> Result<Self, Error> {
         config.validate()?;
-        let routes = config.routes.iter().map(RouteState::new).collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(RouteState::new)
+            .collect::<Result<_, _>>()?;
         let via = via_values(&config.via_name)?;
         let security = security_headers(&config.security_headers)?;
         let host_routes = config.routes.iter().any(|r| r.host.is_some());
@@ -118,19 +122,29 @@ pub(crate) struct RouteState {
 }
 
 impl RouteState {
-    fn new(r: &Route) -> Self {
-        Self {
+    fn new(r: &Route) -> Result<Self, Error> {
+        let tls = if r.upstreams.iter().any(|u| u.scheme_str() == Some("https")) {
+            let config = r
+                .tls
+                .rustls_config()
+                .map_err(|e| Error::Config(format!("route {:?}: {e}", r.prefix)))?;
+            Some(config)
+        } else {
+            None
+        };
+        Ok(Self {
             upstreams: Upstreams::new(
                 &r.upstreams,
                 r.balance,
                 r.eject_after,
                 r.eject_for,
                 r.connect_timeout,
-            ),
+                tls.as_ref(),
+            )?,
             limiter: r.rate_limit.map(Limiter::new),
             budget: RetryBudget::new(RETRY_RATIO, RETRY_CAP),
             route: r.clone(),
-        }
+        })
     }
 
     pub(crate) fn route(&self) -> &Route {

@@ -8,6 +8,7 @@ use http::Uri;
 
 use crate::config::Balance;
 use crate::pool::ConnPool;
+use crate::upstream_tls::UpstreamTls;
 
 pub(crate) struct Upstream {
     pub(crate) base: Uri,
@@ -67,35 +68,50 @@ impl Drop for InFlight<'_> {
 }
 
 impl Upstreams {
+    /// The upstreams at `bases`; `https://` ones connect with `tls` (the route's trust).
     pub(crate) fn new(
         bases: &[Uri],
         balance: Balance,
         eject_after: u32,
         eject_for: Duration,
         connect_timeout: Duration,
-    ) -> Self {
-        Self {
-            list: bases
-                .iter()
-                .map(|b| Upstream {
-                    h2c: b.scheme_str() == Some("h2c"),
-                    pool: ConnPool::new(
-                        b.authority().map_or("", |a| a.as_str()),
-                        b.scheme_str() == Some("h2c"),
-                        connect_timeout,
-                    ),
-                    base: b.clone(),
-                    in_flight: AtomicUsize::new(0),
-                    failures: AtomicU32::new(0),
-                    ejected_until: Mutex::new(None),
-                })
-                .collect(),
+        tls: Option<&rustls::ClientConfig>,
+    ) -> Result<Self, crate::Error> {
+        let mut list = Vec::with_capacity(bases.len());
+        for b in bases {
+            let upstream_tls = match (b.scheme_str(), tls, b.host()) {
+                (Some("https"), Some(config), Some(host)) => {
+                    Some(UpstreamTls::new(config.clone(), host)?)
+                }
+                (Some("https"), _, _) => {
+                    return Err(crate::Error::Config(format!(
+                        "upstream {b}: an https:// upstream needs a host and the route's TLS settings"
+                    )));
+                }
+                _ => None,
+            };
+            list.push(Upstream {
+                h2c: b.scheme_str() == Some("h2c"),
+                pool: ConnPool::new(
+                    b.authority().map_or("", |a| a.as_str()),
+                    b.scheme_str() == Some("h2c"),
+                    upstream_tls,
+                    connect_timeout,
+                ),
+                base: b.clone(),
+                in_flight: AtomicUsize::new(0),
+                failures: AtomicU32::new(0),
+                ejected_until: Mutex::new(None),
+            });
+        }
+        Ok(Self {
+            list,
             next: AtomicUsize::new(0),
             ejections: AtomicBool::new(false),
             balance,
             eject_after,
             eject_for,
-        }
+        })
     }
 
     /// Picks an upstream not in `tried` (indexes), preferring healthy ones; `None` when all were
@@ -175,7 +191,9 @@ mod tests {
             2,
             Duration::from_secs(60),
             Duration::from_secs(1),
+            None,
         )
+        .unwrap()
     }
 
     #[test]

@@ -219,3 +219,90 @@ async fn the_plain_listener_only_redirects() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{host:?}: {answer}");
     }
 }
+
+/// A TLS upstream for `localhost` offering `alpn`; answers with the HTTP version it received in
+/// `x-version`.
+async fn start_tls_upstream(certs: &CertFiles, alpn: &[&[u8]]) -> SocketAddr {
+    let mut config = ServerTls::new(&certs.cert, &certs.key)
+        .server_config()
+        .map(|c| (*c).clone())
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("x-version", format!("{:?}", req.version()))
+                                .body(http_body_util::Full::new(Bytes::from("from tls upstream")))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn through_proxy(route: Route) -> http::Response<hyper::body::Incoming> {
+    let addr = common::start_proxy(ProxyConfig::new().route(route)).await;
+    let req = http::Request::get(format!("http://{addr}/x"))
+        .body(common::empty())
+        .unwrap();
+    common::client().request(req).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_reached_with_the_routes_ca_over_h2_or_http1() {
+    for (alpn, version) in [
+        (&[&b"h2"[..], &b"http/1.1"[..]][..], "HTTP/2.0"),
+        (&[&b"http/1.1"[..]][..], "HTTP/1.1"),
+    ] {
+        let certs = CertFiles::generate(Validity::Current);
+        let up = start_tls_upstream(&certs, alpn).await;
+        let route = Route::new("/", &[&format!("https://localhost:{}", up.port())])
+            .unwrap()
+            .tls(tidewell_core::tls::ClientTls::new().ca_file(&certs.ca));
+        let res = through_proxy(route).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-version"], version);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"from tls upstream");
+    }
+}
+
+#[tokio::test]
+async fn an_https_upstream_with_an_untrusted_or_misnamed_certificate_is_a_502() {
+    let certs = CertFiles::generate(Validity::Current);
+    let up = start_tls_upstream(&certs, &[b"http/1.1"]).await;
+    // The system's roots do not know the test CA.
+    let route = Route::new("/", &[&format!("https://localhost:{}", up.port())]).unwrap();
+    assert_eq!(through_proxy(route).await.status(), 502);
+    // Trusted, but the certificate names `localhost`, not 127.0.0.1.
+    let route = Route::new("/", &[&format!("https://127.0.0.1:{}", up.port())])
+        .unwrap()
+        .tls(tidewell_core::tls::ClientTls::new().ca_file(&certs.ca));
+    assert_eq!(through_proxy(route).await.status(), 502);
+    // Expired.
+    let expired = CertFiles::generate(Validity::Expired);
+    let up = start_tls_upstream(&expired, &[b"http/1.1"]).await;
+    let route = Route::new("/", &[&format!("https://localhost:{}", up.port())])
+        .unwrap()
+        .tls(tidewell_core::tls::ClientTls::new().ca_file(&expired.ca));
+    assert_eq!(through_proxy(route).await.status(), 502);
+}
