@@ -5,6 +5,9 @@
 //!   bytes with the same properties to the same exchange. Goal: ratio >= 0.95.
 //! - `end_to_end_latency_p99`: publish -> handler at a steady 1,000 events/s. Baseline: raw lapin
 //!   publisher and consumer (ack per message). Goal: < 5 ms.
+//! - `amqps_publish_throughput`: `publish_throughput` with both over `amqps://` (TLS 1.3) to the
+//!   TLS broker node of `scripts/tls-fixture` (started for the bench when not running). Goal:
+//!   ratio >= 0.95.
 //! - `memory_throughput`: the in-memory backend, publish and handle, against a tokio channel
 //!   carrying the same bytes (for reference).
 //!
@@ -138,8 +141,8 @@ async fn hub_publish(hub: &Hub, envelopes: &[Envelope<Sample>]) -> f64 {
     envelopes.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn publish_throughput(rabbit: &TestRabbit, hub: &Hub, queue: &str) -> (f64, f64) {
-    let channel = rabbit.connection().create_channel().await.unwrap();
+async fn publish_throughput(connection: &lapin::Connection, hub: &Hub, queue: &str) -> (f64, f64) {
+    let channel = connection.create_channel().await.unwrap();
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
@@ -340,6 +343,57 @@ async fn memory_throughput() -> (f64, f64) {
     (median(ours), median(base))
 }
 
+/// `publish_throughput` over `amqps://`, on the broker node of `scripts/tls-fixture` (started here
+/// if it is not running, and stopped again): the hub and raw lapin both trust the fixture's CA.
+async fn amqps_publish_throughput(queue_type: QueueType) -> (f64, f64) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/tls-fixture");
+    let dir = std::env::var("TIDEWELL_TLS_FIXTURE")
+        .unwrap_or_else(|_| "/tmp/tidewell-tls-fixture".into());
+    let started_here = !std::path::Path::new(&dir).join("env").exists();
+    if started_here {
+        let ok = std::process::Command::new("bash")
+            .args([script, "start"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "scripts/tls-fixture start failed");
+    }
+    let f = tidewell_testkit::tls::TlsFixture::get();
+    let url = format!("amqps://guest:guest@localhost:{}/%2f", f.amqps_port());
+    let ca = std::fs::read_to_string(f.ca()).unwrap();
+    let connection = lapin::DefaultConnectionBuilder::new()
+        .unwrap()
+        .with_uri_str(url.clone())
+        .with_tls_config(lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: Some(ca),
+        })
+        .connect()
+        .await
+        .unwrap();
+    let prefix = tidewell_testkit::unique_name("bench-tls");
+    let service = ServiceQueue::new(format!("{prefix}.bench"))
+        .bind("bench.#")
+        .retry(RetryPolicy::none())
+        .queue_type(queue_type);
+    let queue = service.name();
+    let hub = Hub::builder("bench")
+        .url(url)
+        .tls(tidewell_core::tls::ClientTls::new().ca_file(f.ca()))
+        .topology(Topology::with_exchange(format!("{prefix}.events")).service(service))
+        .connect()
+        .await
+        .unwrap();
+    let result = publish_throughput(&connection, &hub, &queue).await;
+    hub.shutdown(Duration::from_secs(10)).await.unwrap();
+    if started_here {
+        let _ = std::process::Command::new("bash")
+            .args([script, "stop"])
+            .status();
+    }
+    result
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let rabbit = TestRabbit::connect().await;
@@ -366,7 +420,7 @@ async fn main() {
     eprintln!(
         "publish_throughput: {MESSAGES} persistent 1 KiB events x {ROUNDS} rounds, {WINDOW} confirms in flight"
     );
-    let (ours_tp, base_tp) = publish_throughput(&rabbit, &hub, &queue).await;
+    let (ours_tp, base_tp) = publish_throughput(rabbit.connection(), &hub, &queue).await;
 
     eprintln!("end_to_end_latency: {LATENCY_MESSAGES} events at {LATENCY_RATE}/s");
     let (base_p50, base_p99) = latency_raw(&rabbit, &exchange, &queue).await;
@@ -379,7 +433,11 @@ async fn main() {
     eprintln!("memory_throughput: {MESSAGES} events published and handled x {ROUNDS} rounds");
     let (ours_mem, base_mem) = memory_throughput().await;
 
+    eprintln!("amqps_publish_throughput: the same, both over amqps:// (TLS 1.3) to the TLS node");
+    let (ours_tls, base_tls) = amqps_publish_throughput(queue_type).await;
+
     line("publish_throughput", ours_tp, base_tp, "msgs/s");
+    line("amqps_publish_throughput", ours_tls, base_tls, "msgs/s");
     line("end_to_end_latency_p50", ours_p50, base_p50, "ms");
     line("end_to_end_latency_p99", ours_p99, base_p99, "ms");
     line("memory_throughput", ours_mem, base_mem, "msgs/s");

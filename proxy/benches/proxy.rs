@@ -32,14 +32,17 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 use tidewell_proxy::{Proxy, ProxyConfig, Route};
-use tidewell_testkit::bench::{Steal, WrkReport, calm_rounds, median};
+use tidewell_testkit::bench::{Steal, calm_rounds, median};
+
+mod support;
+use support::Nginx;
 
 /// Short alternating rounds: the machine's speed drifts over tens of seconds.
 const ROUNDS: usize = 7;
@@ -265,46 +268,10 @@ fn policy_response(res: &mut http::Response<hyper::body::Incoming>, id: http::He
     h.insert(X_REQUEST_ID, id);
 }
 
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM to the master stops its workers too; SIGKILL would orphan them.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// nginx with one worker in front of `upstream`. With `same_headers`, it also sends what
 /// Tidewell's proxy sends, so nothing differs on the wire: `Via` both ways, a request id (nginx's
 /// own `$request_id`) upstream and back under both names, and the three security headers.
 fn start_nginx(upstream: SocketAddr, same_headers: bool) -> Nginx {
-    let dir = std::env::temp_dir().join(format!(
-        "tidewell-bench-nginx-{}-{same_headers}",
-        std::process::id()
-    ));
     let extra = if same_headers {
         r#"
             proxy_set_header Via "1.1 nginx";
@@ -319,24 +286,10 @@ fn start_nginx(upstream: SocketAddr, same_headers: bool) -> Nginx {
     } else {
         ""
     };
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let conf = format!(
-        r#"worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log error;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    upstream up {{ server {upstream}; keepalive 64; }}
+    let body = format!(
+        r#"    upstream up {{ server {upstream}; keepalive 64; }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{{port}};
         location / {{
             proxy_pass http://up;
             proxy_http_version 1.1;
@@ -348,32 +301,9 @@ http {{
             proxy_set_header X-Forwarded-Host $host;
             proxy_buffering off;{extra}
         }}
-    }}
-}}
-"#,
-        dir = dir.display()
+    }}"#
     );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(&dir)
-        .spawn()
-        .expect("nginx on PATH (apt-get install nginx-light)");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Nginx {
-        child,
-        addr,
-        _dir: TempDir(dir),
-    }
+    Nginx::start(&format!("plain-{same_headers}"), &body)
 }
 
 /// One wrk run: requests per second, p99 in ms, and the share of the machine the hypervisor
@@ -397,22 +327,10 @@ fn measure(addr: SocketAddr) -> Run {
 
 /// (requests per second, p99 in ms).
 fn wrk(addr: SocketAddr) -> (f64, f64) {
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            "-c32",
-            "-d3s",
-            "--latency",
-            &format!("http://{addr}/"),
-        ])
-        .output()
-        .expect("wrk on PATH (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report =
-        WrkReport::parse(&text).unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
+    let report = support::wrk(&format!("http://{addr}/"), &[]);
     let p99 = report
         .p99_ms
-        .unwrap_or_else(|| panic!("no p99 in wrk output: {text}"));
+        .unwrap_or_else(|| panic!("no p99 in wrk output"));
     (report.rps, p99)
 }
 
