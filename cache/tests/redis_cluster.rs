@@ -22,6 +22,8 @@ struct Cluster {
     ports: Vec<u16>,
     nodes: Vec<Child>,
     dir: PathBuf,
+    /// TLS-only nodes (`--tls-port`, `--tls-cluster`): the CA file clients trust.
+    tls: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -35,22 +37,47 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
+    /// `redis-cli` with the TLS flags of a TLS cluster.
+    fn cli(&self) -> Command {
+        let mut cli = Command::new("redis-cli");
+        if let Some(ca) = &self.tls {
+            cli.arg("--tls").arg("--cacert").arg(ca);
+        }
+        cli
+    }
+
     fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A cluster speaking only TLS with `certs` (valid for 127.0.0.1, the address the nodes
+    /// announce), also between its nodes.
+    fn start_tls(certs: &tidewell_testkit::tls::CertFiles) -> Self {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&tidewell_testkit::tls::CertFiles>) -> Self {
         let dir = std::env::temp_dir().join(tidewell_testkit::unique_name("tw-cluster"));
         std::fs::create_dir_all(&dir).unwrap();
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let nodes = ports
             .iter()
             .map(|p| {
-                Command::new("redis-server")
-                    .args([
-                        "--port",
-                        &p.to_string(),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                    ])
+                let mut server = Command::new("redis-server");
+                match certs {
+                    None => server.args(["--port", &p.to_string()]),
+                    Some(c) => server
+                        .args(["--port", "0", "--tls-port", &p.to_string()])
+                        .args(["--tls-cluster", "yes", "--tls-auth-clients", "no"])
+                        .arg("--tls-cert-file")
+                        .arg(&c.cert)
+                        .arg("--tls-key-file")
+                        .arg(&c.key)
+                        .arg("--tls-ca-cert-file")
+                        .arg(&c.ca),
+                };
+                server
+                    .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes"])
                     .args([
                         "--cluster-config-file",
                         &format!("nodes-{p}.conf"),
@@ -64,7 +91,12 @@ impl Cluster {
                     .expect("redis-server on PATH (apt-get install redis-server)")
             })
             .collect();
-        let cluster = Self { ports, nodes, dir };
+        let cluster = Self {
+            ports,
+            nodes,
+            dir,
+            tls: certs.map(|c| c.ca.clone()),
+        };
         for p in &cluster.ports {
             let deadline = Instant::now() + Duration::from_secs(10);
             while std::net::TcpStream::connect(("127.0.0.1", *p)).is_err() {
@@ -77,7 +109,8 @@ impl Cluster {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let out = Command::new("redis-cli")
+        let out = cluster
+            .cli()
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -91,7 +124,8 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ok = cluster.ports.iter().all(|p| {
-                let info = Command::new("redis-cli")
+                let info = cluster
+                    .cli()
                     .args(["-p", &p.to_string(), "cluster", "info"])
                     .output()
                     .unwrap();
@@ -112,13 +146,19 @@ impl Cluster {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis-cluster://{}", nodes.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss-cluster"
+        } else {
+            "redis-cluster"
+        };
+        format!("{scheme}://{}", nodes.join(","))
     }
 
     /// The port of the node that owns `key`'s slot.
     fn owner(&self, key: &str) -> u16 {
         let p = self.ports[0].to_string();
-        let slot = Command::new("redis-cli")
+        let slot = self
+            .cli()
             .args(["-p", &p, "cluster", "keyslot", key])
             .output()
             .unwrap();
@@ -126,7 +166,8 @@ impl Cluster {
             .trim()
             .parse()
             .unwrap();
-        let slots = Command::new("redis-cli")
+        let slots = self
+            .cli()
             .args(["-p", &p, "cluster", "slots"])
             .output()
             .unwrap();
@@ -244,4 +285,35 @@ async fn works_on_a_redis_cluster() {
             "clear reached the slot's node ({prefix})"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_on_a_tls_redis_cluster_and_refuses_an_untrusted_one() {
+    use tidewell_core::tls::ClientTls;
+    use tidewell_testkit::tls::{CertFiles, Validity};
+    let certs = CertFiles::generate_for(&["localhost", "127.0.0.1"], Validity::Current);
+    let cluster = Cluster::start_tls(&certs);
+    let build = |tls: ClientTls| {
+        Cache::builder()
+            .url(cluster.url())
+            .prefix("tls")
+            .fail_open(false)
+            .tls(tls)
+            .build()
+    };
+    let cache = build(ClientTls::new().ca_file(&certs.ca)).await.unwrap();
+    let ns = cache.namespace("n").unwrap();
+    for i in 0..20_u32 {
+        ns.set(&Key::new("k").part(i), &i, MIN, &[]).await.unwrap();
+    }
+    for i in 0..20_u32 {
+        assert_eq!(
+            ns.get::<u32>(&Key::new("k").part(i)).await.unwrap(),
+            Some(i)
+        );
+    }
+    let other = CertFiles::generate(Validity::Current);
+    let refused = build(ClientTls::new().ca_file(&other.ca)).await;
+    let e = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("not signed by a trusted CA"), "{e}");
 }

@@ -192,6 +192,21 @@ mod outbox {
     }
 
     #[tokio::test]
+    async fn verify_ca_checks_the_signer_but_not_the_host_name() {
+        let f = TlsFixture::get();
+        let port = f.postgres_tls_port();
+        // The certificate names `localhost`: verify-ca accepts it for 127.0.0.1 (libpq's meaning)…
+        let ca = format!("sslmode=verify-ca&sslrootcert={}", f.ca().display());
+        connect(&pg(port, "127.0.0.1", &ca)).await.unwrap();
+        // …but not from another CA.
+        let other = format!("sslmode=verify-ca&sslrootcert={}", f.other_ca().display());
+        let e = connect(&pg(port, "127.0.0.1", &other))
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains("not signed by a trusted CA"), "{e}");
+    }
+
+    #[tokio::test]
     async fn verify_full_refuses_another_ca_a_wrong_host_and_bad_dates() {
         let f = TlsFixture::get();
         let port = f.postgres_tls_port();

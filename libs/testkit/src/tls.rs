@@ -209,6 +209,11 @@ pub struct CertFiles {
 impl CertFiles {
     /// A new CA and a `localhost` certificate valid as `validity` says.
     pub fn generate(validity: Validity) -> Self {
+        Self::generate_for(&["localhost"], validity)
+    }
+
+    /// A new CA and a certificate for `names` (DNS names or IP addresses).
+    pub fn generate_for(names: &[&str], validity: Validity) -> Self {
         let dir = std::env::temp_dir().join(crate::unique_name("tls-certs"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let files = Self {
@@ -217,7 +222,9 @@ impl CertFiles {
             key: dir.join("key.pem"),
             dir: TempDir(dir),
         };
-        files.write(validity);
+        let (ca_pem, chain, key) = make_certs_for(names, validity);
+        std::fs::write(&files.ca, ca_pem).expect("write CA");
+        write_server(&files.cert, &files.key, &chain, &key);
         files
     }
 
@@ -230,12 +237,6 @@ impl CertFiles {
         std::fs::write(&ca, ca_pem).expect("write CA");
         write_server(&self.cert, &self.key, &chain, &key);
         ca
-    }
-
-    fn write(&self, validity: Validity) {
-        let (ca_pem, chain, key) = make_certs(validity);
-        std::fs::write(&self.ca, ca_pem).expect("write CA");
-        write_server(&self.cert, &self.key, &chain, &key);
     }
 }
 
@@ -275,6 +276,14 @@ pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
 fn make_certs(
     validity: Validity,
 ) -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    make_certs_for(&["localhost"], validity)
+}
+
+/// [`make_certs`] for `names`.
+fn make_certs_for(
+    names: &[&str],
+    validity: Validity,
+) -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     let day = time::Duration::days(1);
     let now = time::OffsetDateTime::now_utc();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -288,7 +297,8 @@ fn make_certs(
     let ca_key = KeyPair::generate().expect("CA key");
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
 
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = CertificateParams::new(names).expect("params");
     (params.not_before, params.not_after) = match validity {
         Validity::Current => (now - day, now + day * 365),
         Validity::Expired => (now - day * 2 * 365, now - day * (2 * 365 - 1)),
