@@ -71,8 +71,8 @@ pub async fn serve_tls<F, T>(
 where
     F: Future<Output = T>,
 {
-    let config = tls
-        .server_config()
+    let acceptor = tls
+        .acceptor()
         .map_err(|e| crate::Error::Config(e.to_string()))?;
     let hsts = match &tls.hsts {
         Some(v) => Some(HeaderValue::from_str(v).map_err(|_| {
@@ -82,10 +82,7 @@ where
         })?),
         None => None,
     };
-    let tls = Tls {
-        acceptor: tokio_rustls::TlsAcceptor::from(config),
-        hsts,
-    };
+    let tls = Tls { acceptor, hsts };
     run(listener, proxy, Some(tls), shutdown, drain).await;
     Ok(())
 }
@@ -116,20 +113,11 @@ async fn run<F, T>(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = tidewell_core::accept(&listener) => accepted,
             _ = shutdown.as_mut() => break,
         };
         // Forget the connections that have ended, so the set holds only live ones.
         while connections.try_join_next().is_some() {}
-        // ok to ignore: a socket option is an optimisation
-        let _ = stream.set_nodelay(true);
         let svc = CorrelationLayer.layer(proxy.for_client(addr).behind_correlation_layer());
         // Closed politely: an early answer (a 413 while the client still sends) is not lost to
         // a reset (RFC 9112 9.6).
@@ -149,17 +137,10 @@ async fn run<F, T>(
         };
         let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         connections.spawn(async move {
-            let stream = match tokio::time::timeout(head_timeout, tls.acceptor.accept(stream)).await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, %addr, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%addr, "TLS handshake timed out");
-                    return;
-                }
+            let Some(stream) =
+                tidewell_core::tls::handshake(&tls.acceptor, stream, head_timeout, addr).await
+            else {
+                return;
             };
             let conn = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
@@ -195,15 +176,8 @@ where
         .header_read_timeout(Duration::from_secs(10))
         .max_buf_size(MAX_HEAD_BYTES);
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (stream, _) = tokio::select! {
+            accepted = tidewell_core::accept(&listener) => accepted,
             _ = shutdown.as_mut() => break,
         };
         while connections.try_join_next().is_some() {}

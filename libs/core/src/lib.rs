@@ -23,6 +23,8 @@
 //!   client certificate and key for mutual TLS), and refused handshakes explained.
 //! - [`Shutdown`] (feature `runtime`, on by default): one graceful-shutdown signal (SIGINT/SIGTERM)
 //!   that servers and consumers accept, which also owns the tasks they spawn.
+//! - [`accept`] (feature `runtime`): a server's next TCP connection, `TCP_NODELAY` set, a failed
+//!   accept retried instead of ending the server.
 //! - [`LingeringClose`] (feature `runtime`): a server connection that half-closes and drains
 //!   before it closes, so an early answer (a 413 while the client still sends) is not lost to a
 //!   reset.
@@ -48,6 +50,8 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "runtime")]
+mod accept;
 mod backoff;
 pub mod cli;
 pub mod config;
@@ -70,6 +74,9 @@ pub mod pubsub;
 mod shutdown;
 pub mod tls;
 
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use accept::accept;
 pub use backoff::{Backoff, BackoffBuilder, Schedule};
 pub use envelope::{CorrelationId, Envelope, Event, RawEnvelope, is_valid_event_type};
 pub use error::Error;

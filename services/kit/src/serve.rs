@@ -58,20 +58,8 @@ impl axum::serve::Listener for ServiceListener {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok((stream, addr)) => {
-                    // ok to ignore: without it the connection still works, only with Nagle's delays
-                    let _ = stream.set_nodelay(true);
-                    return (LingeringClose::new(stream), addr);
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-        }
+        let (stream, addr) = tidewell_core::accept(&self.0).await;
+        (LingeringClose::new(stream), addr)
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {

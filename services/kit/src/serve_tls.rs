@@ -32,7 +32,7 @@ pub async fn serve_tls(
     tls: &ServerTls,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let config = tls.server_config().map_err(std::io::Error::other)?;
+    let acceptor = tls.acceptor().map_err(std::io::Error::other)?;
     let hsts = tls
         .hsts
         .as_deref()
@@ -55,7 +55,6 @@ pub async fn serve_tls(
         )),
         None => router,
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
@@ -64,19 +63,10 @@ pub async fn serve_tls(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = tidewell_core::accept(&listener) => accepted,
             () = shutdown.as_mut() => break,
         };
         while connections.try_join_next().is_some() {}
-        // ok to ignore: without it the connection still works, only with Nagle's delays
-        let _ = stream.set_nodelay(true);
         let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
         let svc = tower::ServiceBuilder::new()
             .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -85,21 +75,11 @@ pub async fn serve_tls(
             })
             .service(router.clone());
         connections.spawn(async move {
-            let stream = match tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
-                acceptor.accept(LingeringClose::new(stream)),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, %addr, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%addr, "TLS handshake timed out");
-                    return;
-                }
+            let stream = LingeringClose::new(stream);
+            let Some(stream) =
+                tidewell_core::tls::handshake(&acceptor, stream, HANDSHAKE_TIMEOUT, addr).await
+            else {
+                return;
             };
             let conn = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),

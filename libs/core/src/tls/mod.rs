@@ -21,7 +21,7 @@
 mod server;
 #[cfg(feature = "server-tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server-tls")))]
-pub use server::{DEFAULT_HSTS, ServerTls};
+pub use server::{DEFAULT_HSTS, ServerTls, handshake};
 
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};

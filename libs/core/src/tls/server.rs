@@ -118,6 +118,38 @@ impl ServerTls {
     }
 }
 
+impl ServerTls {
+    /// A TLS acceptor with [`server_config`](Self::server_config).
+    pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, Error> {
+        Ok(tokio_rustls::TlsAcceptor::from(self.server_config()?))
+    }
+}
+
+/// The server side of a TLS handshake on `io` from `peer`, within `timeout`; `None` (logged at
+/// debug) when it fails or takes longer. Run it in the connection's own task, so a slow client
+/// never holds up the accepts.
+pub async fn handshake<IO>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    io: IO,
+    timeout: Duration,
+    peer: std::net::SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, %peer, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 fn tls_error(reason: String) -> Error {
     Error::Tls { reason }
 }
