@@ -299,6 +299,12 @@ async fn an_https_upstream_with_an_untrusted_or_misnamed_certificate_is_a_502() 
         .unwrap()
         .tls(tidewell_core::tls::ClientTls::new().ca_file(&certs.ca));
     assert_eq!(through_proxy(route).await.status(), 502);
+    // A plaintext upstream behind an https:// URL: never spoken to in plaintext.
+    let plain = start_upstream().await;
+    let route = Route::new("/", &[&format!("https://localhost:{}", plain.port())])
+        .unwrap()
+        .tls(tidewell_core::tls::ClientTls::new().ca_file(&certs.ca));
+    assert_eq!(through_proxy(route).await.status(), 502);
     // Expired.
     let expired = CertFiles::generate(Validity::Expired);
     let up = start_tls_upstream(&expired, &[b"http/1.1"]).await;

@@ -61,24 +61,30 @@ impl Backplane {
         let client = tls
             .redis_client(url)
             .map_err(|e| Error::Config(format!("backplane: {e}")))?;
+        let shown = tidewell_core::config::redact_url(url);
+        let no_answer = || Error::Backplane(format!("Redis at {shown} did not answer in 5 s"));
+        let refused = |e: redis::RedisError| {
+            Error::Backplane(
+                tidewell_core::tls::explain(&shown, &e)
+                    .unwrap_or_else(|| format!("Redis at {shown}: {e}")),
+            )
+        };
+        // One plain attempt first: the connection manager retries a refused connection until
+        // the timeout, which would hide why (a certificate refused, say).
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| no_answer())?
+        .map_err(refused)?;
         let conn = tokio::time::timeout(
             Duration::from_secs(5),
             ConnectionManager::new(client.clone()),
         )
         .await
-        .map_err(|_| {
-            Error::Backplane(format!(
-                "Redis at {} did not answer in 5 s",
-                tidewell_core::config::redact_url(url)
-            ))
-        })?
-        .map_err(|e| {
-            let shown = tidewell_core::config::redact_url(url);
-            Error::Backplane(
-                tidewell_core::tls::explain(&shown, &e)
-                    .unwrap_or_else(|| format!("Redis at {shown}: {e}")),
-            )
-        })?;
+        .map_err(|_| no_answer())?
+        .map_err(refused)?;
         let channel = format!("{prefix}:ws");
         let (ready_tx, ready_rx) = oneshot::channel();
         let listener = RoomFeed {

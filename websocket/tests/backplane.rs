@@ -166,3 +166,38 @@ async fn shutdown_sends_what_was_queued_then_ends_the_subscription() {
         "a stopped node's backplane takes no more publishes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_backplane_carries_events_and_refuses_an_untrusted_server() {
+    use tidewell_core::tls::ClientTls;
+    use tidewell_testkit::tls::TlsFixture;
+    let f = TlsFixture::get();
+    let url = format!("rediss://localhost:{}", f.rediss_port());
+    let prefix = tidewell_testkit::unique_name("bp-tls");
+    let mut config = WsConfig::default();
+    config.backplane_tls = ClientTls::new().ca_file(f.ca());
+    let (node_a, _) = start(config.clone()).await;
+    let (node_b, addr_b) = start(config).await;
+    node_a.connect_backplane(&url, &prefix).await.unwrap();
+    node_b.connect_backplane(&url, &prefix).await.unwrap();
+    let mut on_b = connect(addr_b, &token("u1", &[], "s1")).await.unwrap();
+    next_json(&mut on_b).await;
+    send(
+        &mut on_b,
+        serde_json::json!({"type":"subscribe","room":"doc:tls"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut on_b).await["type"], "subscribed");
+    node_a.publish("doc:tls", &envelope(1)).unwrap();
+    let ev = next_json(&mut on_b).await;
+    assert_eq!(ev["event"]["id"], "ev-1", "{ev}");
+
+    let mut untrusting = WsConfig::default();
+    untrusting.backplane_tls = ClientTls::new().ca_file(f.other_ca());
+    let (node_c, _) = start(untrusting).await;
+    let e = node_c
+        .connect_backplane(&url, &prefix)
+        .await
+        .expect_err("refused");
+    assert!(e.to_string().contains("not signed by a trusted CA"), "{e}");
+}

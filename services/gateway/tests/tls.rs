@@ -130,6 +130,20 @@ async fn the_rooms_over_wss_with_a_private_ca() {
     };
     assert!(reason.contains("not signed by a trusted CA"), "{reason}");
     assert!(reason.contains("localhost"), "{reason}");
+
+    // A wss:// URL on the plain (redirecting) port: refused, never spoken in plaintext.
+    let plain = format!("wss://localhost:{}/ws", g.plain.port());
+    let mut client = WsClient::connect(
+        ClientConfig::new(&plain, token.as_str()).tls(ClientTls::new().ca_file(&g.certs.ca)),
+    );
+    let first = tokio::time::timeout(Duration::from_secs(10), client.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let ClientEvent::Stopped { reason } = first else {
+        panic!("{first:?}");
+    };
+    assert!(reason.contains("did not answer in TLS"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
