@@ -59,7 +59,7 @@ mod service;
 mod state;
 mod tunnel;
 mod upstream;
-mod upstream_tls;
+mod upstream_io;
 
 pub use body::{BoxError, ProxyBody};
 pub use config::{Balance, HostHeader, ProxyConfig, RateLimit, Route, SecurityHeaders};

@@ -20,7 +20,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::upstream_tls::{Io, UpstreamTls};
+use crate::upstream_io::{AnswerFirst, Io, UpstreamTls};
 
 /// Idle HTTP/1.1 connections kept per upstream.
 const MAX_IDLE: usize = 256;
@@ -80,10 +80,7 @@ impl ConnPool {
         .map_err(|e| format!("connect failed: {e}"))?;
         // ok to ignore: a socket option is an optimisation
         let _ = stream.set_nodelay(true);
-        let tcp = AnswerFirst {
-            stream,
-            reset: false,
-        };
+        let tcp = AnswerFirst::new(stream);
         let Some(tls) = &self.tls else {
             return Ok(TokioIo::new(Io::Plain(tcp)));
         };
@@ -465,113 +462,5 @@ impl Body for PoolReturn {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// An upstream connection that, when the upstream has reset it *after answering* (its answer is
-/// waiting to be read), takes the rest of the request as sent instead of failing the write:
-/// hyper then reads that answer (a `413` for a body it would not take, sent while the body was
-/// still going out) and the client gets it, instead of a `502` for "error writing a body". A
-/// write error with no answer waiting (an idle pooled connection the upstream closed, an
-/// upstream that died) is returned as it is, so hyper hands back a request it did not send and
-/// the pool retries it on another connection. An upstream that closes politely (RFC 9112 9.6)
-/// never gets here. A reset connection is never reused: its reads fail, so hyper closes it.
-#[derive(Debug)]
-pub(crate) struct AnswerFirst {
-    stream: tokio::net::TcpStream,
-    reset: bool,
-}
-
-impl AnswerFirst {
-    /// A failed write because the upstream is gone while its answer waits to be read: taken as
-    /// written (and every write after it). Any other result is returned as it is.
-    fn gone(&mut self, result: std::io::Result<usize>, len: usize) -> std::io::Result<usize> {
-        match result {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::BrokenPipe
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::ConnectionAborted
-                ) && self.answer_waiting() =>
-            {
-                tracing::debug!(error = %e, "upstream reset while the request was sent; reading its answer");
-                self.reset = true;
-                Ok(len)
-            }
-            other => other,
-        }
-    }
-
-    /// Whether bytes from the upstream are waiting to be read (checked without waiting). The
-    /// socket reports a reset once, to the first call after it (the kernel then clears it), and
-    /// only then the bytes received before it: so a failed look is tried once more.
-    fn answer_waiting(&self) -> bool {
-        // A direct peek: tokio's own would wait for the reactor to report readiness first.
-        let socket = socket2::SockRef::from(&self.stream);
-        for _ in 0..2 {
-            let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-            match socket.peek(&mut probe) {
-                Ok(n) => return n > 0,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-                Err(_) => {} // the reset, reported once
-            }
-        }
-        false
-    }
-}
-
-impl tokio::io::AsyncRead for AnswerFirst {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for AnswerFirst {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if self.reset {
-            return Poll::Ready(Ok(buf.len()));
-        }
-        let result = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, buf));
-        Poll::Ready(self.gone(result, buf.len()))
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        if self.reset {
-            return Poll::Ready(Ok(len));
-        }
-        let result = std::task::ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs));
-        Poll::Ready(self.gone(result, len))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.reset {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.reset {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -8,7 +8,7 @@ use http::Uri;
 
 use crate::config::Balance;
 use crate::pool::ConnPool;
-use crate::upstream_tls::UpstreamTls;
+use crate::upstream_io::UpstreamTls;
 
 pub(crate) struct Upstream {
     pub(crate) base: Uri,
