@@ -7,6 +7,7 @@
 //! own auto-recovery stays off (see amqp-rs/lapin#450); this is the recovery the fault tests prove.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -46,7 +47,10 @@ pub(crate) struct AmqpBackend {
 /// The backend's shared state: its settings, the live connection the supervisor keeps, and the
 /// tasks it owns.
 struct Supervised {
-    url: String,
+    /// The URLs of the cluster's nodes (one for a single broker), tried in turn.
+    urls: Vec<String>,
+    /// The index in `urls` of the node connected last: a reconnect starts with the next one.
+    current: AtomicUsize,
     /// The CA and client certificate for an `amqps://` URL, read once at start.
     tls: OwnedTLSConfig,
     name: String,
@@ -79,9 +83,14 @@ impl AmqpBackend {
         tls: &ClientTls,
     ) -> Result<Self, Error> {
         let (live, _) = watch::channel(None);
+        let urls = split_urls(url)?;
+        let mut tls_configs = urls.iter().map(|u| tls_config(u, tls));
+        let tls = tls_configs.next().unwrap_or_else(|| Ok(OwnedTLSConfig::default()))?;
+        tls_configs.try_for_each(|t| t.map(drop))?;
         let inner = Arc::new(Supervised {
-            tls: tls_config(url, tls)?,
-            url: url.to_owned(),
+            tls,
+            urls,
+            current: AtomicUsize::new(0),
             name: name.to_owned(),
             declarations,
             publish_timeout,
@@ -100,14 +109,73 @@ impl AmqpBackend {
     }
 }
 
+/// The URLs of a comma-separated list, all `amqp://` or all `amqps://`: a list that mixes them
+/// would let a TLS deployment fall back to plaintext when a node fails.
+fn split_urls(list: &str) -> Result<Vec<String>, Error> {
+    let urls: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let tls = urls.iter().filter(|u| u.starts_with("amqps://")).count();
+    if tls != 0 && tls != urls.len() {
+        return Err(Error::Config(tidewell_core::Error::Tls {
+            reason: "the event hub URLs mix amqps:// and amqp://; give every node as amqps://".into(),
+        }));
+    }
+    if urls.is_empty() {
+        return Err(Error::UnsupportedUrl {
+            scheme: String::new(),
+        });
+    }
+    Ok(urls)
+}
+
 impl Supervised {
+    /// Connects to the first node that answers, starting after the one connected last (the
+    /// first in the list at start), so a node that went away is tried last.
     async fn establish(&self, generation: u64) -> Result<Live, Error> {
+        let n = self.urls.len();
+        let first = if generation == 1 {
+            0
+        } else {
+            self.current.load(Ordering::Relaxed) + 1
+        };
+        let mut last_error = None;
+        for i in 0..n {
+            let index = (first + i) % n;
+            let Some(url) = self.urls.get(index) else {
+                continue;
+            };
+            match self.establish_on(url, generation).await {
+                Ok(live) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    if n > 1 {
+                        tracing::info!(node = %host_of(url), generation, "connected to RabbitMQ");
+                    }
+                    return Ok(live);
+                }
+                Err(error) => {
+                    if n > 1 {
+                        tracing::warn!(node = %host_of(url), %error, "RabbitMQ node unavailable; trying the next");
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or(Error::UnsupportedUrl {
+            scheme: String::new(),
+        }))
+    }
+
+    async fn establish_on(&self, url: &str, generation: u64) -> Result<Live, Error> {
         let properties = ConnectionProperties::default().with_connection_name(LongString::from(
             format!("tidewell:{}#{generation}", self.name),
         ));
         let connect = async {
             DefaultConnectionBuilder::new()?
-                .with_uri_str(self.url.clone())
+                .with_uri_str(url.to_owned())
                 .with_properties(properties)
                 .with_tls_config(self.tls.clone())
                 .connect()
@@ -115,10 +183,10 @@ impl Supervised {
         };
         let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(connect_error(&self.url, e)),
+            Ok(Err(e)) => return Err(connect_error(url, e)),
             Err(_) => {
                 return Err(connect_error(
-                    &self.url,
+                    url,
                     format!("no answer within {CONNECT_TIMEOUT:?}"),
                 ));
             }

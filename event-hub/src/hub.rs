@@ -19,7 +19,7 @@ use crate::memory::MemoryBackend;
 use crate::message::{self, Message};
 use crate::metrics::HubMetrics;
 use crate::subscriber::{Subscription, Worker, WorkerContext};
-use crate::topology::Topology;
+use crate::topology::{QueueType, Topology};
 
 /// How long [`Hub::take_dead_letters`] waits for one more dead letter after the first.
 const DEAD_LETTER_GAP: Duration = Duration::from_millis(250);
@@ -96,7 +96,8 @@ pub(crate) struct HubState {
 ///
 /// | variable | meaning | default |
 /// |---|---|---|
-/// | `TIDEWELL_EVENT_HUB_URL` | `amqp://…`, `amqps://…`, `memory://` (private) or `memory://<name>` (shared in the process) | `memory://` |
+/// | `TIDEWELL_EVENT_HUB_URL` | `amqp://…`, `amqps://…`, `memory://` (private) or `memory://<name>` (shared in the process); for a RabbitMQ cluster, its nodes' URLs separated by commas | `memory://` |
+/// | `TIDEWELL_EVENT_HUB_QUEUE_TYPE` | `quorum` or `classic`: the kind of the service queues declared (their dead-letter and wait queues included) | `quorum` |
 /// | `TIDEWELL_EVENT_HUB_PUBLISH_TIMEOUT` | how long a publish may wait for a confirm, across reconnects | `30s` |
 /// | `TIDEWELL_EVENT_HUB_MAX_MESSAGE_SIZE` | largest encoded event, published or consumed | `1MiB` |
 /// | `TIDEWELL_EVENT_HUB_TLS_CA_FILE` | PEM CA certificates trusted for `amqps://`, besides the system's roots | unset |
@@ -113,6 +114,8 @@ pub struct HubConfig {
     pub max_message_size: usize,
     /// TLS for an `amqps://` URL: a CA file, a client certificate.
     pub tls: tidewell_core::tls::ClientTls,
+    /// The kind of the queues declared when a [`ServiceQueue`](crate::ServiceQueue) does not say.
+    pub queue_type: QueueType,
 }
 
 impl Default for HubConfig {
@@ -122,6 +125,7 @@ impl Default for HubConfig {
             publish_timeout: Duration::from_secs(30),
             max_message_size: 1 << 20,
             tls: tidewell_core::tls::ClientTls::default(),
+            queue_type: QueueType::Quorum,
         }
     }
 }
@@ -133,7 +137,12 @@ impl HubConfig {
         tidewell_core::cli::Var::new(
             "TIDEWELL_EVENT_HUB_URL",
             "memory://",
-            "the event hub: amqp://user:pass@host:5672/vhost or memory://",
+            "the event hub: amqp://user:pass@host:5672/vhost (a cluster: several, comma-separated) or memory://",
+        ),
+        tidewell_core::cli::Var::new(
+            "TIDEWELL_EVENT_HUB_QUEUE_TYPE",
+            "quorum",
+            "quorum or classic: the kind of service, dead-letter and retry queues declared",
         ),
         tidewell_core::cli::Var::new(
             "TIDEWELL_EVENT_HUB_PUBLISH_TIMEOUT",
@@ -187,6 +196,10 @@ impl HubConfig {
                 }),
             tls: tidewell_core::tls::ClientTls::from_source(env, "TIDEWELL_EVENT_HUB")
                 .map_err(Error::Config)?,
+            queue_type: env
+                .parse("TIDEWELL_EVENT_HUB_QUEUE_TYPE", "quorum or classic")
+                .map_err(Error::Config)?
+                .unwrap_or(d.queue_type),
         })
     }
 }
@@ -233,6 +246,10 @@ impl HubBuilder {
 
     /// The backend: `amqp://…` / `amqps://…` for RabbitMQ; `memory://` for a private in-process
     /// broker, `memory://<name>` for one shared by every hub of the process that names it.
+    ///
+    /// For a RabbitMQ cluster, give its nodes' URLs separated by commas
+    /// (`amqp://u:p@10.0.0.1:5672,amqp://u:p@10.0.0.2:5672`): the hub connects to the first
+    /// that answers and, when that connection fails, to the next.
     #[must_use]
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.config.url = url.into();
@@ -251,6 +268,15 @@ impl HubBuilder {
     #[must_use]
     pub fn tls(mut self, tls: tidewell_core::tls::ClientTls) -> Self {
         self.config.tls = tls;
+        self
+    }
+
+    /// The kind of the queues declared for a [`ServiceQueue`](crate::ServiceQueue) that does not
+    /// set its own (default quorum: replicated over a RabbitMQ cluster's nodes). The in-memory
+    /// backend has one kind only and ignores it.
+    #[must_use]
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.config.queue_type = queue_type;
         self
     }
 
@@ -294,7 +320,7 @@ impl HubBuilder {
     /// the hub reconnects by itself.
     pub async fn connect(self) -> Result<Hub, Error> {
         self.topology.validate()?;
-        let declarations = self.topology.declarations();
+        let declarations = self.topology.declarations(self.config.queue_type);
         let scheme = self.config.url.split_once("://").map_or("", |(s, _)| s);
         let (backend, backend_name): (Arc<dyn Backend>, &'static str) = match scheme {
             "memory" => {
