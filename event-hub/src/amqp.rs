@@ -85,7 +85,9 @@ impl AmqpBackend {
         let (live, _) = watch::channel(None);
         let urls = split_urls(url)?;
         let mut tls_configs = urls.iter().map(|u| tls_config(u, tls));
-        let tls = tls_configs.next().unwrap_or_else(|| Ok(OwnedTLSConfig::default()))?;
+        let tls = tls_configs
+            .next()
+            .unwrap_or_else(|| Ok(OwnedTLSConfig::default()))?;
         tls_configs.try_for_each(|t| t.map(drop))?;
         let inner = Arc::new(Supervised {
             tls,
@@ -121,7 +123,8 @@ fn split_urls(list: &str) -> Result<Vec<String>, Error> {
     let tls = urls.iter().filter(|u| u.starts_with("amqps://")).count();
     if tls != 0 && tls != urls.len() {
         return Err(Error::Config(tidewell_core::Error::Tls {
-            reason: "the event hub URLs mix amqps:// and amqp://; give every node as amqps://".into(),
+            reason: "the event hub URLs mix amqps:// and amqp://; give every node as amqps://"
+                .into(),
         }));
     }
     if urls.is_empty() {

@@ -390,7 +390,11 @@ mod tests {
         let quorum = ArgValue::Text("quorum".into());
         for (name, args) in queues.iter().filter(|(n, _)| n.starts_with("gateway.n1.")) {
             assert_eq!(args.get(ARG_QUEUE_TYPE), Some(&quorum), "{name}");
-            assert_eq!(args.get(ARG_EXPIRES), Some(&ArgValue::Int(600_000)), "{name}");
+            assert_eq!(
+                args.get(ARG_EXPIRES),
+                Some(&ArgValue::Int(600_000)),
+                "{name}"
+            );
             let dead_letters = args.contains_key(ARG_DLX);
             assert_eq!(
                 args.get(ARG_DL_STRATEGY).is_some(),

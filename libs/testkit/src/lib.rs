@@ -24,6 +24,7 @@
 )]
 
 pub mod bench;
+pub mod cluster;
 mod names;
 mod postgres;
 mod rabbit;

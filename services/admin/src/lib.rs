@@ -136,8 +136,9 @@ impl tidewell_service_kit::Service for AdminService {
         AdminConfig::from_env()
     }
 
-    fn queue(config: &AdminConfig) -> ServiceQueue {
-        config.queue()
+    /// Shared by every admin node: each event is audited by one of them.
+    fn queues(config: &AdminConfig) -> Vec<ServiceQueue> {
+        vec![config.queue()]
     }
 
     async fn listen(

@@ -144,10 +144,10 @@ impl tidewell_service_kit::Service for AuthService {
         AuthConfig::from_env()
     }
 
-    /// The auth service publishes; it consumes nothing. An in-memory hub (the default) keeps the
-    /// events in-process (`TIDEWELL_EVENT_HUB_URL=amqp://…` for RabbitMQ) on this queue.
-    fn queue(_: &AuthConfig) -> ServiceQueue {
-        ServiceQueue::new("auth-audit").bind("auth.#")
+    /// The auth service publishes; it consumes nothing. Its events wait in its outbox until a
+    /// consumer's queue is bound to them (the admin service's takes every event).
+    fn queues(_: &AuthConfig) -> Vec<ServiceQueue> {
+        Vec::new()
     }
 
     async fn listen(

@@ -1,6 +1,7 @@
 //! Configuration from the environment.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tidewell_core::config::Env;
 use tidewell_event_hub::ServiceQueue;
@@ -30,8 +31,19 @@ pub struct GatewayConfig {
     /// `GATEWAY_API_PER_MINUTE`: the same for each service's part of the rest of the API,
     /// including `/api/auth/me`, `/api/auth/devices` and logout (default 100).
     pub api_per_minute: u32,
-    /// The service name of its queue, default `gateway`.
+    /// The service name of its queues, default `gateway`.
     pub queue_service: String,
+    /// This node's name (`TIDEWELL_NODE_ID`, default `<host name>-<process id>`): its own
+    /// queue is `<queue_service>.<node_id>.events`.
+    pub node_id: String,
+    /// `GATEWAY_QUEUE_EXPIRES`: how long the broker keeps this node's queue once the node is
+    /// gone (default `10m`); a node that comes back with the same id within it receives what
+    /// was published meanwhile.
+    pub queue_expires: Duration,
+    /// `TIDEWELL_WS_BACKPLANE_URL` (else `REDIS_URL`): the Redis (`redis://`, `rediss://`) that
+    /// joins the rooms of every gateway node, so a client recovers what it missed on whichever
+    /// node it reconnects to. `None`: each node's rooms are its own.
+    pub backplane_url: Option<String>,
     /// HTTPS (`wss://` for the rooms through the same listener): `GATEWAY_TLS_CERT_FILE` and
     /// `GATEWAY_TLS_KEY_FILE` (PEM), `GATEWAY_HSTS` (default `max-age=31536000`, `off` for none).
     /// `None` (the default): plain HTTP.
@@ -51,6 +63,14 @@ impl std::fmt::Debug for GatewayConfig {
             .field("cors_origins", &self.cors_origins)
             .field("auth_per_minute", &self.auth_per_minute)
             .field("api_per_minute", &self.api_per_minute)
+            .field("node_id", &self.node_id)
+            .field(
+                "backplane_url",
+                &self
+                    .backplane_url
+                    .as_deref()
+                    .map(tidewell_core::config::redact_url),
+            )
             .field("tls", &self.tls)
             .field("redirect_addr", &self.redirect_addr)
             .finish_non_exhaustive()
@@ -90,6 +110,18 @@ impl GatewayConfig {
         ),
         Self::AUTH_PER_MINUTE,
         Self::API_PER_MINUTE,
+        tidewell_service_kit::NODE_ID,
+        tidewell_core::cli::Var::new(
+            "GATEWAY_QUEUE_EXPIRES",
+            "10m",
+            "how long the broker keeps a gone node's queue",
+        ),
+        Self::BACKPLANE_URL,
+        tidewell_core::cli::Var::new(
+            "REDIS_URL",
+            "",
+            "the backplane's Redis when TIDEWELL_WS_BACKPLANE_URL is unset",
+        ),
         tidewell_core::cli::Var::new(
             "GATEWAY_TLS_CERT_FILE",
             "",
@@ -126,7 +158,14 @@ impl GatewayConfig {
         "other API requests per minute per client IP and service (0: off)",
     );
 
-    /// `jwt_secret`, defaults for the rest.
+    /// `TIDEWELL_WS_BACKPLANE_URL` as `--help` lists it (the platform reads it too).
+    pub const BACKPLANE_URL: tidewell_core::cli::Var = tidewell_core::cli::Var::new(
+        "TIDEWELL_WS_BACKPLANE_URL",
+        "",
+        "redis://... joining the rooms of every gateway node (unset: REDIS_URL, else none)",
+    );
+
+    /// `jwt_secret`, defaults for the rest (the node id from the host name and process).
     pub fn new(jwt_secret: impl Into<Vec<u8>>) -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -139,6 +178,9 @@ impl GatewayConfig {
             auth_per_minute: 10,
             api_per_minute: 100,
             queue_service: "gateway".into(),
+            node_id: default_node_id(),
+            queue_expires: Duration::from_secs(600),
+            backplane_url: None,
             tls: None,
             redirect_addr: None,
         }
@@ -179,6 +221,14 @@ impl GatewayConfig {
         if let Some(n) = env.parse("GATEWAY_API_PER_MINUTE", "a whole number")? {
             c.api_per_minute = n;
         }
+        c.node_id = tidewell_service_kit::node_id(&env)?;
+        if let Some(d) = env.duration("GATEWAY_QUEUE_EXPIRES")? {
+            c.queue_expires = d;
+        }
+        c.backplane_url = backplane_url(
+            env.string("TIDEWELL_WS_BACKPLANE_URL")?
+                .or(env.string("REDIS_URL")?),
+        );
         c.tls = tidewell_core::tls::ServerTls::from_source(&env, "GATEWAY")?;
         c.redirect_addr = env.parse("GATEWAY_REDIRECT_ADDR", "an address such as 0.0.0.0:80")?;
         if c.redirect_addr.is_some() && c.tls.is_none() {
@@ -191,14 +241,52 @@ impl GatewayConfig {
         Ok(c)
     }
 
-    /// The queue the gateway consumes (payment events for the rooms, session ends), to add to
-    /// the hub's topology. Each gateway node needs its own (set `queue_service`).
-    pub fn queue(&self) -> ServiceQueue {
-        ServiceQueue::new(&self.queue_service)
-            .bind("payments.payment.*")
+    /// The queues the gateway consumes, to add to the hub's topology:
+    ///
+    /// - its node's own, `<queue_service>.<node_id>.events`, deleted by the broker
+    ///   [`queue_expires`](Self::queue_expires) after the node is gone: the session ends, which
+    ///   every node must see to refuse the session's token and close its connections; and the
+    ///   payment events too when there is no backplane, since each node then feeds its own rooms;
+    /// - with a backplane, `<queue_service>.events`, shared by every node: each payment event is
+    ///   taken by one node, which publishes it through the backplane to the rooms of all.
+    pub fn queues(&self) -> Vec<ServiceQueue> {
+        let own = ServiceQueue::per_node(&self.queue_service, &self.node_id, self.queue_expires)
             .bind("auth.session.revoked")
-            .bind("auth.user.logout")
+            .bind("auth.user.logout");
+        if self.backplane_url.is_some() {
+            vec![
+                own,
+                ServiceQueue::new(&self.queue_service).bind(PAYMENT_EVENTS),
+            ]
+        } else {
+            vec![own.bind(PAYMENT_EVENTS)]
+        }
     }
+}
+
+/// The backplane's URL if `url` is a single Redis (`redis://`, `rediss://`): the backplane does not run on a Redis
+/// Cluster yet, so with a `redis-cluster://` URL each node keeps its own rooms (said once at
+/// start).
+pub fn backplane_url(url: Option<String>) -> Option<String> {
+    let url = url?;
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Some(url);
+    }
+    tracing::warn!(
+        url = %tidewell_core::config::redact_url(&url),
+        "the WebSocket backplane needs a single Redis (redis:// or rediss://): each gateway node keeps its own rooms, so a client recovers missed events only on the node it was on"
+    );
+    None
+}
+
+/// The events the gateway turns into room messages.
+const PAYMENT_EVENTS: &str = "payments.payment.*";
+
+/// [`tidewell_service_kit::node_id`] from the process environment, or `gateway-<pid>` if
+/// `TIDEWELL_NODE_ID` is invalid there ([`GatewayConfig::from_env`] reports that).
+fn default_node_id() -> String {
+    tidewell_service_kit::node_id(&Env::process())
+        .unwrap_or_else(|_| format!("gateway-{}", std::process::id()))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use tidewell_proxy::{Proxy, ProxyConfig, Route};
 use tidewell_session_sync::server::RevokedSessions;
 use tidewell_websocket::{Bridge, WsServer};
 
-pub use config::GatewayConfig;
+pub use config::{GatewayConfig, backplane_url};
 
 /// The endpoints that trade a credential (a password or a refresh token) for tokens: each is
 /// limited to [`GatewayConfig::auth_per_minute`] requests per client IP.
@@ -104,8 +104,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the proxy and the WebSocket server and subscribes the bridge to `hub` (whose
-    /// topology holds [`GatewayConfig::queue`]).
+    /// Builds the proxy and the WebSocket server, joins the backplane if the configuration
+    /// names one, and subscribes the bridge to `hub` (whose topology holds
+    /// [`GatewayConfig::queues`]).
     pub async fn start(config: GatewayConfig, hub: Hub) -> Result<Self, Error> {
         let verifier = tidewell_service_kit::verifier(&config.jwt_secret)?;
         let revoked = RevokedSessions::in_memory(1_000_000, Duration::from_secs(24 * 3600));
@@ -146,23 +147,33 @@ impl Gateway {
             .revoke_sessions("auth.user.logout", |e| {
                 Some((e.payload()["session_id"].as_str()?.to_owned(), None))
             });
-        let learn = revoked.clone();
-        hub.subscribe_router(
-            Subscription::new(config.queue().name()),
-            EventRouter::new().fallback(move |e: RawEnvelope| {
-                let ended = matches!(e.event_type(), "auth.session.revoked" | "auth.user.logout");
-                if ended && let Some(sid) = e.payload()["session_id"].as_str() {
-                    learn.insert(sid);
-                }
-                let result = bridge.apply(&e);
-                async move {
-                    result
-                        .map(|_| ())
-                        .map_err(|e| HandlerError::permanent(e.to_string()))
-                }
-            }),
-        )
-        .await?;
+        if let Some(url) = &config.backplane_url {
+            ws.connect_backplane(url, &format!("tidewell:{}:ws", config.queue_service))
+                .await?;
+            tracing::info!(backplane = %tidewell_core::config::redact_url(url), "rooms joined across gateway nodes");
+        }
+        let bridge = Arc::new(bridge);
+        for queue in config.queues() {
+            let learn = revoked.clone();
+            let bridge = Arc::clone(&bridge);
+            hub.subscribe_router(
+                Subscription::new(queue.name()),
+                EventRouter::new().fallback(move |e: RawEnvelope| {
+                    let ended =
+                        matches!(e.event_type(), "auth.session.revoked" | "auth.user.logout");
+                    if ended && let Some(sid) = e.payload()["session_id"].as_str() {
+                        learn.insert(sid);
+                    }
+                    let result = bridge.apply(&e);
+                    async move {
+                        result
+                            .map(|_| ())
+                            .map_err(|e| HandlerError::permanent(e.to_string()))
+                    }
+                }),
+            )
+            .await?;
+        }
 
         let per_minute = |n: u32| (f64::from(n) / 60.0, n);
         let mut routes = ProxyConfig::new();
@@ -311,8 +322,8 @@ impl tidewell_service_kit::Service for Gateway {
         GatewayConfig::from_env()
     }
 
-    fn queue(config: &GatewayConfig) -> tidewell_event_hub::ServiceQueue {
-        config.queue()
+    fn queues(config: &GatewayConfig) -> Vec<tidewell_event_hub::ServiceQueue> {
+        config.queues()
     }
 
     async fn listen(

@@ -41,7 +41,10 @@ async fn start() -> Running {
     config.redirect_addr = Some(plain_addr);
     let hub = tidewell_event_hub::Hub::memory(
         "gateway",
-        tidewell_event_hub::Topology::new().service(config.queue()),
+        config.queues().into_iter().fold(
+            tidewell_event_hub::Topology::new(),
+            tidewell_event_hub::Topology::service,
+        ),
     )
     .await
     .unwrap();

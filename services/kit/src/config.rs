@@ -19,6 +19,69 @@ pub const JWT_SECRET: Var = Var::new(
     "HS256 secret shared by every service (32+ bytes)",
 );
 
+/// `TIDEWELL_NODE_ID` as `--help` lists it: the name of this process among the nodes of a
+/// deployment, which names its own queues.
+pub const NODE_ID: Var = Var::new(
+    "TIDEWELL_NODE_ID",
+    "<host name>-<process id>",
+    "this node's name among several (letters, digits, - and _): names its own queues",
+);
+
+/// This node's name: `TIDEWELL_NODE_ID` from `env`, else `<host name>-<process id>` (so two
+/// processes on one host differ). Letters, digits, `-` and `_`, at most 64 characters; other
+/// characters of the host name become `-`.
+///
+/// ```
+/// use tidewell_core::config::Env;
+/// let id = tidewell_service_kit::node_id(&Env::from_pairs([("TIDEWELL_NODE_ID", "eu-1")]))?;
+/// assert_eq!(id, "eu-1");
+/// let bad = tidewell_service_kit::node_id(&Env::from_pairs([("TIDEWELL_NODE_ID", "a b")]));
+/// assert!(bad.is_err());
+/// # Ok::<(), tidewell_core::Error>(())
+/// ```
+pub fn node_id(env: &Env) -> Result<String, tidewell_core::Error> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if let Some(id) = env.string(NODE_ID.name)? {
+        if valid(&id) {
+            return Ok(id);
+        }
+        return Err(tidewell_core::Error::InvalidVar {
+            name: NODE_ID.name.into(),
+            reason: format!(
+                "{id:?} has characters other than letters, digits, - and _, or is longer than 64"
+            ),
+            expected: "a name such as gateway-1",
+        });
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    let host = if host.is_empty() {
+        "node".to_owned()
+    } else {
+        host
+    };
+    Ok(format!("{host}-{}", std::process::id()))
+}
+
 /// The variables of one service's [`CommonConfig`]: where it listens (`<AREA>_ADDR`) and its
 /// database (`<AREA>_DATABASE_URL`), with their defaults. A service lists them in its `VARS`
 /// after [`JWT_SECRET`].
@@ -190,6 +253,20 @@ mod tests {
     fn a_default_that_is_not_an_address_stops_debug_builds() {
         let vars = CommonVars::new("X_ADDR", "port 1", "X_DATABASE_URL", "sqlite::memory:");
         let _ = CommonConfig::new(vars, "sqlite::memory:", "secret");
+    }
+
+    #[test]
+    fn node_id_defaults_to_host_and_process() -> Result<(), tidewell_core::Error> {
+        let id = node_id(&Env::from_pairs([("UNRELATED", "1")]))?;
+        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{id}"
+        );
+        let long = "x".repeat(65);
+        assert!(node_id(&Env::from_pairs([("TIDEWELL_NODE_ID", long.as_str())])).is_err());
+        Ok(())
     }
 
     #[test]

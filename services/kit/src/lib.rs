@@ -52,7 +52,7 @@ mod startup;
 pub mod test_support;
 
 pub use auth::{AUDIENCE, AuthState, AuthUser, ISSUER, issuer, verifier};
-pub use config::{CommonConfig, CommonVars, JWT_SECRET};
+pub use config::{CommonConfig, CommonVars, JWT_SECRET, NODE_ID, node_id};
 pub use db::{database, now_ms, start_outbox, start_relay};
 pub use error::{ApiError, request_id};
 pub use extract::JsonBody;

@@ -30,9 +30,9 @@ pub trait Service: Sized {
     /// Its configuration from the process environment.
     fn config_from_env() -> Result<Self::Config, tidewell_core::Error>;
 
-    /// The queue it consumes (or, for a service that only publishes, one that keeps its events),
-    /// for the hub's topology.
-    fn queue(config: &Self::Config) -> ServiceQueue;
+    /// The queues it consumes, for the hub's topology (none for a service that only publishes:
+    /// its events wait in its outbox until a consumer's queue is bound to them).
+    fn queues(config: &Self::Config) -> Vec<ServiceQueue>;
 
     /// Binds the configured address; the error names the variable that sets it.
     fn listen(config: &Self::Config) -> impl Future<Output = Result<TcpListener, ListenError>>;
@@ -99,7 +99,7 @@ where
 
 /// The `main` of a service's binary: `cli` lists `S::VARS` and `TelemetryConfig::VARS`; then
 /// [`run`] reads the configuration, binds its address, connects the hub (`TIDEWELL_EVENT_HUB_*`)
-/// with [`Service::queue`], launches the service and serves it until Ctrl-C or SIGTERM.
+/// with [`Service::queues`], launches the service and serves it until Ctrl-C or SIGTERM.
 ///
 /// ```no_run
 /// use std::process::ExitCode;
@@ -110,7 +110,7 @@ where
 /// #     const NAME: &'static str = "auth";
 /// #     const VARS: &'static [&'static [tidewell_core::cli::Var]] = &[];
 /// #     fn config_from_env() -> Result<(), tidewell_core::Error> { Ok(()) }
-/// #     fn queue(_: &()) -> tidewell_event_hub::ServiceQueue { tidewell_event_hub::ServiceQueue::new("auth") }
+/// #     fn queues(_: &()) -> Vec<tidewell_event_hub::ServiceQueue> { Vec::new() }
 /// #     async fn listen(_: &()) -> Result<tokio::net::TcpListener, tidewell_service_kit::ListenError> {
 /// #         tidewell_service_kit::listen(([127, 0, 0, 1], 0).into(), "AUTH_ADDR").await
 /// #     }
@@ -139,7 +139,11 @@ async fn serve_from_env<S: Service>() -> Result<(), Box<dyn Error>> {
     let config = S::config_from_env()?;
     let listener = S::listen(&config).await?;
     let hub = HubBuilder::from_env(S::NAME)?
-        .topology(Topology::new().service(S::queue(&config)))
+        .topology(
+            S::queues(&config)
+                .into_iter()
+                .fold(Topology::new(), Topology::service),
+        )
         .connect()
         .await?;
     let stop = CancellationToken::new();

@@ -171,9 +171,10 @@ impl tidewell_service_kit::Service for PaymentsService {
         PaymentsConfig::from_env()
     }
 
-    /// A queue that keeps the events it publishes (it consumes none).
-    fn queue(_: &PaymentsConfig) -> ServiceQueue {
-        ServiceQueue::new("payments-audit").bind("payments.#")
+    /// It consumes nothing. Its events wait in its outbox until a consumer's queue is bound to
+    /// them (the admin service's takes every event, the gateway's the payment events).
+    fn queues(_: &PaymentsConfig) -> Vec<ServiceQueue> {
+        Vec::new()
     }
 
     async fn listen(

@@ -53,6 +53,12 @@ pub struct PlatformConfig {
     pub cache_prefix: Option<String>,
     /// Gateway rate limits per minute per client IP (auth, rest of the API); 0 turns one off.
     pub rate_limits: (u32, u32),
+    /// This node's name among several (`TIDEWELL_NODE_ID`, default `<host name>-<process id>`):
+    /// names the gateway's own queue.
+    pub node_id: String,
+    /// The Redis joining the WebSocket rooms of every node (`TIDEWELL_WS_BACKPLANE_URL`, else the
+    /// cache's URL when it is a single Redis); `None` on embedded defaults.
+    pub backplane_url: Option<String>,
 }
 
 impl std::fmt::Debug for PlatformConfig {
@@ -127,6 +133,8 @@ impl PlatformConfig {
         AuthConfig::ADMIN_EMAILS,
         GatewayConfig::AUTH_PER_MINUTE,
         GatewayConfig::API_PER_MINUTE,
+        tidewell_service_kit::NODE_ID,
+        GatewayConfig::BACKPLANE_URL,
     ];
 
     /// Embedded defaults with `jwt_secret`.
@@ -146,6 +154,8 @@ impl PlatformConfig {
             exchange: None,
             cache_prefix: None,
             rate_limits: (10, 100),
+            node_id: GatewayConfig::new(Vec::new()).node_id,
+            backplane_url: None,
         }
     }
 
@@ -195,6 +205,13 @@ impl PlatformConfig {
         if let Some(n) = env.parse("GATEWAY_API_PER_MINUTE", "a whole number")? {
             c.rate_limits.1 = n;
         }
+        c.node_id = tidewell_service_kit::node_id(&env)?;
+        let backplane = env.string("TIDEWELL_WS_BACKPLANE_URL")?.or_else(|| {
+            c.cache_url
+                .starts_with("redis")
+                .then(|| c.cache_url.clone())
+        });
+        c.backplane_url = tidewell_gateway::backplane_url(backplane);
         Ok(c)
     }
 
@@ -287,14 +304,18 @@ impl Platform {
         profile_cfg.queue_service = format!("{p}profile");
         let mut gateway_cfg = GatewayConfig::new(config.jwt_secret.clone());
         gateway_cfg.queue_service = format!("{p}gateway");
+        gateway_cfg.node_id.clone_from(&config.node_id);
+        gateway_cfg.backplane_url.clone_from(&config.backplane_url);
         let topology = match &config.exchange {
             Some(x) => Topology::with_exchange(x.clone()),
             None => Topology::new(),
         };
-        let topology = topology
+        let topology = gateway_cfg
+            .queues()
+            .into_iter()
+            .fold(topology, Topology::service)
             .service(admin_cfg.queue())
-            .service(profile_cfg.queue())
-            .service(gateway_cfg.queue());
+            .service(profile_cfg.queue());
         let mut hub = Hub::builder("platform")
             .url(&config.hub_url)
             .topology(topology);

@@ -760,7 +760,10 @@ async fn every_gateway_error_has_one_shape() {
     config.queue_service = unique_name("gateway");
     let hub = tidewell_event_hub::Hub::memory(
         "gateway",
-        tidewell_event_hub::Topology::new().service(config.queue()),
+        config.queues().into_iter().fold(
+            tidewell_event_hub::Topology::new(),
+            tidewell_event_hub::Topology::service,
+        ),
     )
     .await
     .unwrap();

@@ -179,8 +179,9 @@ impl tidewell_service_kit::Service for ProfileService {
         ProfileConfig::from_env()
     }
 
-    fn queue(config: &ProfileConfig) -> ServiceQueue {
-        config.queue()
+    /// Shared by every profile node: each event is handled by one of them.
+    fn queues(config: &ProfileConfig) -> Vec<ServiceQueue> {
+        vec![config.queue()]
     }
 
     async fn listen(

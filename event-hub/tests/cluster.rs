@@ -1,0 +1,128 @@
+//! The hub on the 3-node RabbitMQ cluster of `scripts/local-cluster`: the node that leads a
+//! quorum queue is stopped while 5,000 events are published; none is lost, none is handled
+//! twice by an idempotent consumer, and the hub keeps publishing through the other nodes.
+//!
+//! Runs alone (nextest's `cluster` group): it stops a node the other cluster tests use.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tidewell_core::{Envelope, Event};
+use tidewell_event_hub::{Hub, MemoryDedup, RetryPolicy, ServiceQueue, Subscription, Topology};
+use tidewell_testkit::cluster::LocalCluster;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    n: u32,
+}
+
+impl Event for Entry {
+    const TYPE: &'static str = "ledger.entry.created";
+    const VERSION: u16 = 1;
+}
+
+const EVENTS: u32 = 5_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_leader_stopped_mid_publish_loses_nothing_and_handles_nothing_twice() {
+    let cluster = LocalCluster::get();
+    let vhost = cluster.vhost();
+    let url = cluster.amqp_urls_on(&vhost);
+    let queue = ServiceQueue::new("ledger")
+        .bind("ledger.#")
+        .retry(RetryPolicy::none());
+    let name = queue.name();
+    let hub = Hub::builder("ledger")
+        .url(&url)
+        .topology(Topology::new().service(queue))
+        .publish_timeout(Duration::from_secs(60))
+        .connect()
+        .await
+        .unwrap();
+    // The consumer on a connection of its own, which starts on another node than the publisher's
+    // (the URLs in another order).
+    let mut reversed: Vec<&str> = url.split(',').collect();
+    reversed.reverse();
+    let consumer = Hub::builder("ledger-consumer")
+        .url(reversed.join(","))
+        .topology(hub.topology().clone())
+        .connect()
+        .await
+        .unwrap();
+    let handled: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+    let h = handled.clone();
+    consumer
+        .subscribe(
+            Subscription::new(&name).dedup(MemoryDedup::new(100_000)),
+            move |e: Envelope<Entry>| {
+                *h.lock().unwrap().entry(e.payload().n).or_default() += 1;
+                async { Ok(()) }
+            },
+        )
+        .await
+        .unwrap();
+
+    let leader = cluster.quorum_leader(&vhost, &name);
+    let publisher = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for n in 0..EVENTS {
+                if let Err(e) = hub.publish(&hub.envelope(Entry { n })).await {
+                    failed.push((n, e.to_string()));
+                }
+            }
+            failed
+        })
+    };
+    // Stop the leader once a fifth has gone through.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handled.lock().unwrap().len() < (EVENTS / 5) as usize {
+        assert!(Instant::now() < deadline, "the first events never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped_at = handled.lock().unwrap().len();
+    cluster.stop_rabbit(leader);
+    let failed = publisher.await.unwrap();
+    let all_published = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handled.lock().unwrap().len() < EVENTS as usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let caught_up = all_published.elapsed();
+    cluster.start_rabbit(leader);
+    assert!(
+        failed.is_empty(),
+        "publishes refused: {:?}",
+        &failed[..failed.len().min(5)]
+    );
+    let handled = handled.lock().unwrap().clone();
+    let missing: Vec<u32> = (0..EVENTS).filter(|n| !handled.contains_key(n)).collect();
+    let twice: Vec<(u32, u32)> = handled
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, c)| (*n, *c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} events lost, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(twice.is_empty(), "handled twice: {twice:?}");
+    eprintln!(
+        "leader twc{leader} stopped after {stopped_at} events; all {EVENTS} handled once, {caught_up:?} after the last publish; duplicates suppressed: {}",
+        consumer.metrics().consumed(&name, "duplicate")
+    );
+    consumer.shutdown(Duration::from_secs(5)).await.unwrap();
+    hub.shutdown(Duration::from_secs(5)).await.unwrap();
+}
