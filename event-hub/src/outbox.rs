@@ -141,17 +141,33 @@ impl Outbox {
                 last_error TEXT
             )"
         );
+        // Several nodes starting at once on one Postgres would race on `CREATE ... IF NOT
+        // EXISTS` (which is not atomic there: a unique violation on pg_type): one transaction
+        // holding an advisory lock creates the table and its index at a time.
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(|e| db("create the outbox table", e))?;
+        if postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7465787401)")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db("lock the outbox table's creation", e))?;
+        }
         sqlx::query(AssertSqlSafe(create))
-            .execute(&pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| db("create the outbox table", e))?;
         sqlx::query(
             "CREATE INDEX IF NOT EXISTS tidewell_outbox_pending ON tidewell_outbox (seq) \
              WHERE published_at IS NULL",
         )
-        .execute(&pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| db("create the outbox index", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| db("create the outbox table", e))?;
         Ok(Self {
             pool,
             postgres,

@@ -273,7 +273,7 @@ pub fn backplane_url(url: Option<String>) -> Option<String> {
         return Some(url);
     }
     tracing::warn!(
-        url = %tidewell_core::config::redact_url(&url),
+        scheme = url.split("://").next().unwrap_or_default(),
         "the WebSocket backplane needs a single Redis (redis:// or rediss://): each gateway node keeps its own rooms, so a client recovers missed events only on the node it was on"
     );
     None

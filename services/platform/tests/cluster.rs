@@ -1,0 +1,276 @@
+//! Three platform nodes (the binary, configured by environment only) on the local cluster of
+//! `scripts/local-cluster`: the 3-node RabbitMQ cluster, the Redis Cluster and PostgreSQL.
+//!
+//! - A WebSocket client on node 1 receives a payment created through node 2 within a second,
+//!   once.
+//! - "Log out other devices" through node 3 closes a session connected to node 1 within a
+//!   second, and its token is refused on every node.
+//!
+//! Runs in nextest's `cluster` group (one at a time): other cluster tests stop nodes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use support::{access, call, login, register};
+use tidewell_testkit::cluster::LocalCluster;
+use tidewell_testkit::{TestDatabase, unique_name};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const SECRET: &str = "cluster-secret-cluster-secret-cluster!";
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One platform process; killed when dropped.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // ok to ignore: the process may have ended already
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three nodes of one platform: one virtual host on the RabbitMQ cluster, one set of
+/// databases, the Redis Cluster.
+struct Platform {
+    nodes: Vec<Node>,
+    _dbs: Vec<TestDatabase>,
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+impl Platform {
+    async fn start() -> Self {
+        let cluster = LocalCluster::get();
+        let vhost = cluster.vhost();
+        let mut dbs = Vec::new();
+        for _ in 0..4 {
+            dbs.push(TestDatabase::create().await);
+        }
+        let urls: Vec<String> = cluster
+            .amqp_urls_on(&vhost)
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let addr = free_addr();
+            // Each node prefers another RabbitMQ node first.
+            let mut order = urls.clone();
+            order.rotate_left(i);
+            let log = std::env::temp_dir().join(unique_name(&format!("platform-node{}", i + 1)));
+            let child = Command::new(env!("CARGO_BIN_EXE_tidewell-platform"))
+                .env("GATEWAY_ADDR", addr.to_string())
+                .env("TIDEWELL_NODE_ID", format!("node{}", i + 1))
+                .env("TIDEWELL_JWT_SECRET", SECRET)
+                .env("TIDEWELL_EVENT_HUB_URL", order.join(","))
+                .env("TIDEWELL_CACHE_URL", cluster.redis_url())
+                .env("AUTH_DATABASE_URL", dbs[0].url())
+                .env("PAYMENTS_DATABASE_URL", dbs[1].url())
+                .env("ADMIN_DATABASE_URL", dbs[2].url())
+                .env("PROFILE_DATABASE_URL", dbs[3].url())
+                .env("GATEWAY_AUTH_PER_MINUTE", "0")
+                .env("GATEWAY_API_PER_MINUTE", "0")
+                .env("RUST_LOG", "info")
+                .env_remove("AMQP_URL")
+                .env_remove("REDIS_URL")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            nodes.push(Node { child, addr, log });
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for node in &mut nodes {
+            loop {
+                if let Some(status) = node.child.try_wait().unwrap() {
+                    panic!(
+                        "platform node ended ({status}):\n{}",
+                        std::fs::read_to_string(&node.log).unwrap_or_default()
+                    );
+                }
+                if TcpStream::connect(node.addr).await.is_ok()
+                    && call(node.addr, "GET", "/healthz", None, None).await.0 == 200
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "platform node on {} did not start:\n{}",
+                    node.addr,
+                    std::fs::read_to_string(&node.log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Self { nodes, _dbs: dbs }
+    }
+
+    fn addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node - 1].addr
+    }
+}
+
+async fn ws(addr: SocketAddr, token: &str) -> Ws {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let welcome = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(welcome["type"], "welcome");
+    ws
+}
+
+async fn next_json(ws: &mut Ws, limit: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_through_node_2_reaches_a_websocket_on_node_1_once_within_a_second() {
+    let p = Platform::start().await;
+    let email = format!("{}@example.com", unique_name("ann"));
+    register(p.addr(3), &email, "Ann").await;
+    let tokens = login(p.addr(1), &email, Some("laptop")).await;
+    let token = access(&tokens);
+    let mut on_node_1 = ws(p.addr(1), &token).await;
+    // A second client on node 3 hears it too: every node feeds its own clients.
+    let mut on_node_3 = ws(p.addr(3), &token).await;
+
+    let started = Instant::now();
+    let (s, payment) = call(
+        p.addr(2),
+        "POST",
+        "/api/payments",
+        Some(&token),
+        Some(json!({"amount": "12.50", "currency": "EUR", "description": "across nodes"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{payment}");
+    let id = payment["id"].as_str().unwrap();
+    for ws in [&mut on_node_1, &mut on_node_3] {
+        let frame = next_json(ws, Duration::from_secs(1))
+            .await
+            .expect("the payment reaches the other node's client within a second");
+        assert_eq!(
+            frame["event"]["type"], "payments.payment.created",
+            "{frame}"
+        );
+        assert_eq!(frame["event"]["payload"]["payment_id"], id, "{frame}");
+    }
+    let delivered = started.elapsed();
+    for ws in [&mut on_node_1, &mut on_node_3] {
+        let again = next_json(ws, Duration::from_millis(500)).await;
+        assert!(again.is_none(), "delivered once, then: {again:?}");
+    }
+    eprintln!("payment through node 2 on node 1's and node 3's clients after {delivered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_other_devices_through_node_3_closes_a_session_on_node_1_and_every_node_refuses_it()
+ {
+    let p = Platform::start().await;
+    let email = format!("{}@example.com", unique_name("bob"));
+    register(p.addr(2), &email, "Bob").await;
+    let phone = login(p.addr(1), &email, Some("phone")).await;
+    let laptop = login(p.addr(3), &email, Some("laptop")).await;
+    let phone_token = access(&phone);
+    for node in 1..=3 {
+        let (s, _) = call(
+            p.addr(node),
+            "GET",
+            "/api/payments",
+            Some(&phone_token),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "the phone's token works on node {node} first");
+    }
+    let mut on_node_1 = ws(p.addr(1), &phone_token).await;
+
+    let started = Instant::now();
+    let (s, v) = call(
+        p.addr(3),
+        "POST",
+        "/api/auth/devices/revoke-others",
+        Some(&access(&laptop)),
+        None,
+    )
+    .await;
+    assert!((200..300).contains(&s), "{s} {v}");
+    let mut code = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, on_node_1.next()).await {
+        if let Message::Close(frame) = m {
+            code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    let closed = started.elapsed();
+    assert_eq!(
+        code,
+        Some(4001),
+        "the session on node 1 closes within a second"
+    );
+    // Each node learns of the end through its own queue: within the same second.
+    for node in 1..=3 {
+        let deadline = started + Duration::from_secs(1);
+        loop {
+            let (s, _) = call(
+                p.addr(node),
+                "GET",
+                "/api/payments",
+                Some(&phone_token),
+                None,
+            )
+            .await;
+            if s == 401 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} still answers {s} to the signed-out token"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (s, _) = call(
+        p.addr(1),
+        "GET",
+        "/api/payments",
+        Some(&access(&laptop)),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "the device that asked keeps working");
+    eprintln!("session on node 1 closed {closed:?} after the request to node 3");
+}
