@@ -29,6 +29,8 @@
 
 #[cfg(feature = "amqp")]
 mod amqp;
+#[cfg(feature = "amqp")]
+mod amqp_endpoint;
 mod backend;
 mod dead_letter;
 mod dedup;
