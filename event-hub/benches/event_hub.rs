@@ -3,6 +3,9 @@
 //! - `publish_throughput`: durable queue, persistent 1 KiB events, publisher confirms, 1,000
 //!   confirms in flight for both. Baseline: raw lapin on one confirm channel, publishing the same
 //!   bytes with the same properties to the same exchange. Goal: ratio >= 0.95.
+//! - `quorum_publish_throughput`: the same on a quorum queue (one node here: the cost of the
+//!   Raft log, not of replication). Baseline: raw lapin on the same quorum queue. Goal: ratio >=
+//!   0.95.
 //! - `end_to_end_latency_p99`: publish -> handler at a steady 1,000 events/s. Baseline: raw lapin
 //!   publisher and consumer (ack per message). Goal: < 5 ms.
 //! - `amqps_publish_throughput`: `publish_throughput` with both over `amqps://` (TLS 1.3) to the
@@ -422,6 +425,27 @@ async fn main() {
     );
     let (ours_tp, base_tp) = publish_throughput(rabbit.connection(), &hub, &queue).await;
 
+    eprintln!("quorum_publish_throughput: the same on a quorum queue");
+    rabbit.queue("benchq.events");
+    rabbit.queue("benchq.events.dlq");
+    let quorum = ServiceQueue::new(format!("{}.benchq", rabbit.prefix()))
+        .bind("bench.#")
+        .retry(RetryPolicy::none())
+        .queue_type(QueueType::Quorum);
+    let quorum_queue = quorum.name();
+    // An exchange of its own: the classic queue above, bound to the same events, gets none.
+    let quorum_exchange = rabbit.exchange("eventsq");
+    rabbit.exchange("eventsq.dlx");
+    let quorum_hub = Hub::builder("bench")
+        .url(rabbit.url())
+        .topology(Topology::with_exchange(&quorum_exchange).service(quorum))
+        .connect()
+        .await
+        .unwrap();
+    let (ours_q, base_q) =
+        publish_throughput(rabbit.connection(), &quorum_hub, &quorum_queue).await;
+    quorum_hub.shutdown(Duration::from_secs(10)).await.unwrap();
+
     eprintln!("end_to_end_latency: {LATENCY_MESSAGES} events at {LATENCY_RATE}/s");
     let (base_p50, base_p99) = latency_raw(&rabbit, &exchange, &queue).await;
     let (ours_p50, ours_p99) = latency_hub(&hub, &queue).await;
@@ -437,6 +461,7 @@ async fn main() {
     let (ours_tls, base_tls) = amqps_publish_throughput(queue_type).await;
 
     line("publish_throughput", ours_tp, base_tp, "msgs/s");
+    line("quorum_publish_throughput", ours_q, base_q, "msgs/s");
     line("amqps_publish_throughput", ours_tls, base_tls, "msgs/s");
     line("end_to_end_latency_p50", ours_p50, base_p50, "ms");
     line("end_to_end_latency_p99", ours_p99, base_p99, "ms");
