@@ -227,7 +227,7 @@ async fn connect_redis(
 #[cfg(feature = "redis")]
 fn pubsub_url(url: &str) -> String {
     if url.starts_with("redis-cluster://") || url.starts_with("rediss-cluster://") {
-        crate::redis_conn::cluster_nodes(url)
+        tidewell_core::redis_conn::cluster_nodes(url)
             .into_iter()
             .next()
             .unwrap_or_default()

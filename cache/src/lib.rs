@@ -53,8 +53,6 @@ mod namespace;
 #[cfg(feature = "redis")]
 mod recent;
 #[cfg(feature = "redis")]
-mod redis_conn;
-#[cfg(feature = "redis")]
 mod redis_entry;
 #[cfg(feature = "redis")]
 mod redis_store;

@@ -8,7 +8,7 @@
 //! their own prefix to spread them over slots.
 //!
 //! The entry format is `redis_entry`'s; the connection (single server or cluster) is
-//! `redis_conn`'s.
+//! `tidewell_core::redis_conn`'s.
 //!
 //! Why not scripts: a Lua call costs Redis several times what a plain command does, so with many
 //! callers the script, not the network, bounded the rate (reads at a third of raw `GET`s with 32
@@ -29,9 +29,9 @@ use redis::{Script, Value};
 
 use crate::Error;
 use crate::recent::{Recent, same_names};
-use crate::redis_conn::Conn;
 use crate::redis_entry::{format_entry, parse_entry};
 use crate::store::{BoxFuture, Lookup, Read, Store, UNVERSIONED};
+use tidewell_core::redis_conn::RedisConn as Conn;
 
 /// KEYS[1] entry, KEYS[2..] tags; ARGV[1] ttl ms, ARGV[2] value, ARGV[3] expiry (Unix ms).
 /// Writes the entry with the tags' current versions, atomically: what a plain `set` falls back to
@@ -111,7 +111,11 @@ impl RedisStore {
         tls: &tidewell_core::tls::ClientTls,
         announce: Option<Announce>,
     ) -> Result<Self, Error> {
-        Ok(Self::with(Conn::open(url, timeout, tls).await?, announce))
+        let connection = Conn::open(url, timeout, tls).await.map_err(|e| match e {
+            tidewell_core::Error::RedisConnect { url, reason } => Error::Connect { url, reason },
+            other => Error::from(other),
+        })?;
+        Ok(Self::with(connection, announce))
     }
 
     fn with(connection: Conn, announce: Option<Announce>) -> Self {

@@ -56,6 +56,9 @@ mod request;
 mod response;
 mod server;
 mod service;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+mod shared_limit;
 mod state;
 mod tunnel;
 mod upstream;
@@ -67,5 +70,7 @@ pub use error::Error;
 pub use request::ClientAddr;
 pub use server::{serve, serve_redirect, serve_tls};
 pub use service::Proxy;
+#[cfg(feature = "redis")]
+pub use shared_limit::SharedLimits;
 /// The request id header the proxy keeps or makes, sends upstream and echoes (`x-request-id`).
 pub use tidewell_core::http::REQUEST_ID_HEADER;

@@ -2,7 +2,8 @@
 //! `Max-Forwards`, the route, the rate limit, the declared body size and the header rewriting.
 //! An early answer (400, 404, 413, 429, or `Max-Forwards` reaching zero) comes back as `Err`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -41,6 +42,8 @@ pub(crate) struct Prepared {
     /// The request id, as forwarded in `x-request-id` and named in error bodies.
     pub(crate) request_id: HeaderValue,
     pub(crate) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The client's address, for rate limits shared over Redis (checked in the async part).
+    pub(crate) client_ip: Option<IpAddr>,
 }
 
 /// The request's authority and whether it is the `Host` field's (else the request target's).
@@ -94,7 +97,8 @@ where
             id_text(&request_id),
         ));
     };
-    admit(rs, &req, peer, &request_id)?;
+    admit(rs, &req, peer, &request_id, state.limits_are_local())?;
+    let client_ip = peer.map(|p| p.ip);
 
     let upgrade = headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -125,7 +129,22 @@ where
         has_host: host.is_some(),
         request_id,
         client_upgrade,
+        client_ip,
     })
+}
+
+/// The 429 of a client over its route's rate limit, with `Retry-After` in whole seconds.
+pub(crate) fn too_many_requests(wait: Duration, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let mut res = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests from this client; retry later",
+        id_text(request_id),
+    );
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, secs.max(1).into());
+    res
 }
 
 /// The route's own limits on the request: its client's rate (429 with `Retry-After`) and the
@@ -139,20 +158,13 @@ fn admit<B: Body>(
     req: &Request<B>,
     peer: Option<&Peer>,
     request_id: &HeaderValue,
+    local_limits: bool,
 ) -> Result<(), Response<ProxyBody>> {
-    if let Some(peer) = peer
+    if local_limits
+        && let Some(peer) = peer
         && let Some(wait) = rs.rate_limited(peer.ip)
     {
-        let mut res = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests from this client; retry later",
-            id_text(request_id),
-        );
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, secs.max(1).into());
-        return Err(res);
+        return Err(too_many_requests(wait, request_id));
     }
     let max_body = rs.route().max_body;
     if req.body().size_hint().lower() > max_body {

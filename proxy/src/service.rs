@@ -84,6 +84,21 @@ impl Proxy {
         }
     }
 
+    /// Keeps the routes' rate limits in Redis from now on, shared by every proxy attached to the
+    /// same Redis and prefix (see [`SharedLimits`](crate::SharedLimits)): a client that spreads
+    /// its requests over several nodes gets each route's limit once. Fails if limits were
+    /// shared already.
+    #[cfg(feature = "redis")]
+    pub fn share_limits(&self, limits: crate::SharedLimits) -> Result<(), Error> {
+        if self.state.share_limits(limits) {
+            Ok(())
+        } else {
+            Err(Error::Config(
+                "this proxy's rate limits are shared already".into(),
+            ))
+        }
+    }
+
     /// How long a request head may take ([`ProxyConfig::header_read_timeout`]).
     pub(crate) fn header_read_timeout(&self) -> Duration {
         self.state.header_read_timeout()
@@ -116,6 +131,31 @@ impl Proxy {
     }
 }
 
+/// The 429 when the route's limit, kept in Redis, refuses the client; while Redis does not
+/// answer, the node's own limiter decides.
+#[cfg(feature = "redis")]
+async fn shared_limit_refuses(
+    state: &ProxyState,
+    route: usize,
+    ip: Option<std::net::IpAddr>,
+    request_id: &http::HeaderValue,
+) -> Option<Response<ProxyBody>> {
+    let shared = state.shared_limits()?;
+    let ip = ip?;
+    let rs = state.route(route)?;
+    let route = rs.route();
+    let limit = route.rate_limit?;
+    let key = format!("{}{}", route.host.as_deref().unwrap_or(""), route.prefix);
+    let wait = match shared.check(&key, ip, limit).await {
+        Ok(wait) => wait,
+        Err(error) => {
+            shared.warn_fallback(&error);
+            rs.rate_limited(ip)
+        }
+    };
+    wait.map(|w| crate::request::too_many_requests(w, request_id))
+}
+
 impl<B> tower_service::Service<Request<B>> for Proxy
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -146,6 +186,19 @@ where
         ) {
             Ok(prepared) => {
                 let state = Arc::clone(&self.state);
+                #[cfg(feature = "redis")]
+                if state.shared_limits().is_some() {
+                    let (route, ip) = (prepared.route, prepared.client_ip);
+                    let request_id = prepared.request_id.clone();
+                    return Box::pin(async move {
+                        if let Some(refused) =
+                            shared_limit_refuses(&state, route, ip, &request_id).await
+                        {
+                            return Ok(refused);
+                        }
+                        Ok(forward(state, prepared).await)
+                    });
+                }
                 Box::pin(futures_util::FutureExt::map(forward(state, prepared), Ok))
             }
             Err(response) => Box::pin(std::future::ready(Ok(response))),

@@ -30,6 +30,9 @@ pub(crate) struct ProxyState {
     /// Whether any route matches on the host (else a request's host name is never looked at).
     host_routes: bool,
     tunnels: Tunnels,
+    /// Rate limits kept in Redis, once attached ([`Proxy::share_limits`](crate::Proxy::share_limits)).
+    #[cfg(feature = "redis")]
+    shared: std::sync::OnceLock<crate::shared_limit::SharedLimits>,
 }
 
 impl ProxyState {
@@ -51,7 +54,33 @@ impl ProxyState {
             security,
             host_routes,
             tunnels: Tunnels::default(),
+            #[cfg(feature = "redis")]
+            shared: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The shared rate limits, if attached.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared_limits(&self) -> Option<&crate::shared_limit::SharedLimits> {
+        self.shared.get()
+    }
+
+    /// Attaches shared rate limits; `false` if some were attached already.
+    #[cfg(feature = "redis")]
+    pub(crate) fn share_limits(&self, limits: crate::shared_limit::SharedLimits) -> bool {
+        self.shared.set(limits).is_ok()
+    }
+
+    /// Whether the local limiters decide (no shared limits attached).
+    pub(crate) fn limits_are_local(&self) -> bool {
+        #[cfg(feature = "redis")]
+        {
+            self.shared.get().is_none()
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            true
+        }
     }
 
     pub(crate) fn route_count(&self) -> usize {

@@ -14,6 +14,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// Redis did not accept a connection (feature `redis`).
+    #[error("cannot connect to Redis at {url}: {reason}; check the URL and that Redis is up")]
+    RedisConnect {
+        /// The URL, password hidden.
+        url: String,
+        /// What the client reported (a refused certificate explained).
+        reason: String,
+    },
+
     /// The bytes are not an event envelope (invalid JSON or a missing field).
     #[error(
         "malformed event envelope: {source}; expected the JSON form documented in docs/events.md"

@@ -70,6 +70,9 @@ pub mod propagation;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod pubsub;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis_conn;
 #[cfg(feature = "runtime")]
 mod shutdown;
 pub mod tls;

@@ -40,7 +40,14 @@ pub struct GatewayConfig {
     /// gone (default `10m`); a node that comes back with the same id within it receives what
     /// was published meanwhile.
     pub queue_expires: Duration,
-    /// `TIDEWELL_WS_BACKPLANE_URL` (else `REDIS_URL`): the Redis (`redis://`, `rediss://`) that
+    /// `REDIS_URL`: the Redis (`redis://`, `rediss://`, `redis-cluster://…`) that holds the rate
+    /// limits every gateway node shares, so a client that spreads its requests over N nodes gets
+    /// each limit once (while it does not answer, each node applies its own). `None`: each node
+    /// counts alone. TLS settings: `GATEWAY_REDIS_TLS_CA_FILE`, `_CERT_FILE`, `_KEY_FILE`.
+    pub redis_url: Option<String>,
+    /// TLS for a `rediss://` [`redis_url`](Self::redis_url).
+    pub redis_tls: tidewell_core::tls::ClientTls,
+    /// `TIDEWELL_WS_BACKPLANE_URL` (else `REDIS_URL` when it is a single Redis): the Redis (`redis://`, `rediss://`) that
     /// joins the rooms of every gateway node, so a client recovers what it missed on whichever
     /// node it reconnects to. `None`: each node's rooms are its own.
     pub backplane_url: Option<String>,
@@ -64,6 +71,13 @@ impl std::fmt::Debug for GatewayConfig {
             .field("auth_per_minute", &self.auth_per_minute)
             .field("api_per_minute", &self.api_per_minute)
             .field("node_id", &self.node_id)
+            .field(
+                "redis_url",
+                &self
+                    .redis_url
+                    .as_deref()
+                    .map(tidewell_core::config::redact_url),
+            )
             .field(
                 "backplane_url",
                 &self
@@ -120,8 +134,19 @@ impl GatewayConfig {
         tidewell_core::cli::Var::new(
             "REDIS_URL",
             "",
-            "the backplane's Redis when TIDEWELL_WS_BACKPLANE_URL is unset",
+            "Redis holding the rate limits all nodes share (and the backplane's, if unset)",
         ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_REDIS_TLS_CA_FILE",
+            "",
+            "PEM CA certificates trusted for a rediss:// REDIS_URL",
+        ),
+        tidewell_core::cli::Var::new(
+            "GATEWAY_REDIS_TLS_CERT_FILE",
+            "",
+            "PEM client certificate for REDIS_URL (mutual TLS)",
+        ),
+        tidewell_core::cli::Var::new("GATEWAY_REDIS_TLS_KEY_FILE", "", "its PEM private key"),
         tidewell_core::cli::Var::new(
             "GATEWAY_TLS_CERT_FILE",
             "",
@@ -181,6 +206,8 @@ impl GatewayConfig {
             node_id: default_node_id(),
             queue_expires: Duration::from_secs(600),
             backplane_url: None,
+            redis_url: None,
+            redis_tls: tidewell_core::tls::ClientTls::default(),
             tls: None,
             redirect_addr: None,
         }
@@ -225,9 +252,11 @@ impl GatewayConfig {
         if let Some(d) = env.duration("GATEWAY_QUEUE_EXPIRES")? {
             c.queue_expires = d;
         }
+        c.redis_url = env.string("REDIS_URL")?;
+        c.redis_tls = tidewell_core::tls::ClientTls::from_source(&env, "GATEWAY_REDIS")?;
         c.backplane_url = backplane_url(
             env.string("TIDEWELL_WS_BACKPLANE_URL")?
-                .or(env.string("REDIS_URL")?),
+                .or(c.redis_url.clone()),
         );
         c.tls = tidewell_core::tls::ServerTls::from_source(&env, "GATEWAY")?;
         c.redirect_addr = env.parse("GATEWAY_REDIRECT_ADDR", "an address such as 0.0.0.0:80")?;

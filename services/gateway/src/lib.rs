@@ -199,6 +199,15 @@ impl Gateway {
             routes = routes.route(route);
         }
         let proxy = Proxy::new(routes)?;
+        if let Some(url) = &config.redis_url {
+            let shared = tidewell_proxy::SharedLimits::connect(
+                url,
+                &format!("tidewell:{}", config.queue_service),
+                &config.redis_tls,
+            )
+            .await?;
+            proxy.share_limits(shared)?;
+        }
         let metrics = MetricsRegistry::new(Some("gateway"));
         // The `route` label: the gateway's own paths, and each proxied service's prefix (the
         // layer runs before axum's routing, so there is no MatchedPath to read yet).

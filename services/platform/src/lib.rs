@@ -56,6 +56,9 @@ pub struct PlatformConfig {
     /// This node's name among several (`TIDEWELL_NODE_ID`, default `<host name>-<process id>`):
     /// names the gateway's own queue.
     pub node_id: String,
+    /// The Redis holding the gateway's rate limits, shared by every node: the cache's URL when it
+    /// is Redis (a single server or a cluster); `None` on embedded defaults.
+    pub redis_url: Option<String>,
     /// The Redis joining the WebSocket rooms of every node (`TIDEWELL_WS_BACKPLANE_URL`, else the
     /// cache's URL when it is a single Redis); `None` on embedded defaults.
     pub backplane_url: Option<String>,
@@ -155,6 +158,7 @@ impl PlatformConfig {
             cache_prefix: None,
             rate_limits: (10, 100),
             node_id: GatewayConfig::new(Vec::new()).node_id,
+            redis_url: None,
             backplane_url: None,
         }
     }
@@ -206,6 +210,10 @@ impl PlatformConfig {
             c.rate_limits.1 = n;
         }
         c.node_id = tidewell_service_kit::node_id(&env)?;
+        c.redis_url = c
+            .cache_url
+            .starts_with("redis")
+            .then(|| c.cache_url.clone());
         let backplane = env.string("TIDEWELL_WS_BACKPLANE_URL")?.or_else(|| {
             c.cache_url
                 .starts_with("redis")
@@ -306,6 +314,7 @@ impl Platform {
         gateway_cfg.queue_service = format!("{p}gateway");
         gateway_cfg.node_id.clone_from(&config.node_id);
         gateway_cfg.backplane_url.clone_from(&config.backplane_url);
+        gateway_cfg.redis_url.clone_from(&config.redis_url);
         let topology = match &config.exchange {
             Some(x) => Topology::with_exchange(x.clone()),
             None => Topology::new(),

@@ -5,6 +5,7 @@
 //!   once.
 //! - "Log out other devices" through node 3 closes a session connected to node 1 within a
 //!   second, and its token is refused on every node.
+//! - A client that takes turns over the three nodes is rate-limited as if it used one.
 //!
 //! Runs in nextest's `cluster` group (one at a time): other cluster tests stop nodes.
 #![allow(
@@ -63,7 +64,17 @@ fn free_addr() -> SocketAddr {
 }
 
 impl Platform {
+    /// Rate limits off.
     async fn start() -> Self {
+        Self::start_with(&[
+            ("GATEWAY_AUTH_PER_MINUTE", "0"),
+            ("GATEWAY_API_PER_MINUTE", "0"),
+        ])
+        .await
+    }
+
+    /// With `env` added to every node's environment.
+    async fn start_with(env: &[(&str, &str)]) -> Self {
         let cluster = LocalCluster::get();
         let vhost = cluster.vhost();
         let mut dbs = Vec::new();
@@ -92,8 +103,7 @@ impl Platform {
                 .env("PAYMENTS_DATABASE_URL", dbs[1].url())
                 .env("ADMIN_DATABASE_URL", dbs[2].url())
                 .env("PROFILE_DATABASE_URL", dbs[3].url())
-                .env("GATEWAY_AUTH_PER_MINUTE", "0")
-                .env("GATEWAY_API_PER_MINUTE", "0")
+                .envs(env.iter().copied())
                 .env("RUST_LOG", "info")
                 .env_remove("AMQP_URL")
                 .env_remove("REDIS_URL")
@@ -273,4 +283,35 @@ async fn logging_out_other_devices_through_node_3_closes_a_session_on_node_1_and
     .await;
     assert_eq!(s, 200, "the device that asked keeps working");
     eprintln!("session on node 1 closed {closed:?} after the request to node 3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_taking_turns_over_three_nodes_is_limited_as_on_one() {
+    // The API allows a burst of 6 then one request every 10 s per client (the credential
+    // exchanges are not limited here, so that signing up does not count).
+    let p = Platform::start_with(&[
+        ("GATEWAY_AUTH_PER_MINUTE", "0"),
+        ("GATEWAY_API_PER_MINUTE", "6"),
+    ])
+    .await;
+    let email = format!("{}@example.com", unique_name("cy"));
+    register(p.addr(1), &email, "Cy").await;
+    let token = access(&login(p.addr(2), &email, None).await);
+    let mut seen = Vec::new();
+    for i in 0..9 {
+        let (s, _) = call(
+            p.addr(i % 3 + 1),
+            "GET",
+            "/api/payments",
+            Some(&token),
+            None,
+        )
+        .await;
+        seen.push(s);
+    }
+    assert_eq!(
+        seen,
+        [200, 200, 200, 200, 200, 200, 429, 429, 429],
+        "6 for the three nodes together, not 6 each"
+    );
 }

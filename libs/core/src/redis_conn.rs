@@ -1,28 +1,60 @@
-//! The connection to Redis: one self-healing connection manager to a single server, or a Redis
-//! Cluster connection (`redis-cluster://host:port,host:port`, `rediss-cluster://` over TLS), both
-//! bounded by the cache's timeout.
+//! A connection to Redis (feature `redis`): one self-healing connection manager to a single
+//! server, or a Redis Cluster connection (`redis-cluster://host:port,host:port`,
+//! `rediss-cluster://` over TLS), both bounded by a timeout. The cache's store and the proxy's
+//! shared rate limits run on it.
 
 use std::time::Duration;
 
 use redis::Value;
 use redis::aio::ConnectionManager;
-use tidewell_core::config::redact_url;
-use tidewell_core::tls::{ClientTls, explain};
 
 use crate::Error;
+use crate::config::redact_url;
+use crate::tls::{ClientTls, explain};
 
-/// A single server (self-healing manager) or a Redis Cluster.
+/// A connection to a single Redis server (redis-rs's self-healing connection manager) or to a
+/// Redis Cluster, chosen by the URL's scheme. It implements redis-rs's `ConnectionLike`, so
+/// commands, pipelines and scripts run on either.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tidewell_core::Error> {
+/// use std::time::Duration;
+/// use tidewell_core::redis_conn::RedisConn;
+/// use tidewell_core::tls::ClientTls;
+///
+/// let mut conn = RedisConn::open(
+///     "redis-cluster://127.0.0.1:7001,127.0.0.1:7002",
+///     Duration::from_millis(500),
+///     &ClientTls::default(),
+/// )
+/// .await?;
+/// let _: Option<String> = redis::cmd("GET").arg("key").query_async(&mut conn).await.ok().flatten();
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
-pub(crate) enum Conn {
+pub enum RedisConn {
+    /// One server, reconnected by redis-rs's connection manager.
     Single(ConnectionManager),
+    /// A Redis Cluster.
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
-impl Conn {
-    /// Connects to `url` (`redis://`, `rediss://`, `redis-cluster://` or `rediss-cluster://`),
-    /// every call bounded by `timeout`; fails fast if Redis is unreachable. TLS URLs use `tls`.
-    pub(crate) async fn open(url: &str, timeout: Duration, tls: &ClientTls) -> Result<Self, Error> {
-        let connect_error = |reason: String| Error::Connect {
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "RedisConn::Single",
+            Self::Cluster(_) => "RedisConn::Cluster",
+        })
+    }
+}
+
+impl RedisConn {
+    /// Connects to `url` (`redis://`, `rediss://`, `redis-cluster://host:port,host:port` or
+    /// `rediss-cluster://`), every call bounded by `timeout`; fails fast if Redis is
+    /// unreachable ([`Error::RedisConnect`], a refused certificate explained). TLS URLs use
+    /// `tls`; TLS files with a plaintext URL are refused ([`Error::Tls`]).
+    pub async fn open(url: &str, timeout: Duration, tls: &ClientTls) -> Result<Self, Error> {
+        let connect_error = |reason: String| Error::RedisConnect {
             url: redact_url(url),
             reason,
         };
@@ -35,12 +67,12 @@ impl Conn {
             let nodes = cluster_nodes(url);
             let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
             if url.starts_with("rediss-cluster://") {
-                tidewell_core::tls::install_ring();
+                crate::tls::install_ring();
                 builder = builder.certs(tls.redis_certificates()?);
             } else if !tls.is_default() {
-                return Err(Error::Config(
-                    "TLS files are set but the cache URL is redis-cluster://; use rediss-cluster:// or unset them".into(),
-                ));
+                return Err(Error::Tls {
+                    reason: "TLS files are set but the Redis URL is redis-cluster://; use rediss-cluster:// or unset them".into(),
+                });
             }
             let client = builder
                 .response_timeout(timeout)
@@ -73,7 +105,7 @@ impl Conn {
     }
 }
 
-impl redis::aio::ConnectionLike for Conn {
+impl redis::aio::ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
@@ -102,7 +134,7 @@ impl redis::aio::ConnectionLike for Conn {
 }
 
 /// The nodes of a `redis-cluster://host:port,host:port` URL, as `redis://` URLs.
-pub(crate) fn cluster_nodes(url: &str) -> Vec<String> {
+pub fn cluster_nodes(url: &str) -> Vec<String> {
     let scheme = if url.starts_with("rediss-cluster://") {
         "rediss"
     } else {
