@@ -147,6 +147,59 @@ impl LocalCluster {
         run(&["rabbit-start", &node.to_string()]);
     }
 
+    /// The port of the Redis master that serves `key`'s slot now (asked of a node that answers).
+    pub fn redis_owner(&self, key: &str) -> u16 {
+        let ports: Vec<u16> = self
+            .var("TIDEWELL_CLUSTER_REDIS_PORTS")
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect();
+        for port in ports {
+            let cli = |args: &[&str]| {
+                Command::new("redis-cli")
+                    .args(["-p", &port.to_string()])
+                    .args(args)
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            };
+            let Some(slot) =
+                cli(&["cluster", "keyslot", key]).and_then(|s| s.trim().parse::<u16>().ok())
+            else {
+                continue;
+            };
+            let Some(nodes) = cli(&["cluster", "nodes"]) else {
+                continue;
+            };
+            // `<id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link> <slots>...`
+            for line in nodes.lines() {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+                    continue;
+                };
+                if !flags.contains("master") || flags.contains("fail") {
+                    continue;
+                }
+                let serves = fields.iter().skip(8).any(|range| {
+                    let (a, b) = range.split_once('-').unwrap_or((range, range));
+                    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+                });
+                if serves {
+                    let port = addr
+                        .split('@')
+                        .next()
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| p.parse().ok());
+                    if let Some(port) = port {
+                        return port;
+                    }
+                }
+            }
+        }
+        panic!("no Redis master of the local cluster serves {key:?}");
+    }
+
     /// Stops the Redis node on `port`.
     pub fn stop_redis(&self, port: u16) {
         run(&["redis-stop", &port.to_string()]);
