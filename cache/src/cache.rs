@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::Error;
 use crate::breaker::Breaker;
 use crate::config::CacheConfig;
-use crate::key::{Tag, joined};
+use crate::key::Tag;
 use crate::local::Local;
 use crate::refresh::RefreshAhead;
 use crate::replay::ReplayQueue;
@@ -225,7 +225,7 @@ impl Cache {
 
     /// The Redis key of `tag`'s version.
     pub(crate) fn tag_key(&self, tag: &Tag) -> String {
-        joined(&["{", &self.shared.config.prefix, "}:t:", tag.as_str()])
+        self.shared.config.tag_key(tag.as_str())
     }
 
     /// Runs one store call through the breaker and the timeout, replaying pending invalidations

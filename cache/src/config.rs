@@ -211,9 +211,38 @@ impl CacheConfig {
         Ok(())
     }
 
-    /// The start of every entry key of this cache (`{P}:e:`).
+    /// Whether the keys spread over the slots of a Redis Cluster (a cluster URL): each entry,
+    /// tag version and lock has a hash tag of its own (`P:e:ns:{key}`, `P:t:{tag}`), so a cache
+    /// uses every master. Elsewhere every key carries the prefix as its hash tag (`{P}:e:ns:key`).
+    pub(crate) fn sharded(&self) -> bool {
+        self.url.starts_with("redis-cluster://") || self.url.starts_with("rediss-cluster://")
+    }
+
+    /// The start of every entry key of this cache (`{P}:e:`, sharded `P:e:`).
     pub(crate) fn entries_prefix(&self) -> String {
-        format!("{{{}}}:e:", self.prefix)
+        if self.sharded() {
+            format!("{}:e:", self.prefix)
+        } else {
+            format!("{{{}}}:e:", self.prefix)
+        }
+    }
+
+    /// The store key of the version of tag `tag` (`{P}:t:tag`, sharded `P:t:{tag}`).
+    pub(crate) fn tag_key(&self, tag: &str) -> String {
+        if self.sharded() {
+            crate::key::joined(&[&self.prefix, ":t:{", tag, "}"])
+        } else {
+            crate::key::joined(&["{", &self.prefix, "}:t:", tag])
+        }
+    }
+
+    /// The store key of the lock of the entry `entry` (in the entry's slot when sharded).
+    pub(crate) fn lock_key(&self, entry: &str) -> String {
+        if self.sharded() {
+            format!("{}:l:{entry}", self.prefix)
+        } else {
+            format!("{{{}}}:l:{entry}", self.prefix)
+        }
     }
 
     /// How long a tag version lives: twice the longest entry TTL, so it outlives every entry

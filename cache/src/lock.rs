@@ -77,6 +77,6 @@ impl Namespace {
     }
 
     fn lock_key(&self, full: &str) -> String {
-        format!("{{{}}}:l:{full}", self.cache().config().prefix)
+        self.cache().config().lock_key(full)
     }
 }

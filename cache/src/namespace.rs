@@ -27,6 +27,8 @@ struct NamespaceShared {
     name: Arc<str>,
     /// The start of every entry key of the namespace (`{P}:e:<name>:`).
     entry_prefix: String,
+    /// Each entry key is its own hash tag (`…:{key}`): see `CacheConfig::sharded`.
+    sharded: bool,
     counters: NsCounters,
 }
 
@@ -47,11 +49,12 @@ impl Cache {
             )));
         }
         let counters = self.namespace_counters(name);
-        let p = &self.config().prefix;
+        let entries = self.config().entries_prefix();
         Ok(Namespace {
             shared: Arc::new(NamespaceShared {
                 cache: self.clone(),
-                entry_prefix: format!("{{{p}}}:e:{name}:"),
+                entry_prefix: format!("{entries}{name}:"),
+                sharded: self.config().sharded(),
                 counters,
                 name: name.into(),
             }),
@@ -177,7 +180,11 @@ impl Namespace {
     /// The store key of `key` in this namespace, once `key` is checked.
     pub(crate) fn entry_key(&self, key: &Key) -> Result<String, Error> {
         key.validate(self.cache().config().max_key_len)?;
-        Ok(joined(&[&self.shared.entry_prefix, key.as_str()]))
+        Ok(if self.shared.sharded {
+            joined(&[&self.shared.entry_prefix, "{", key.as_str(), "}"])
+        } else {
+            joined(&[&self.shared.entry_prefix, key.as_str()])
+        })
     }
 
     /// The store keys of `tags`, checked, sorted and without duplicates.

@@ -102,6 +102,10 @@ pub(crate) struct RedisStore {
     versions: Recent<Arc<str>>,
     /// Whether reads report a hit's tags (only a local tier needs them).
     report_entry_tags: bool,
+    /// Keys spread over a Redis Cluster's slots (`CacheConfig::sharded`): no pipeline or script
+    /// may span two keys, so writes send their commands side by side and clears scan every
+    /// master.
+    sharded: bool,
 }
 
 impl RedisStore {
@@ -115,10 +119,11 @@ impl RedisStore {
             tidewell_core::Error::RedisConnect { url, reason } => Error::Connect { url, reason },
             other => Error::from(other),
         })?;
-        Ok(Self::with(connection, announce))
+        let sharded = url.starts_with("redis-cluster://") || url.starts_with("rediss-cluster://");
+        Ok(Self::with(connection, announce, sharded))
     }
 
-    fn with(connection: Conn, announce: Option<Announce>) -> Self {
+    fn with(connection: Conn, announce: Option<Announce>, sharded: bool) -> Self {
         Self {
             connection,
             announce,
@@ -128,6 +133,7 @@ impl RedisStore {
             entry_tags: Recent::new(),
             versions: Recent::new(),
             report_entry_tags: true,
+            sharded,
         }
     }
 }
@@ -156,6 +162,91 @@ impl RedisStore {
 }
 
 impl RedisStore {
+    /// Sends `set` (the entry) and reads the current versions of `tags` (and announces `key` to
+    /// the other local tiers): in one pipeline on one slot, side by side when sharded.
+    async fn set_and_read_versions(
+        &self,
+        set: redis::Cmd,
+        tags: &[String],
+        announce: Option<&Announce>,
+        key: &str,
+    ) -> Result<Vec<String>, Error> {
+        let mut c = self.connection.clone();
+        if self.sharded {
+            let mut c2 = self.connection.clone();
+            let write = async {
+                let () = set
+                    .query_async(&mut c)
+                    .await
+                    .map_err(redis_error("write"))?;
+                if let Some(a) = announce {
+                    let mut pipe = redis::pipe();
+                    a.add(&mut pipe, &["k ", key]);
+                    let () = pipe
+                        .query_async(&mut c)
+                        .await
+                        .map_err(redis_error("write"))?;
+                }
+                Ok::<_, Error>(())
+            };
+            let read = async {
+                if tags.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let current: Vec<Option<String>> = mget(tags.iter().map(String::as_str))
+                    .query_async(&mut c2)
+                    .await
+                    .map_err(redis_error("write"))?;
+                Ok(or_unversioned(current))
+            };
+            let ((), current) = futures_util::try_join!(write, read)?;
+            return Ok(current);
+        }
+        let mut pipe = redis::Pipeline::with_capacity(3);
+        pipe.add_command(set).ignore();
+        if !tags.is_empty() {
+            pipe.add_command(mget(tags.iter().map(String::as_str)));
+        }
+        if let Some(a) = announce {
+            a.add(&mut pipe, &["k ", key]);
+        }
+        if tags.is_empty() {
+            let () = pipe
+                .query_async(&mut c)
+                .await
+                .map_err(redis_error("write"))?;
+            Ok(Vec::new())
+        } else {
+            let (current,): (Vec<Option<String>>,) = pipe
+                .query_async(&mut c)
+                .await
+                .map_err(redis_error("write"))?;
+            Ok(or_unversioned(current))
+        }
+    }
+
+    /// Sends `pipe`'s commands: as one pipeline, or one by one side by side when sharded (the
+    /// commands of a cluster pipeline must share a slot).
+    async fn send_all(&self, pipe: redis::Pipeline, operation: &'static str) -> Result<(), Error> {
+        if self.sharded {
+            let sends = pipe.cmd_iter().map(|cmd| {
+                let mut c = self.connection.clone();
+                async move {
+                    cmd.query_async::<Value>(&mut c)
+                        .await
+                        .map(drop)
+                        .map_err(redis_error(operation))
+                }
+            });
+            futures_util::future::try_join_all(sends).await?;
+            return Ok(());
+        }
+        let mut c = self.connection.clone();
+        pipe.query_async::<()>(&mut c)
+            .await
+            .map_err(redis_error(operation))
+    }
+
     /// Whether reads report a hit's tags (default on; a cache without a local tier turns it off).
     pub(crate) fn reporting_entry_tags(mut self, report: bool) -> Self {
         self.report_entry_tags = report;
@@ -222,6 +313,70 @@ fn split_reply(reply: Value) -> Result<MgetReply, Error> {
         })
         .collect::<Result<_, _>>()?;
     Ok((entry, versions))
+}
+
+/// Deletes every key starting with `prefix` on every master of the cluster: a SCAN per master
+/// (asked by address), each batch unlinked (redis-rs splits a multi-key `UNLINK` by slot).
+async fn clear_every_master(
+    mut cluster: redis::cluster_async::ClusterConnection,
+    prefix: &str,
+) -> Result<(), Error> {
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut cluster)
+        .await
+        .map_err(redis_error("clear"))?;
+    // `<id> <ip:port@cport[,hostname]> <flags> ...`: the masters that are up.
+    let masters: Vec<(String, u16)> = nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let addr = fields.next()?;
+            let flags = fields.next()?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let (host, port) = addr.split(['@', ',']).next()?.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect();
+    for (host, port) in masters {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port,
+        });
+        let mut cursor = "0".to_owned();
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(&cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000);
+            let reply = cluster
+                .route_command(scan, route.clone())
+                .await
+                .map_err(redis_error("clear"))?;
+            let (next, keys): (String, Vec<String>) =
+                redis::from_redis_value(reply).map_err(|e| Error::Redis {
+                    operation: "clear",
+                    reason: e.to_string(),
+                })?;
+            if !keys.is_empty() {
+                let () = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut cluster)
+                    .await
+                    .map_err(redis_error("clear"))?;
+            }
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(())
 }
 
 fn millis(d: Duration) -> u64 {
@@ -390,27 +545,7 @@ impl Store for RedisStore {
                 let entry = format_entry(expires_at, tags, &recorded, value);
                 let mut set = redis::Cmd::with_capacity(5, key.len() + entry.len() + 32);
                 set.arg("SET").arg(key).arg(entry).arg("PX").arg(ttl_ms);
-                let mut pipe = redis::Pipeline::with_capacity(3);
-                pipe.add_command(set).ignore();
-                if !tags.is_empty() {
-                    pipe.add_command(mget(tags.iter().map(String::as_str)));
-                }
-                if let Some(a) = announce {
-                    a.add(&mut pipe, &["k ", key]);
-                }
-                let current: Vec<String> = if tags.is_empty() {
-                    let () = pipe
-                        .query_async(&mut c)
-                        .await
-                        .map_err(redis_error("write"))?;
-                    Vec::new()
-                } else {
-                    let (current,): (Vec<Option<String>>,) = pipe
-                        .query_async(&mut c)
-                        .await
-                        .map_err(redis_error("write"))?;
-                    or_unversioned(current)
-                };
+                let current = self.set_and_read_versions(set, tags, announce, key).await?;
                 if current.len() != tags.len() {
                     return Err(unexpected("write", "wrong number of values"));
                 }
@@ -427,6 +562,11 @@ impl Store for RedisStore {
                     return Ok(false);
                 }
                 seen = current.iter().map(|v| Arc::from(v.as_str())).collect();
+            }
+            if self.sharded {
+                // No script spans a cluster's slots: the entry last written records versions
+                // that moved on, so it is never served (a miss until the next write).
+                return Ok(false);
             }
             self.write_atomic(key, value, ttl_ms, expires_at, tags)
                 .await?;
@@ -446,15 +586,16 @@ impl Store for RedisStore {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let mut c = self.connection.clone();
-            let mut pipe = redis::pipe();
-            pipe.cmd("DEL").arg(key);
-            if let Some(a) = &self.announce {
-                a.add(&mut pipe, &["k ", key]);
-            }
-            let (n,): (i64,) = pipe
+            let n: i64 = redis::cmd("DEL")
+                .arg(key)
                 .query_async(&mut c)
                 .await
                 .map_err(redis_error("delete"))?;
+            if let Some(a) = &self.announce {
+                let mut pipe = redis::pipe();
+                a.add(&mut pipe, &["k ", key]);
+                self.send_all(pipe, "delete").await?;
+            }
             Ok(n > 0)
         })
     }
@@ -465,7 +606,6 @@ impl Store for RedisStore {
         version_ttl: Duration,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            let mut c = self.connection.clone();
             let mut pipe = redis::pipe();
             let fresh: Vec<String> = tags.iter().map(|_| crate::store::fresh_version()).collect();
             for (t, v) in tags.iter().zip(&fresh) {
@@ -481,9 +621,7 @@ impl Store for RedisStore {
                     a.add(&mut pipe, &["t ", t]);
                 }
             }
-            pipe.query_async::<()>(&mut c)
-                .await
-                .map_err(redis_error("invalidate"))?;
+            self.send_all(pipe, "invalidate").await?;
             for (t, v) in tags.iter().zip(&fresh) {
                 self.versions.put(t, |_| false, || Arc::from(v.as_str()));
             }
@@ -493,9 +631,20 @@ impl Store for RedisStore {
 
     fn clear<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
+            let mut c = self.connection.clone();
+            if let Conn::Cluster(cluster) = &self.connection
+                && self.sharded
+            {
+                clear_every_master(cluster.clone(), prefix).await?;
+                if let Some(a) = &self.announce {
+                    let mut pipe = redis::pipe();
+                    a.add(&mut pipe, &["*"]);
+                    self.send_all(pipe, "clear").await?;
+                }
+                return Ok(());
+            }
             // One script call per SCAN batch, routed (by KEYS[1]) to the node of the cache's slot.
             // Prefixes hold no glob characters (prefix and namespace names are restricted).
-            let mut c = self.connection.clone();
             let mut cursor = "0".to_owned();
             loop {
                 cursor = self

@@ -48,7 +48,14 @@ async fn a_stopped_master_fails_open_and_invalidations_made_meanwhile_are_honour
         Some("Ada")
     );
 
-    let master = cluster.redis_owner(&format!("{{{prefix}}}"));
+    // Keys spread over the cluster's slots: Ada's entry and her tag's version share the slot
+    // of the hash tag `user:1` (a probe in another namespace too); stop the master serving it.
+    let master = cluster.redis_owner(&format!("{prefix}:t:{{user:1}}"));
+    assert_eq!(
+        master,
+        cluster.redis_owner(&format!("{prefix}:e:users:{{user:1}}"))
+    );
+    let probes = cache.namespace("probe").unwrap();
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.stop_redis(master))
         .await
@@ -63,24 +70,34 @@ async fn a_stopped_master_fails_open_and_invalidations_made_meanwhile_are_honour
         .invalidate_tags(std::slice::from_ref(&ada_tag))
         .await
         .unwrap();
-    assert!(users.get::<String>(&bob).await.is_ok(), "fails open");
+    assert!(
+        cache.health().await.pending_invalidations >= 1,
+        "the invalidation waits for Redis (it was made while the master was down)"
+    );
 
-    // The replica takes over: the cache works again, and Ada's entry, invalidated meanwhile, is
-    // gone while Bob's is kept.
+    // The replica takes over: the slot answers again (a probe written and read back), the
+    // invalidation is replayed, and Ada's entry, invalidated meanwhile, is never served again.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if cache.health().await.store_reachable
-            && users.get::<String>(&bob).await.unwrap().as_deref() == Some("Bob")
-        {
+        let written = probes.set(&ada, &"probe", MIN, &[]).await.is_ok();
+        if written && probes.get::<String>(&ada).await.unwrap().as_deref() == Some("probe") {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the cache never recovered after the failover"
+            "the slot never answered again after the failover"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let recovered = outage.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.health().await.pending_invalidations > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the invalidation was never replayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for _ in 0..20 {
         assert_eq!(
             users.get::<String>(&ada).await.unwrap(),
@@ -89,7 +106,12 @@ async fn a_stopped_master_fails_open_and_invalidations_made_meanwhile_are_honour
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let new_master = cluster.redis_owner(&format!("{{{prefix}}}"));
+    assert_eq!(
+        users.get::<String>(&bob).await.unwrap().as_deref(),
+        Some("Bob"),
+        "the rest is kept"
+    );
+    let new_master = cluster.redis_owner(&format!("{prefix}:t:{{user:1}}"));
     assert_ne!(new_master, master, "a replica took over");
     users
         .set(&ada, &"Ada 2", MIN, std::slice::from_ref(&ada_tag))
@@ -107,4 +129,80 @@ async fn a_stopped_master_fails_open_and_invalidations_made_meanwhile_are_honour
     eprintln!(
         "master {master} stopped; the cache answered throughout and worked again on {new_master} after {recovered:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_keys_spread_over_the_masters_and_clear_reaches_them_all() {
+    const KEYS: u64 = 100_000;
+    let cluster = LocalCluster::get();
+    let prefix = unique_name("tw-spread");
+    let cache = Cache::builder()
+        .url(cluster.redis_url())
+        .prefix(prefix.clone())
+        .build()
+        .await
+        .unwrap();
+    let items = cache.namespace("items").unwrap();
+    let masters: Vec<u16> = cluster
+        .redis_masters()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    let ours = format!("{prefix}:*");
+
+    let tasks = 32;
+    let mut writers = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let items = items.clone();
+        writers.spawn(async move {
+            let mut n = t;
+            while n < KEYS {
+                items
+                    .set(&Key::new("item").part(n), &n, MIN, &[Tag::new("all")])
+                    .await
+                    .unwrap();
+                n += tasks;
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let added: Vec<u64> = masters
+        .iter()
+        .map(|p| cluster.redis_count(*p, &ours))
+        .collect();
+    // The entries only: the tag "all" was never invalidated, so it has no version key yet.
+    assert_eq!(added.iter().sum::<u64>(), KEYS, "{added:?}");
+    let even = KEYS / 3;
+    for (port, n) in masters.iter().zip(&added) {
+        assert!(
+            n.abs_diff(even) * 5 <= even,
+            "master {port} holds {n} of {KEYS} keys, more than 20% off {even}: {added:?}"
+        );
+    }
+    assert_eq!(
+        items.get::<u64>(&Key::new("item").part(77)).await.unwrap(),
+        Some(77)
+    );
+
+    // One invalidation, whatever the number of keys: every entry is stale at once.
+    cache.invalidate_tags(&[Tag::new("all")]).await.unwrap();
+    assert_eq!(
+        items.get::<u64>(&Key::new("item").part(77)).await.unwrap(),
+        None
+    );
+
+    cache.clear_all().await.unwrap();
+    let left: Vec<u64> = masters
+        .iter()
+        .map(|p| cluster.redis_count(*p, &ours))
+        .collect();
+    assert_eq!(
+        left.iter().sum::<u64>(),
+        1,
+        "clear reached every master; only the version of \"all\" is left: {left:?}"
+    );
+    eprintln!("{KEYS} keys over masters {masters:?}: {added:?}");
 }

@@ -147,57 +147,77 @@ impl LocalCluster {
         run(&["rabbit-start", &node.to_string()]);
     }
 
-    /// The port of the Redis master that serves `key`'s slot now (asked of a node that answers).
-    pub fn redis_owner(&self, key: &str) -> u16 {
-        let ports: Vec<u16> = self
-            .var("TIDEWELL_CLUSTER_REDIS_PORTS")
-            .split(',')
-            .filter_map(|p| p.trim().parse().ok())
-            .collect();
-        for port in ports {
-            let cli = |args: &[&str]| {
-                Command::new("redis-cli")
-                    .args(["-p", &port.to_string()])
-                    .args(args)
-                    .output()
-                    .ok()
-                    .filter(|o| o.status.success())
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            };
-            let Some(slot) =
-                cli(&["cluster", "keyslot", key]).and_then(|s| s.trim().parse::<u16>().ok())
-            else {
-                continue;
-            };
-            let Some(nodes) = cli(&["cluster", "nodes"]) else {
+    /// The Redis masters that are up now, with the slot ranges each serves (asked of a node
+    /// that answers).
+    pub fn redis_masters(&self) -> Vec<(u16, Vec<(u16, u16)>)> {
+        for port in self.redis_ports() {
+            let Some(nodes) = redis_cli(port, &["cluster", "nodes"]) else {
                 continue;
             };
             // `<id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link> <slots>...`
-            for line in nodes.lines() {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
-                    continue;
-                };
-                if !flags.contains("master") || flags.contains("fail") {
-                    continue;
-                }
-                let serves = fields.iter().skip(8).any(|range| {
-                    let (a, b) = range.split_once('-').unwrap_or((range, range));
-                    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
-                });
-                if serves {
-                    let port = addr
-                        .split('@')
-                        .next()
-                        .and_then(|a| a.rsplit(':').next())
-                        .and_then(|p| p.parse().ok());
-                    if let Some(port) = port {
-                        return port;
+            return nodes
+                .lines()
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let flags = fields.get(2)?;
+                    if !flags.contains("master") || flags.contains("fail") {
+                        return None;
                     }
-                }
-            }
+                    let port = fields
+                        .get(1)?
+                        .split('@')
+                        .next()?
+                        .rsplit(':')
+                        .next()?
+                        .parse()
+                        .ok()?;
+                    let ranges = fields
+                        .iter()
+                        .skip(8)
+                        .filter_map(|range| {
+                            let (a, b) = range.split_once('-').unwrap_or((range, range));
+                            Some((a.parse().ok()?, b.parse().ok()?))
+                        })
+                        .collect();
+                    Some((port, ranges))
+                })
+                .filter(|(_, ranges): &(u16, Vec<(u16, u16)>)| !ranges.is_empty())
+                .collect();
         }
-        panic!("no Redis master of the local cluster serves {key:?}");
+        panic!("no Redis node of the local cluster answers");
+    }
+
+    /// The port of the Redis master that serves `key`'s slot now.
+    pub fn redis_owner(&self, key: &str) -> u16 {
+        let slot = self
+            .redis_ports()
+            .into_iter()
+            .find_map(|p| {
+                redis_cli(p, &["cluster", "keyslot", key])?
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+            })
+            .expect("a Redis node of the local cluster answers CLUSTER KEYSLOT");
+        self.redis_masters()
+            .into_iter()
+            .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .map(|(port, _)| port)
+            .unwrap_or_else(|| panic!("no Redis master of the local cluster serves {key:?}"))
+    }
+
+    /// How many keys matching `pattern` the Redis node on `port` holds (a full `SCAN`).
+    pub fn redis_count(&self, port: u16, pattern: &str) -> u64 {
+        redis_cli(port, &["--scan", "--pattern", pattern])
+            .map(|keys| keys.lines().filter(|l| !l.is_empty()).count() as u64)
+            .unwrap_or_else(|| panic!("SCAN on {port} failed"))
+    }
+
+    fn redis_ports(&self) -> Vec<u16> {
+        self.var("TIDEWELL_CLUSTER_REDIS_PORTS")
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
     }
 
     /// Stops the Redis node on `port`.
@@ -209,6 +229,17 @@ impl LocalCluster {
     pub fn start_redis(&self, port: u16) {
         run(&["redis-start", &port.to_string()]);
     }
+}
+
+/// `redis-cli -p port args...`'s output, if it succeeded.
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 fn run(args: &[&str]) {
