@@ -55,6 +55,8 @@ mod recent;
 #[cfg(feature = "redis")]
 mod redis_entry;
 #[cfg(feature = "redis")]
+mod redis_ops;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod refresh;
 mod replay;
