@@ -14,8 +14,13 @@
 //! - `hit_ratio`: get_or_load under Zipf(1.0) over 100,000 keys with 10% writes that invalidate the
 //!   key's tag, against a perfect unbounded cache replaying the same operations.
 //!
+//! - `cluster_cache_get_c32`: cache hits with 32 tasks on the Redis Cluster of
+//!   `scripts/local-cluster` (started for the bench when it is not running), 1,000 entries tagged
+//!   with their own id spread over the masters, against raw redis-rs cluster `GET` of 1,000 keys of
+//!   the same bytes, same run. Goal: ratio >= 0.90.
+//!
 //! Run: `cargo bench -p tidewell-cache --bench cache` (Redis at `REDIS_URL`, default local).
-//! `-- redis`, `-- local`, `-- invalidate` or `-- hit_ratio` runs one part (for profiling).
+//! `-- redis`, `-- local`, `-- invalidate`, `-- hit_ratio` or `-- cluster` runs one part.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -479,6 +484,95 @@ async fn profile_one(redis: &TestRedis, ns: &Namespace, what: &str) {
     eprintln!("profile {what}: {rate:.0} ops/s");
 }
 
+/// Starts the local cluster (RabbitMQ and Redis) unless it is running;
+/// answers whether this run started it.
+fn local_cluster() -> bool {
+    let env = std::path::Path::new(
+        &std::env::var("TIDEWELL_CLUSTER_DIR")
+            .unwrap_or_else(|_| "/tmp/tidewell-local-cluster".into()),
+    )
+    .join("env");
+    if env.exists() {
+        return false;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/local-cluster");
+    let ok = std::process::Command::new(&script)
+        .args(["start", "--infra"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{} start --infra failed", script.display());
+    true
+}
+
+async fn cluster_get(redis: &TestRedis) {
+    const KEYS: usize = 1_000;
+    let started = local_cluster();
+    let cluster = tidewell_testkit::cluster::LocalCluster::get();
+    let cache = Cache::builder()
+        .url(cluster.redis_url())
+        .prefix(redis.prefix())
+        .build()
+        .await
+        .unwrap();
+    let ns = cache.namespace("bench").unwrap();
+    let bytes = {
+        let mut b = vec![b'j'];
+        serde_json::to_writer(&mut b, &profile()).unwrap();
+        b
+    };
+    let nodes = tidewell_core::redis_conn::cluster_nodes(&cluster.redis_url());
+    let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+    let mut raw = client.get_async_connection().await.unwrap();
+    let raw_keys: Arc<Vec<String>> = Arc::new(
+        (0..KEYS)
+            .map(|i| format!("{}:raw:{{{i}}}", redis.prefix()))
+            .collect(),
+    );
+    let keys: Arc<Vec<Key>> = Arc::new((0..KEYS).map(|i| Key::new("user").part(i)).collect());
+    for (i, (raw_key, key)) in raw_keys.iter().zip(keys.iter()).enumerate() {
+        let () = raw.pset_ex(raw_key, &bytes, 600_000).await.unwrap();
+        ns.set(key, &profile(), TTL, &[Tag::new("user").part(i)])
+            .await
+            .unwrap();
+    }
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (c, k) = (raw.clone(), raw_keys.clone());
+        base.push(
+            throughput(CONCURRENCY, move |i| {
+                let (mut c, k) = (c.clone(), k.clone());
+                async move {
+                    let v: Vec<u8> = c.get(&k[i % KEYS]).await.unwrap();
+                    assert!(!v.is_empty());
+                }
+            })
+            .await,
+        );
+        let (n, k) = (ns.clone(), keys.clone());
+        ours.push(
+            throughput(CONCURRENCY, move |i| {
+                let (n, k) = (n.clone(), k.clone());
+                async move {
+                    assert!(n.get::<Profile>(&k[i % KEYS]).await.unwrap().is_some());
+                }
+            })
+            .await,
+        );
+    }
+    eprintln!("  cluster c32: raw GET {base:.0?}, cache get {ours:.0?}");
+    line("cluster_cache_get_c32", best(&ours), best(&base), "ops/s");
+    cache.clear_all().await.unwrap();
+    for k in raw_keys.iter() {
+        let () = raw.del(k).await.unwrap();
+    }
+    if started {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/local-cluster");
+        // ok to ignore: the bench's figures are printed; a cluster left running is only disk
+        let _ = std::process::Command::new(script).arg("stop").status();
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let redis = TestRedis::connect().await;
@@ -515,6 +609,10 @@ async fn main() {
     if run("hit_ratio") {
         eprintln!("hit ratio:");
         hit_ratio(&cache.namespace("zipf").unwrap()).await;
+    }
+    if run("cluster") {
+        eprintln!("Redis Cluster, {CONCURRENCY} tasks, best of 3:");
+        cluster_get(&redis).await;
     }
 
     // Remove everything this run wrote.

@@ -599,7 +599,10 @@ mod tests {
             .await
             .unwrap();
         let read = store.read(&key, &tags).await.unwrap();
-        assert_eq!(read.lookup, Lookup::Hit(bytes::Bytes::from_static(b"jvalue")));
+        assert_eq!(
+            read.lookup,
+            Lookup::Hit(bytes::Bytes::from_static(b"jvalue"))
+        );
         assert_eq!(read.versions[0], UNVERSIONED);
         assert_ne!(read.versions[1], UNVERSIONED);
         assert!(read.ttl_left.unwrap() > Duration::from_secs(50));
