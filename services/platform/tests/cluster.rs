@@ -6,6 +6,8 @@
 //! - "Log out other devices" through node 3 closes a session connected to node 1 within a
 //!   second, and its token is refused on every node.
 //! - A client that takes turns over the three nodes is rate-limited as if it used one.
+//! - A node killed mid-flow: its WebSocket client reconnects to another node and recovers, by
+//!   offset, the events published while it was away (rooms joined over a Redis backplane).
 //!
 //! Runs in nextest's `cluster` group (one at a time): other cluster tests stop nodes.
 #![allow(
@@ -141,6 +143,13 @@ impl Platform {
 
     fn addr(&self, node: usize) -> SocketAddr {
         self.nodes[node - 1].addr
+    }
+
+    /// Kills node `node` (SIGKILL: no drain, no goodbye to its clients).
+    fn kill(&mut self, node: usize) {
+        let n = &mut self.nodes[node - 1];
+        n.child.kill().unwrap();
+        n.child.wait().unwrap();
     }
 }
 
@@ -313,5 +322,103 @@ async fn a_client_taking_turns_over_three_nodes_is_limited_as_on_one() {
         seen,
         [200, 200, 200, 200, 200, 200, 429, 429, 429],
         "6 for the three nodes together, not 6 each"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_flow_its_client_recovers_on_another_node_by_offset() {
+    use futures_util::SinkExt as _;
+    // Rooms joined over a Redis backplane (a single Redis: the system's), so offsets and epochs
+    // are the same on every node.
+    let backplane = tidewell_testkit::redis_url();
+    let mut p = Platform::start_with(&[
+        ("GATEWAY_AUTH_PER_MINUTE", "0"),
+        ("GATEWAY_API_PER_MINUTE", "0"),
+        ("TIDEWELL_WS_BACKPLANE_URL", backplane.as_str()),
+    ])
+    .await;
+    let email = format!("{}@example.com", unique_name("dee"));
+    register(p.addr(2), &email, "Dee").await;
+    let token = access(&login(p.addr(2), &email, None).await);
+    let mut on_node_1 = ws(p.addr(1), &token).await;
+    let (node_2, owner) = (p.addr(2), token.clone());
+    let create = move |n: u32| {
+        let (token, addr) = (owner.clone(), node_2);
+        async move {
+            let (s, v) = call(
+                addr,
+                "POST",
+                "/api/payments",
+                Some(&token),
+                Some(
+                    json!({"amount": format!("{n}.00"), "currency": "EUR", "description": "kill"}),
+                ),
+            )
+            .await;
+            assert_eq!(s, 201, "{v}");
+            v["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let first = create(1).await;
+    let seen = next_json(&mut on_node_1, Duration::from_secs(2))
+        .await
+        .expect("the first payment on node 1");
+    assert_eq!(
+        seen["event"]["payload"]["payment_id"],
+        first.as_str(),
+        "{seen}"
+    );
+    let room = seen["room"].as_str().unwrap().to_owned();
+    let since = json!({"epoch": seen["epoch"], "offset": seen["offset"]});
+
+    p.kill(1);
+    drop(on_node_1);
+    let mut missed = Vec::new();
+    for n in 2..=4 {
+        missed.push(create(n).await);
+    }
+
+    let mut on_node_3 = ws(p.addr(3), &token).await;
+    on_node_3
+        .send(Message::text(
+            json!({"type": "subscribe", "id": 1, "room": room, "since": since}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let mut recovered = None;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < missed.len() && Instant::now() < deadline {
+        let Some(frame) = next_json(&mut on_node_3, Duration::from_secs(2)).await else {
+            break;
+        };
+        match frame["type"].as_str() {
+            Some("subscribed") if frame["id"] == 1 => recovered = frame["recovered"].as_bool(),
+            Some("event") if frame["room"] == room.as_str() => {
+                let id = frame["event"]["payload"]["payment_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                if !got.contains(&id) {
+                    got.push(id);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        recovered,
+        Some(true),
+        "node 3 replays what node 1's client missed"
+    );
+    for id in &missed {
+        assert!(
+            got.contains(id),
+            "payment {id} recovered on node 3: got {got:?}"
+        );
+    }
+    assert!(
+        !got.contains(&first),
+        "the event seen before is not replayed"
     );
 }
