@@ -91,6 +91,15 @@ impl Announce {
         }
         pipe.cmd("PUBLISH").arg(&self.channel).arg(message).ignore();
     }
+
+    /// Announces a change of `key` on its own (where it cannot ride in the change's pipeline).
+    async fn send_key(&self, c: &mut Conn, key: &str) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        self.add(&mut pipe, &["k ", key]);
+        pipe.query_async::<()>(c)
+            .await
+            .map_err(redis_error("write"))
+    }
 }
 
 pub(crate) struct RedisStore {
@@ -183,12 +192,7 @@ impl RedisStore {
                     .await
                     .map_err(redis_error("write"))?;
                 if let Some(a) = announce {
-                    let mut pipe = redis::pipe();
-                    a.add(&mut pipe, &["k ", key]);
-                    let () = pipe
-                        .query_async(&mut c)
-                        .await
-                        .map_err(redis_error("write"))?;
+                    a.send_key(&mut c, key).await?;
                 }
                 Ok::<_, Error>(())
             };
@@ -423,12 +427,7 @@ impl Store for RedisStore {
             self.write_atomic(key, value, ttl_ms, expires_at, tags)
                 .await?;
             if let Some(a) = announce {
-                let mut pipe = redis::pipe();
-                a.add(&mut pipe, &["k ", key]);
-                let () = pipe
-                    .query_async(&mut c)
-                    .await
-                    .map_err(redis_error("write"))?;
+                a.send_key(&mut c, key).await?;
             }
             remember_tags();
             Ok(true)

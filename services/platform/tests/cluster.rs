@@ -25,18 +25,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use serde_json::{Value, json};
-use support::{access, call, login, register};
+use serde_json::json;
+use support::{access, call, login, next_json, register, ws};
 use tidewell_testkit::cluster::LocalCluster;
 use tidewell_testkit::{TestDatabase, unique_name};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const SECRET: &str = "cluster-secret-cluster-secret-cluster!";
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// One platform process; killed when dropped.
 struct Node {
@@ -150,27 +146,6 @@ impl Platform {
         let n = &mut self.nodes[node - 1];
         n.child.kill().unwrap();
         n.child.wait().unwrap();
-    }
-}
-
-async fn ws(addr: SocketAddr, token: &str) -> Ws {
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let welcome = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(welcome["type"], "welcome");
-    ws
-}
-
-async fn next_json(ws: &mut Ws, limit: Duration) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            _ => return None,
-        }
     }
 }
 

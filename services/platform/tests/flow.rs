@@ -24,37 +24,13 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
-use support::{DataDir, access, call, login, register, send};
+use support::{DataDir, access, call, login, next_json, register, send, ws};
 use tidewell_platform::{Platform, PlatformConfig};
 use tidewell_testkit::{TestDatabase, TestRabbit, TestRedis, unique_name};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const SECRET: &[u8] = b"flow-secret-flow-secret-flow-secret!";
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn ws(addr: SocketAddr, token: &str) -> Ws {
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let welcome = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(welcome["type"], "welcome");
-    ws
-}
-
-async fn next_json(ws: &mut Ws, limit: Duration) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(limit, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            _ => return None,
-        }
-    }
-}
 
 /// Polls `f` until it answers `Some` or `limit` passes.
 async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>

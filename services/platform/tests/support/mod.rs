@@ -12,6 +12,39 @@ use serde_json::{Value, json};
 use tidewell_platform::PlatformConfig;
 use tidewell_testkit::unique_name;
 
+/// A WebSocket client connection.
+pub(crate) type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to `addr`'s `/ws` with `token`, past its `welcome` frame.
+pub(crate) async fn ws(addr: SocketAddr, token: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let welcome = next_json(&mut ws, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(welcome["type"], "welcome");
+    ws
+}
+
+/// The next text frame as JSON within `limit` (pings and pongs skipped); `None` when none came,
+/// the connection closed or the frame is not JSON.
+pub(crate) async fn next_json(ws: &mut Ws, limit: std::time::Duration) -> Option<Value> {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            _ => return None,
+        }
+    }
+}
+
 /// The password of every account the tests make.
 pub(crate) const PASSWORD: &str = "a sound password 42";
 
