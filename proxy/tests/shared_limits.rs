@@ -1,6 +1,7 @@
 //! Rate limits shared over Redis: three proxies (three nodes) on one Redis, a client that
-//! takes turns between them is limited as if it hit one; another client keeps its own budget;
-//! and without sharing each node would have let it through three times as often.
+//! takes turns between them is limited as if it hit one; without sharing each node lets it
+//! through as often as the limit says; with Redis stopped, every request is still answered and
+//! each node's own limiter decides.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -91,4 +92,80 @@ async fn without_sharing_each_node_counts_alone() {
     let seen = statuses(&nodes, 18).await;
     let admitted = seen.iter().filter(|s| **s == 200).count();
     assert_eq!(admitted, 15, "5 per node: {seen:?}");
+}
+
+/// A Redis of this test's own (so stopping it disturbs no other test), stopped on drop.
+struct OwnRedis(std::process::Child, u16);
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (apt-get install redis-server)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self(child, port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.1)
+    }
+
+    fn stop(&mut self) {
+        // ok to ignore: it may have ended already
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_each_node_applies_its_own_limit() {
+    let up = start_upstream().await;
+    let mut redis = OwnRedis::start();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let route = Route::new("/", &[&format!("http://{up}")])
+            .unwrap()
+            .rate_limit(1.0 / 60.0, 5);
+        let proxy = Proxy::new(ProxyConfig::new().route(route)).unwrap();
+        let limits = SharedLimits::connect(&redis.url(), "down", &ClientTls::default())
+            .await
+            .unwrap();
+        proxy.share_limits(limits).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        nodes.push(listener.local_addr().unwrap());
+        tokio::spawn(tidewell_proxy::serve(
+            listener,
+            proxy,
+            std::future::pending::<()>(),
+            Duration::from_secs(1),
+        ));
+    }
+    assert_eq!(statuses(&nodes, 6).await, [200, 200, 200, 200, 200, 429]);
+    redis.stop();
+    // Every request is answered (never a 5xx); each node's own limiter decides, a burst of 5
+    // per node: the shared budget spent above does not carry over to them.
+    let seen = statuses(&nodes, 18).await;
+    assert!(seen.iter().all(|s| *s == 200 || *s == 429), "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| **s == 200).count(), 15, "{seen:?}");
 }
