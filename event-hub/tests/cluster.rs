@@ -1,6 +1,7 @@
 //! The hub on the 3-node RabbitMQ cluster of `scripts/local-cluster`: the node that leads a
-//! quorum queue is stopped while 5,000 events are published; none is lost, none is handled
-//! twice by an idempotent consumer, and the hub keeps publishing through the other nodes.
+//! quorum queue is stopped while events are published (1,000 before, those while it goes down,
+//! then 5,000 while it is gone); none is lost, none is handled twice by an idempotent consumer,
+//! and the hub keeps publishing through the other nodes.
 //!
 //! Runs alone (nextest's `cluster` group): it stops a node the other cluster tests use.
 #![allow(
@@ -12,7 +13,7 @@
 )]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,30 +74,36 @@ async fn quorum_leader_stopped_mid_publish_loses_nothing_and_handles_nothing_twi
         .unwrap();
 
     let leader = cluster.quorum_leader(&vhost, &name);
-    // Paced at about 500 a second (10 s in all), so that thousands are published while the
-    // leader goes down and after it is gone, not before it stops.
+    // Paced at about 500 a second: 1,000 before the leader stops, more while it goes down, then
+    // EVENTS once it is gone (the publisher counts them from the moment the node is down).
     let published = Arc::new(AtomicU32::new(0));
+    let down = Arc::new(AtomicBool::new(false));
     let publisher = {
-        let hub = hub.clone();
-        let published = published.clone();
+        let (hub, published, down) = (hub.clone(), published.clone(), down.clone());
         tokio::spawn(async move {
             let mut failed = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_millis(10));
-            for n in 0..EVENTS {
+            let mut after_down = 0;
+            let mut n = 0;
+            while after_down < EVENTS {
                 if n % 5 == 0 {
                     tick.tick().await;
                 }
+                let was_down = down.load(Ordering::SeqCst);
                 if let Err(e) = hub.publish(&hub.envelope(Entry { n })).await {
                     failed.push((n, e.to_string()));
                 }
-                published.fetch_add(1, Ordering::SeqCst);
+                if was_down {
+                    after_down += 1;
+                }
+                n += 1;
+                published.store(n, Ordering::SeqCst);
             }
-            failed
+            (n, failed)
         })
     };
-    // Stop the leader once a fifth has been published.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while published.load(Ordering::SeqCst) < EVENTS / 5 {
+    while published.load(Ordering::SeqCst) < 1_000 {
         assert!(
             Instant::now() < deadline,
             "the first events were never published"
@@ -109,11 +116,12 @@ async fn quorum_leader_stopped_mid_publish_loses_nothing_and_handles_nothing_twi
     tokio::task::spawn_blocking(move || c.stop_rabbit(leader))
         .await
         .unwrap();
-    let after_stop = published.load(Ordering::SeqCst);
-    let failed = publisher.await.unwrap();
+    down.store(true, Ordering::SeqCst);
+    let gone_at = published.load(Ordering::SeqCst);
+    let (total, failed) = publisher.await.unwrap();
     let all_published = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while handled.lock().unwrap().len() < EVENTS as usize && Instant::now() < deadline {
+    while handled.lock().unwrap().len() < total as usize && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let caught_up = all_published.elapsed();
@@ -122,16 +130,12 @@ async fn quorum_leader_stopped_mid_publish_loses_nothing_and_handles_nothing_twi
         .await
         .unwrap();
     assert!(
-        after_stop < EVENTS * 4 / 5,
-        "{after_stop} of {EVENTS} were published before the node was down: the test did not test a failover"
-    );
-    assert!(
         failed.is_empty(),
         "publishes refused: {:?}",
         &failed[..failed.len().min(5)]
     );
     let handled = handled.lock().unwrap().clone();
-    let missing: Vec<u32> = (0..EVENTS).filter(|n| !handled.contains_key(n)).collect();
+    let missing: Vec<u32> = (0..total).filter(|n| !handled.contains_key(n)).collect();
     let twice: Vec<(u32, u32)> = handled
         .iter()
         .filter(|(_, c)| **c > 1)
@@ -145,7 +149,7 @@ async fn quorum_leader_stopped_mid_publish_loses_nothing_and_handles_nothing_twi
     );
     assert!(twice.is_empty(), "handled twice: {twice:?}");
     eprintln!(
-        "leader twc{leader} stopping after {stopped_at} events published, down after {after_stop}; all {EVENTS} handled once, {caught_up:?} after the last publish; duplicates suppressed: {}",
+        "leader twc{leader} stopping after {stopped_at} events, gone after {gone_at}, then {EVENTS} more; all {total} handled once, {caught_up:?} after the last publish; duplicates suppressed: {}",
         consumer.metrics().consumed(&name, "duplicate")
     );
     consumer.shutdown(Duration::from_secs(5)).await.unwrap();
