@@ -2,7 +2,7 @@
 //! `Max-Forwards`, the route, the rate limit, the declared body size and the header rewriting.
 //! An early answer (400, 404, 413, 429, or `Max-Forwards` reaching zero) comes back as `Err`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,7 +43,8 @@ pub(crate) struct Prepared {
     pub(crate) request_id: HeaderValue,
     pub(crate) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The client's address, for rate limits shared over Redis (checked in the async part).
-    pub(crate) client_ip: Option<IpAddr>,
+    #[cfg(feature = "redis")]
+    pub(crate) client_ip: Option<std::net::IpAddr>,
 }
 
 /// The request's authority and whether it is the `Host` field's (else the request target's).
@@ -98,6 +99,7 @@ where
         ));
     };
     admit(rs, &req, peer, &request_id, state.limits_are_local())?;
+    #[cfg(feature = "redis")]
     let client_ip = peer.map(|p| p.ip);
 
     let upgrade = headers::is_upgrade(req.headers());
@@ -129,6 +131,7 @@ where
         has_host: host.is_some(),
         request_id,
         client_upgrade,
+        #[cfg(feature = "redis")]
         client_ip,
     })
 }
