@@ -8,13 +8,12 @@
     reason = "tests"
 )]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tidewell_cache::{Cache, Key, Tag};
-use tidewell_testkit::TestRedis;
+use tidewell_testkit::{OwnRedis, TestRedis};
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -180,65 +179,6 @@ async fn killing_the_feed_flushes_the_local_tier() {
     cleanup(&redis);
 }
 
-/// A Redis of the test's own on a free port, so killing it disturbs no other test.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Self { port, child: None };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (apt-get install redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "own redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_callers_see_no_errors() {
     let mut server = OwnRedis::start();
@@ -285,7 +225,7 @@ async fn redis_killed_and_restarted_callers_see_no_errors() {
     server.kill();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let during = cache.health().await;
-    server.spawn();
+    server.restart();
     let recovered = eventually(Duration::from_secs(20), async || {
         let h = cache.health().await;
         h.store_reachable && !h.circuit_open && h.local_tier_live == Some(true)

@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::*;
 use tidewell_core::tls::ClientTls;
 use tidewell_proxy::{Proxy, ProxyConfig, Route, SharedLimits};
-use tidewell_testkit::TestRedis;
+use tidewell_testkit::{OwnRedis, TestRedis};
 use tokio::net::TcpListener;
 
 /// A proxy to `up` whose route allows a burst of 5 requests then one a minute, its limits shared
@@ -94,50 +94,6 @@ async fn without_sharing_each_node_counts_alone() {
     assert_eq!(admitted, 15, "5 per node: {seen:?}");
 }
 
-/// A Redis of this test's own (so stopping it disturbs no other test), stopped on drop.
-struct OwnRedis(std::process::Child, u16);
-
-impl OwnRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (apt-get install redis-server)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self(child, port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.1)
-    }
-
-    fn stop(&mut self) {
-        // ok to ignore: it may have ended already
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_redis_is_down_each_node_applies_its_own_limit() {
     let up = start_upstream().await;
@@ -162,7 +118,7 @@ async fn while_redis_is_down_each_node_applies_its_own_limit() {
         ));
     }
     assert_eq!(statuses(&nodes, 6).await, [200, 200, 200, 200, 200, 429]);
-    redis.stop();
+    redis.kill();
     // Every request is answered (never a 5xx); each node's own limiter decides, a burst of 5
     // per node: the shared budget spent above does not carry over to them.
     let seen = statuses(&nodes, 18).await;

@@ -26,6 +26,7 @@
 pub mod bench;
 pub mod cluster;
 mod names;
+mod own_redis;
 mod postgres;
 mod rabbit;
 mod redis_scope;
@@ -33,6 +34,7 @@ mod service;
 pub mod tls;
 
 pub use names::unique_name;
+pub use own_redis::OwnRedis;
 pub use postgres::TestDatabase;
 pub use rabbit::TestRabbit;
 pub use redis_scope::TestRedis;

@@ -149,6 +149,13 @@ impl Platform {
     }
 }
 
+/// The status of `GET /api/payments` on `addr` with `token`: whether the node accepts the token.
+async fn list_payments(addr: SocketAddr, token: &str) -> u16 {
+    call(addr, "GET", "/api/payments", Some(token), None)
+        .await
+        .0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_through_node_2_reaches_a_websocket_on_node_1_once_within_a_second() {
     let p = Platform::start().await;
@@ -199,14 +206,7 @@ async fn logging_out_other_devices_through_node_3_closes_a_session_on_node_1_and
     let laptop = login(p.addr(3), &email, Some("laptop")).await;
     let phone_token = access(&phone);
     for node in 1..=3 {
-        let (s, _) = call(
-            p.addr(node),
-            "GET",
-            "/api/payments",
-            Some(&phone_token),
-            None,
-        )
-        .await;
+        let s = list_payments(p.addr(node), &phone_token).await;
         assert_eq!(s, 200, "the phone's token works on node {node} first");
     }
     let mut on_node_1 = ws(p.addr(1), &phone_token).await;
@@ -239,14 +239,7 @@ async fn logging_out_other_devices_through_node_3_closes_a_session_on_node_1_and
     for node in 1..=3 {
         let deadline = started + Duration::from_secs(1);
         loop {
-            let (s, _) = call(
-                p.addr(node),
-                "GET",
-                "/api/payments",
-                Some(&phone_token),
-                None,
-            )
-            .await;
+            let s = list_payments(p.addr(node), &phone_token).await;
             if s == 401 {
                 break;
             }
@@ -257,14 +250,7 @@ async fn logging_out_other_devices_through_node_3_closes_a_session_on_node_1_and
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let (s, _) = call(
-        p.addr(1),
-        "GET",
-        "/api/payments",
-        Some(&access(&laptop)),
-        None,
-    )
-    .await;
+    let s = list_payments(p.addr(1), &access(&laptop)).await;
     assert_eq!(s, 200, "the device that asked keeps working");
     eprintln!("session on node 1 closed {closed:?} after the request to node 3");
 }
@@ -283,14 +269,7 @@ async fn a_client_taking_turns_over_three_nodes_is_limited_as_on_one() {
     let token = access(&login(p.addr(2), &email, None).await);
     let mut seen = Vec::new();
     for i in 0..9 {
-        let (s, _) = call(
-            p.addr(i % 3 + 1),
-            "GET",
-            "/api/payments",
-            Some(&token),
-            None,
-        )
-        .await;
+        let s = list_payments(p.addr(i % 3 + 1), &token).await;
         seen.push(s);
     }
     assert_eq!(
