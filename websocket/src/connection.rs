@@ -37,6 +37,7 @@ impl WsServer {
         let ws: Ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
                 .await;
+        self.warm(&crate::rooms::own_rooms(&claims)).await;
         let conn = self.register(claims);
         let (sink, stream) = ws.split();
         let started = Instant::now();
@@ -132,6 +133,9 @@ impl WsServer {
                         }
                         ClientFrame::Subscribe { id, room, since } => {
                             let allowed = self.may_join(&conn.claims, &room).await;
+                            if allowed {
+                                self.warm(std::slice::from_ref(&room)).await;
+                            }
                             self.rooms().subscribe(conn, id, &room, since, allowed);
                         }
                         ClientFrame::Unsubscribe { id, room } => {

@@ -63,30 +63,15 @@ impl RedisConn {
             let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
             connect_error(explain(host, &e).unwrap_or_else(|| e.to_string()))
         };
-        if url.starts_with("redis-cluster://") || url.starts_with("rediss-cluster://") {
-            let nodes = cluster_nodes(url);
-            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
-            if url.starts_with("rediss-cluster://") {
-                crate::tls::install_ring();
-                builder = builder.certs(tls.redis_certificates()?);
-            } else if !tls.is_default() {
-                return Err(Error::Tls {
-                    reason: "TLS files are set but the Redis URL is redis-cluster://; use rediss-cluster:// or unset them".into(),
-                });
-            }
-            let client = builder
+        if is_cluster_url(url) {
+            let client = cluster_builder(url, tls)?
                 .response_timeout(timeout)
                 .connection_timeout(timeout.max(Duration::from_secs(1)))
                 .build()
                 .map_err(|e| connect_error(e.to_string()))?;
-            let connection = tokio::time::timeout(
-                timeout.max(Duration::from_secs(2)),
-                client.get_async_connection(),
-            )
-            .await
-            .map_err(|_| connect_error("no answer in time".into()))?
-            .map_err(failed)?;
-            return Ok(Self::Cluster(connection));
+            return connect_cluster(url, &client, timeout)
+                .await
+                .map(Self::Cluster);
         }
         let client = tls.redis_client(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -131,6 +116,79 @@ impl redis::aio::ConnectionLike for RedisConn {
             Self::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// Whether `url` names a Redis Cluster (`redis-cluster://` or `rediss-cluster://`).
+pub fn is_cluster_url(url: &str) -> bool {
+    url.starts_with("redis-cluster://") || url.starts_with("rediss-cluster://")
+}
+
+/// A cluster connection that receives the nodes' push messages (RESP3) on `pushes`: sharded
+/// pub/sub messages, subscription confirmations and `Disconnection` notices. Its subscriptions
+/// are renewed by redis-rs after a reconnect. Same URL and TLS rules as [`RedisConn::open`].
+pub async fn open_cluster_with_pushes(
+    url: &str,
+    timeout: Duration,
+    tls: &ClientTls,
+    pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+) -> Result<redis::cluster_async::ClusterConnection, Error> {
+    if !is_cluster_url(url) {
+        return Err(Error::RedisConnect {
+            url: redact_url(url),
+            reason: "not a Redis Cluster URL (redis-cluster://host:port,host:port)".into(),
+        });
+    }
+    let client = cluster_builder(url, tls)?
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(pushes)
+        .response_timeout(timeout)
+        .connection_timeout(timeout.max(Duration::from_secs(1)))
+        .build()
+        .map_err(|e| Error::RedisConnect {
+            url: redact_url(url),
+            reason: e.to_string(),
+        })?;
+    connect_cluster(url, &client, timeout).await
+}
+
+/// A builder for the cluster at `url`, with TLS when it is `rediss-cluster://`.
+fn cluster_builder(
+    url: &str,
+    tls: &ClientTls,
+) -> Result<redis::cluster::ClusterClientBuilder, Error> {
+    let mut builder = redis::cluster::ClusterClientBuilder::new(cluster_nodes(url));
+    if url.starts_with("rediss-cluster://") {
+        crate::tls::install_ring();
+        builder = builder.certs(tls.redis_certificates()?);
+    } else if !tls.is_default() {
+        return Err(Error::Tls {
+            reason: "TLS files are set but the Redis URL is redis-cluster://; use rediss-cluster:// or unset them".into(),
+        });
+    }
+    Ok(builder)
+}
+
+/// The first connection to a cluster, bounded by `timeout` (at least 2 s).
+async fn connect_cluster(
+    url: &str,
+    client: &redis::cluster::ClusterClient,
+    timeout: Duration,
+) -> Result<redis::cluster_async::ClusterConnection, Error> {
+    let connect_error = |reason: String| Error::RedisConnect {
+        url: redact_url(url),
+        reason,
+    };
+    tokio::time::timeout(
+        timeout.max(Duration::from_secs(2)),
+        client.get_async_connection(),
+    )
+    .await
+    .map_err(|_| connect_error("no answer in time".into()))?
+    .map_err(|e| {
+        let host = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        connect_error(explain(host, &e).unwrap_or_else(|| e.to_string()))
+    })
 }
 
 /// The nodes of a `redis-cluster://host:port,host:port` URL, as `redis://` URLs.

@@ -251,9 +251,9 @@ impl WsServer {
         }
         let b = crate::backplane::Backplane::start(
             url,
-            &self.state.config.backplane_tls,
+            &self.state.config,
             prefix,
-            Arc::downgrade(&self.state.rooms),
+            &self.state.rooms,
             self.state.stop.child_token(),
         )
         .await?;
@@ -261,6 +261,17 @@ impl WsServer {
             .backplane
             .set(b)
             .map_err(|_| Error::BackplaneAttached)
+    }
+
+    /// On a sharded backplane, makes sure this node has each of `rooms` (subscribed, state read
+    /// from Redis) before a connection joins it.
+    pub(crate) async fn warm(&self, rooms: &[String]) {
+        #[cfg(feature = "redis")]
+        if let Some(b) = self.state.backplane.get() {
+            b.warm(&Arc::downgrade(&self.state.rooms), rooms).await;
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = rooms;
     }
 
     /// The open connections of `user`.

@@ -15,12 +15,19 @@ use crate::fanout::{FanOutCounters, encode};
 use crate::outbox::Frame;
 use crate::registry::Conn;
 
+#[cfg(feature = "redis")]
+pub(crate) mod warm;
+
 struct Room {
     members: HashMap<u64, Arc<Conn>>,
     epoch: Arc<str>,
     offset: u64,
     history: VecDeque<(u64, Instant, Utf8Bytes)>,
     touched: Instant,
+    /// While the room's state is read from a sharded backplane: events that arrive meanwhile
+    /// wait here, and joiners wait for the read to finish.
+    #[cfg(feature = "redis")]
+    warming: Option<warm::Warming>,
 }
 
 impl Room {
@@ -31,7 +38,18 @@ impl Room {
             offset: 0,
             history: VecDeque::new(),
             touched: Instant::now(),
+            #[cfg(feature = "redis")]
+            warming: None,
         }
+    }
+
+    /// Whether the room's state is still being read from the backplane (it cannot answer a
+    /// recovery yet).
+    fn is_warming(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.warming.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
     }
 
     /// The history after `since`, if it still holds every offset after it (not evicted, not
@@ -40,6 +58,7 @@ impl Room {
         let now = Instant::now();
         match since {
             None => (None, Vec::new()),
+            Some(_) if self.is_warming() => (Some(false), Vec::new()),
             Some(s) if *s.epoch != *self.epoch || s.offset > self.offset => {
                 (Some(false), Vec::new())
             }
@@ -71,6 +90,10 @@ pub(crate) struct Rooms {
     config: Arc<WsConfig>,
     map: Mutex<HashMap<String, Room>>,
     pub(crate) counters: FanOutCounters,
+    /// A sharded backplane's subscriptions: told, in map order, of every room created and
+    /// forgotten.
+    #[cfg(feature = "redis")]
+    interest: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<warm::Interest>>,
 }
 
 impl Rooms {
@@ -79,6 +102,8 @@ impl Rooms {
             config,
             map: Mutex::new(HashMap::new()),
             counters: FanOutCounters::default(),
+            #[cfg(feature = "redis")]
+            interest: std::sync::OnceLock::new(),
         }
     }
 
@@ -98,30 +123,63 @@ impl Rooms {
         self.append_and_fan_out(r, room, offset, event);
     }
 
-    /// An event from the backplane, with the offset and epoch Redis gave it.
+    /// An event from the backplane, with the offset and epoch Redis gave it. A sharded
+    /// backplane (`create: false`) delivers only to rooms this node has.
     #[cfg(feature = "redis")]
-    pub(crate) fn deliver_remote(&self, room: &str, offset: u64, epoch: &str, json: &str) {
+    pub(crate) fn deliver_remote(
+        &self,
+        room: &str,
+        offset: u64,
+        epoch: &str,
+        json: &str,
+        create: bool,
+    ) {
         let Ok(event) = RawValue::from_string(json.to_owned()) else {
             return;
         };
         let mut rooms = self.lock();
-        let r = rooms.entry(room.to_owned()).or_insert_with(Room::new);
+        let r = match rooms.get_mut(room) {
+            Some(r) => r,
+            None if create => rooms.entry(room.to_owned()).or_insert_with(Room::new),
+            None => return,
+        };
+        if let Some(w) = &mut r.warming {
+            w.hold(offset, epoch, event);
+            return;
+        }
+        self.deliver_in_order(r, room, offset, epoch, event);
+    }
+
+    /// Appends a backplane event unless it was seen; a new epoch or a gap forgets the history
+    /// (never replay across events this node did not see).
+    #[cfg(feature = "redis")]
+    fn deliver_in_order(
+        &self,
+        r: &mut Room,
+        room: &str,
+        offset: u64,
+        epoch: &str,
+        event: Box<RawValue>,
+    ) {
         if *r.epoch != *epoch {
             r.epoch = epoch.into();
             r.history.clear();
         } else if offset <= r.offset {
             return; // already seen
         } else if offset != r.offset + 1 {
-            r.history.clear(); // a gap this node did not see: never replay across it
+            r.history.clear();
         }
         self.append_and_fan_out(r, room, offset, event);
     }
 
-    /// Forgets every room's history (the backplane subscription dropped: events were missed).
+    /// Forgets every room's history and gives it a new epoch of this node's (the backplane
+    /// subscription dropped: events were missed, so no recovery may claim to be complete until
+    /// events with Redis's epoch arrive again).
     #[cfg(feature = "redis")]
     pub(crate) fn forget_histories(&self) {
         for r in self.lock().values_mut() {
             r.history.clear();
+            r.epoch = uuid::Uuid::now_v7().simple().to_string().into();
         }
     }
 
@@ -286,12 +344,24 @@ impl Rooms {
         v
     }
 
-    /// Forgets rooms with no members whose history has expired.
+    /// Forgets rooms with no members whose history has expired (a sharded backplane is told,
+    /// in order with the rooms it is told were created).
     pub(crate) fn sweep(&self) {
         let ttl = self.config.history_ttl;
         let now = Instant::now();
-        self.lock()
-            .retain(|_, r| !r.members.is_empty() || now.duration_since(r.touched) < ttl);
+        let mut rooms = self.lock();
+        rooms.retain(|name, r| {
+            let keep =
+                !r.members.is_empty() || r.is_warming() || now.duration_since(r.touched) < ttl;
+            #[cfg(feature = "redis")]
+            if !keep && let Some(tx) = self.interest.get() {
+                // ok to ignore: the backplane has stopped
+                let _ = tx.send(warm::Interest::Drop(name.clone()));
+            }
+            #[cfg(not(feature = "redis"))]
+            let _ = name;
+            keep
+        });
     }
 }
 
