@@ -484,29 +484,9 @@ async fn profile_one(redis: &TestRedis, ns: &Namespace, what: &str) {
     eprintln!("profile {what}: {rate:.0} ops/s");
 }
 
-/// Starts the local cluster (RabbitMQ and Redis) unless it is running;
-/// answers whether this run started it.
-fn local_cluster() -> bool {
-    let env = std::path::Path::new(
-        &std::env::var("TIDEWELL_CLUSTER_DIR")
-            .unwrap_or_else(|_| "/tmp/tidewell-local-cluster".into()),
-    )
-    .join("env");
-    if env.exists() {
-        return false;
-    }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/local-cluster");
-    let ok = std::process::Command::new(&script)
-        .args(["start", "--infra"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{} start --infra failed", script.display());
-    true
-}
-
 async fn cluster_get(redis: &TestRedis) {
     const KEYS: usize = 1_000;
-    let started = local_cluster();
+    let _guard = tidewell_testkit::cluster::ClusterGuard::ensure();
     let cluster = tidewell_testkit::cluster::LocalCluster::get();
     let cache = Cache::builder()
         .url(cluster.redis_url())
@@ -564,12 +544,6 @@ async fn cluster_get(redis: &TestRedis) {
     cache.clear_all().await.unwrap();
     for k in raw_keys.iter() {
         let () = raw.del(k).await.unwrap();
-    }
-    if started {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/local-cluster");
-        // ok to ignore: the bench's figures are printed; a cluster left running is only disk
-        let _ = std::process::Command::new(script).arg("stop").status();
     }
 }
 

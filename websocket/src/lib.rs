@@ -29,8 +29,9 @@
 //!   [`ClientEvent::Gap`] when a room could not be recovered.
 //!
 //! - **Many nodes** ([`WsServer::connect_backplane`], feature `redis`): publishes go through
-//!   Redis (offset and epoch per room from Redis, one pub/sub channel) to every node, so offsets
-//!   are the same everywhere and a client recovers on whichever node it reconnects to.
+//!   Redis (offset and epoch per room from Redis; one pub/sub channel on a single Redis, sharded
+//!   pub/sub per room on a Redis Cluster) to every node with the room, so offsets are the same
+//!   everywhere and a client recovers on whichever node it reconnects to.
 //!
 //! ```no_run
 //! use tidewell_auth::{KeySet, Verifier, VerifyingKey};

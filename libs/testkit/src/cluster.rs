@@ -21,6 +21,35 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/local-cluster")
 }
 
+/// The local cluster for a benchmark: started if it is not running (RabbitMQ and Redis only),
+/// and stopped again when dropped if this guard started it.
+#[derive(Debug)]
+pub struct ClusterGuard {
+    started: bool,
+}
+
+impl ClusterGuard {
+    /// Starts `scripts/local-cluster start --infra` unless the cluster's env file exists.
+    pub fn ensure() -> Self {
+        let dir = std::env::var("TIDEWELL_CLUSTER_DIR")
+            .unwrap_or_else(|_| "/tmp/tidewell-local-cluster".into());
+        if PathBuf::from(dir).join("env").exists() {
+            return Self { started: false };
+        }
+        run(&["start", "--infra"]);
+        Self { started: true }
+    }
+}
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if self.started {
+            // ok to ignore: a cluster left running costs only disk and memory
+            let _ = Command::new(script()).arg("stop").status();
+        }
+    }
+}
+
 impl LocalCluster {
     /// Reads `$TIDEWELL_CLUSTER_DIR/env` (default `/tmp/tidewell-local-cluster/env`), written
     /// by `scripts/local-cluster start`. Panics with what to run when the cluster is not up.

@@ -187,7 +187,7 @@ impl GatewayConfig {
     pub const BACKPLANE_URL: tidewell_core::cli::Var = tidewell_core::cli::Var::new(
         "TIDEWELL_WS_BACKPLANE_URL",
         "",
-        "redis://... joining the rooms of every gateway node (unset: REDIS_URL, else none)",
+        "redis://... or redis-cluster://... joining the rooms of every gateway node (unset: REDIS_URL, else none)",
     );
 
     /// `jwt_secret`, defaults for the rest (the node id from the host name and process).
@@ -293,17 +293,22 @@ impl GatewayConfig {
     }
 }
 
-/// The backplane's URL if `url` is a single Redis (`redis://`, `rediss://`): the backplane does not run on a Redis
-/// Cluster yet, so with a `redis-cluster://` URL each node keeps its own rooms (said once at
-/// start).
+/// The backplane's URL if `url` is a Redis one: `redis://` or `rediss://` (one Redis, every
+/// node keeps every room), `redis-cluster://` or `rediss-cluster://` (sharded pub/sub, each
+/// node subscribes to the rooms it has). Any other scheme is said once at start and ignored:
+/// each node then keeps its own rooms.
 pub fn backplane_url(url: Option<String>) -> Option<String> {
     let url = url?;
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
+    let scheme = url.split("://").next().unwrap_or_default();
+    if matches!(
+        scheme,
+        "redis" | "rediss" | "redis-cluster" | "rediss-cluster"
+    ) {
         return Some(url);
     }
     tracing::warn!(
-        scheme = url.split("://").next().unwrap_or_default(),
-        "the WebSocket backplane needs a single Redis (redis:// or rediss://): each gateway node keeps its own rooms, so a client recovers missed events only on the node it was on"
+        scheme,
+        "the WebSocket backplane needs a Redis URL (redis://, rediss://, redis-cluster://, rediss-cluster://): each gateway node keeps its own rooms, so a client recovers missed events only on the node it was on"
     );
     None
 }

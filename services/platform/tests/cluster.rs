@@ -7,7 +7,8 @@
 //!   second, and its token is refused on every node.
 //! - A client that takes turns over the three nodes is rate-limited as if it used one.
 //! - A node killed mid-flow: its WebSocket client reconnects to another node and recovers, by
-//!   offset, the events published while it was away (rooms joined over a Redis backplane).
+//!   offset, the events published while it was away (rooms joined over the backplane on the
+//!   Redis Cluster).
 //!
 //! Runs in nextest's `cluster` group (one at a time): other cluster tests stop nodes.
 #![allow(
@@ -282,13 +283,12 @@ async fn a_client_taking_turns_over_three_nodes_is_limited_as_on_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_flow_its_client_recovers_on_another_node_by_offset() {
     use futures_util::SinkExt as _;
-    // Rooms joined over a Redis backplane (a single Redis: the system's), so offsets and epochs
-    // are the same on every node.
-    let backplane = tidewell_testkit::redis_url();
+    // Rooms joined over the backplane on the Redis Cluster (the cache's URL), so offsets and
+    // epochs are the same on every node, and the history comes from Redis on a node that did
+    // not have the room.
     let mut p = Platform::start_with(&[
         ("GATEWAY_AUTH_PER_MINUTE", "0"),
         ("GATEWAY_API_PER_MINUTE", "0"),
-        ("TIDEWELL_WS_BACKPLANE_URL", backplane.as_str()),
     ])
     .await;
     let email = format!("{}@example.com", unique_name("dee"));

@@ -240,10 +240,14 @@ impl WsServer {
 
     /// Joins the nodes sharing `prefix` on the Redis at `url` (feature `redis`): every publish on
     /// any node reaches the members on every node, with the same offsets and epochs everywhere,
-    /// so a client recovers with `since` on whichever node it reconnects to. Fails fast if Redis
-    /// is unreachable; afterwards a lost subscription is retried by itself (and the node's
-    /// histories are forgotten, so a window it missed answers `recovered: false`). A `rediss://`
-    /// URL connects over TLS with [`WsConfig::backplane_tls`](crate::WsConfig::backplane_tls).
+    /// so a client recovers with `since` on whichever node it reconnects to. `redis://` or
+    /// `rediss://` is one Redis (one channel; every node keeps every room's history);
+    /// `redis-cluster://host:port,host:port` or `rediss-cluster://` is a Redis Cluster (each room
+    /// in its own slot, sharded pub/sub, a node subscribes to the rooms it has and reads a room's
+    /// state from Redis when a client first joins it there). Fails fast if Redis is unreachable;
+    /// afterwards a lost subscription is retried by itself (a window the node missed answers
+    /// `recovered: false`, or on a cluster is re-read from Redis). TLS URLs use
+    /// [`WsConfig::backplane_tls`](crate::WsConfig::backplane_tls).
     #[cfg(feature = "redis")]
     pub async fn connect_backplane(&self, url: &str, prefix: &str) -> Result<(), Error> {
         if self.state.backplane.get().is_some() {
