@@ -201,3 +201,18 @@ async fn a_rediss_backplane_carries_events_and_refuses_an_untrusted_server() {
         .expect_err("refused");
     assert!(e.to_string().contains("not signed by a trusted CA"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_shared_by_the_nodes() {
+    let redis = TestRedis::connect().await;
+    let port = redis
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let hash = format!("{}:p:doc:present", redis.prefix());
+    presence_across_nodes(redis.url(), redis.prefix(), &hash, port).await;
+}

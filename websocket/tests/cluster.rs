@@ -265,3 +265,12 @@ async fn a_stopped_master_the_backplane_resumes_and_members_miss_nothing() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_shared_by_the_nodes_on_the_cluster() {
+    let c = LocalCluster::get();
+    let prefix = unique_name("wsp");
+    let hash = format!("{prefix}:ws:{{doc:present}}:doc:present:p");
+    let port = c.redis_masters()[0].0;
+    presence_across_nodes(&c.redis_url(), &prefix, &hash, port).await;
+}

@@ -18,6 +18,7 @@
 mod sharded;
 mod single;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -41,12 +42,34 @@ const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(10);
 /// How long connecting, subscribing or one Redis call may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a node's presence entries count after its last heartbeat.
+const NODE_ALIVE_SECS: u64 = 30;
+/// How often a node says it is alive.
+const NODE_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// What the publisher sends, in order.
+pub(crate) enum Job {
+    /// An event (JSON text) for a room.
+    Event { room: String, json: String },
+    /// A connection of `user` joined or left a presence room on this node.
+    Presence {
+        room: String,
+        user: String,
+        joined: bool,
+    },
+}
+
 /// A server's link to the other nodes: a bounded publish queue and the tasks that serve it.
 pub(crate) struct Backplane {
-    queue: mpsc::Sender<(String, String)>,
+    queue: mpsc::Sender<Job>,
     publisher: Mutex<Option<JoinHandle<()>>>,
     /// The cluster layout's subscriptions; `None` on a single Redis.
     sharded: Option<sharded::Shards>,
+    /// For presence listings.
+    conn: RedisConn,
+    layout: Arc<Layout>,
+    /// This server's id among the nodes (its presence entries and heartbeat).
+    id: Arc<str>,
 }
 
 impl Backplane {
@@ -62,8 +85,11 @@ impl Backplane {
     ) -> Result<Self, Error> {
         let tls = &config.backplane_tls;
         let shown = tidewell_core::config::redact_url(url);
+        let id: Arc<str> = uuid::Uuid::now_v7().simple().to_string().into();
         let (conn, layout, sharded) = if tidewell_core::redis_conn::is_cluster_url(url) {
-            let shards = sharded::Shards::start(url, tls, prefix, rooms, stop.clone()).await?;
+            let shards =
+                sharded::Shards::start(url, tls, prefix, rooms, Arc::clone(&id), stop.clone())
+                    .await?;
             let conn = RedisConn::open(url, REDIS_TIMEOUT, tls)
                 .await
                 .map_err(|e| Error::Backplane(e.to_string()))?;
@@ -96,6 +122,7 @@ impl Backplane {
             let listener = single::RoomFeed {
                 rooms: Arc::downgrade(rooms),
                 ready: Some(ready_tx),
+                me: Arc::clone(&id),
             };
             tidewell_core::pubsub::spawn(client, channel.clone(), listener, stop.clone());
             // The first subscription is in place before the server is used.
@@ -117,22 +144,88 @@ impl Backplane {
         // Bounded: while Redis is down, publishes beyond this many waiting are refused
         // (`Error::Full`) instead of growing the queue.
         let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
-        let publisher = tokio::spawn(publisher(conn, layout, rx, stop));
+        let layout = Arc::new(layout);
+        let publisher = tokio::spawn(publisher(
+            conn.clone(),
+            Arc::clone(&layout),
+            Arc::clone(&id),
+            rx,
+            stop.clone(),
+        ));
+        tokio::spawn(heartbeat(conn.clone(), layout.node_key(&id), stop));
+        rooms.send_presence_to(queue.clone());
         Ok(Self {
             queue,
             publisher: Mutex::new(Some(publisher)),
             sharded,
+            conn,
+            layout,
+            id,
         })
     }
 
     /// Queues an event for `room` (JSON text); publishes keep their order.
     pub(crate) fn publish(&self, room: &str, json: String) -> Result<(), Error> {
         self.queue
-            .try_send((room.to_owned(), json))
+            .try_send(Job::Event {
+                room: room.to_owned(),
+                json,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => Error::Full("backplane's publish queue"),
                 mpsc::error::TrySendError::Closed(_) => Error::Stopped("backplane publisher"),
             })
+    }
+
+    /// Who is in `room` on every node: user ids and their connection counts, sorted. Entries
+    /// of a node that has not said it is alive for [`NODE_ALIVE_SECS`] (it stopped without
+    /// leaving) are left out and removed.
+    pub(crate) async fn presence(&self, room: &str) -> Result<Vec<(String, usize)>, Error> {
+        let failed = |e: redis::RedisError| Error::Backplane(format!("presence of {room}: {e}"));
+        let mut conn = self.conn.clone();
+        let hash = self.layout.presence_key(room);
+        let fields: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(&hash)
+            .query_async(&mut conn)
+            .await
+            .map_err(failed)?;
+        let mut alive: HashMap<&str, bool> = HashMap::new();
+        alive.insert(&self.id, true);
+        let mut users: HashMap<String, usize> = HashMap::new();
+        let mut dead = Vec::new();
+        for (field, count) in &fields {
+            let Some((node, user)) = field.split_once('|') else {
+                continue;
+            };
+            let live = match alive.get(node) {
+                Some(l) => *l,
+                None => {
+                    let l: bool = redis::cmd("EXISTS")
+                        .arg(self.layout.node_key(node))
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(failed)?;
+                    alive.insert(node, l);
+                    l
+                }
+            };
+            if !live {
+                dead.push(field.clone());
+            } else if *count > 0 {
+                *users.entry(user.to_owned()).or_default() += usize::try_from(*count).unwrap_or(0);
+            }
+        }
+        if !dead.is_empty() {
+            let () = redis::cmd("HDEL")
+                .arg(&hash)
+                .arg(&dead)
+                .query_async(&mut conn)
+                .await
+                .map_err(failed)?;
+        }
+        let mut v: Vec<_> = users.into_iter().collect();
+        v.sort();
+        Ok(v)
     }
 
     /// On a Redis Cluster: makes sure this node is subscribed to each of `rooms` and holds its
@@ -175,6 +268,47 @@ enum Layout {
 }
 
 impl Layout {
+    /// The hash of `room`'s members on every node: `<node id>|<user>` to a connection count.
+    fn presence_key(&self, room: &str) -> String {
+        match self {
+            Self::Single { prefix, .. } => format!("{prefix}:p:{room}"),
+            Self::Sharded { prefix, .. } => sharded::keys(prefix, room).presence,
+        }
+    }
+
+    /// The key that says node `id` is alive.
+    fn node_key(&self, id: &str) -> String {
+        match self {
+            Self::Single { prefix, .. } | Self::Sharded { prefix, .. } => {
+                format!("{prefix}:node:{{{id}}}")
+            }
+        }
+    }
+
+    /// Counts `user` in or out of `room`'s presence hash and tells the other nodes.
+    fn presence<'a>(
+        &self,
+        scripts: &'a Scripts,
+        me: &str,
+        room: &str,
+        user: &str,
+        joined: bool,
+    ) -> redis::ScriptInvocation<'a> {
+        let (channel, command) = match self {
+            Self::Single { channel, .. } => (channel.clone(), "PUBLISH"),
+            Self::Sharded { prefix, .. } => (sharded::keys(prefix, room).channel, "SPUBLISH"),
+        };
+        let mut inv = scripts.presence.prepare_invoke();
+        inv.key(self.presence_key(room))
+            .key(channel)
+            .arg(format!("{me}|{user}"))
+            .arg(if joined { 1 } else { -1 })
+            .arg(KEY_TTL_SECS)
+            .arg(presence_message(me, room, user, joined))
+            .arg(command);
+        inv
+    }
+
     fn invocation<'a>(
         &self,
         scripts: &'a Scripts,
@@ -221,6 +355,64 @@ impl Layout {
 struct Scripts {
     single: redis::Script,
     sharded: redis::Script,
+    presence: redis::Script,
+}
+
+/// Counts a connection in or out of a room's presence hash, then tells the other nodes (the
+/// channel and the publish command, `PUBLISH` or `SPUBLISH`, from the caller).
+const PRESENCE: &str = r"
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if n <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call(ARGV[5], KEYS[2], ARGV[4])
+return n
+";
+
+/// A presence message starts with this byte (an event's starts with its room name, which is
+/// visible ASCII).
+const PRESENCE_MARK: char = '\u{1}';
+
+/// `\u{1}node \n room \n 1|0 \n user` (the user id last: it may hold any character).
+fn presence_message(me: &str, room: &str, user: &str, joined: bool) -> String {
+    format!("{PRESENCE_MARK}{me}\n{room}\n{}\n{user}", u8::from(joined))
+}
+
+/// What a backplane message carries.
+enum Message<'a> {
+    Event {
+        room: &'a str,
+        offset: u64,
+        epoch: &'a str,
+        json: &'a str,
+    },
+    Presence {
+        node: &'a str,
+        room: &'a str,
+        user: &'a str,
+        joined: bool,
+    },
+}
+
+/// Hands one backplane message to `rooms`; presence from this node itself (`me`) was already
+/// shown to its members.
+fn deliver(rooms: &Rooms, payload: &[u8], me: &str, create: bool) {
+    match parse(payload) {
+        Some(Message::Event {
+            room,
+            offset,
+            epoch,
+            json,
+        }) => rooms.deliver_remote(room, offset, epoch, json, create),
+        Some(Message::Presence {
+            node,
+            room,
+            user,
+            joined,
+        }) if node != me => rooms.presence_remote(room, user, joined),
+        _ => {}
+    }
 }
 
 /// Publishes on one Redis: the room's next offset, its epoch (created if missing), one message
@@ -239,12 +431,52 @@ redis.call('PUBLISH', KEYS[3], ARGV[1] .. '\n' .. off .. '\n' .. epoch .. '\n' .
 return off
 ";
 
-/// Parses a backplane message: `room \n offset \n epoch \n event JSON`.
-fn parse(payload: &[u8]) -> Option<(&str, u64, &str, &str)> {
+/// Parses a backplane message: `room \n offset \n epoch \n event JSON`, or a presence one
+/// ([`presence_message`]).
+fn parse(payload: &[u8]) -> Option<Message<'_>> {
     let text = std::str::from_utf8(payload).ok()?;
+    if let Some(rest) = text.strip_prefix(PRESENCE_MARK) {
+        let mut parts = rest.splitn(4, '\n');
+        let (node, room, joined, user) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        return Some(Message::Presence {
+            node,
+            room,
+            user,
+            joined: joined == "1",
+        });
+    }
     let mut parts = text.splitn(4, '\n');
     let (room, offset, epoch, json) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    Some((room, offset.parse().ok()?, epoch, json))
+    Some(Message::Event {
+        room,
+        offset: offset.parse().ok()?,
+        epoch,
+        json,
+    })
+}
+
+/// Says every [`NODE_HEARTBEAT`] that this node is alive (its presence entries count), until
+/// `stop` fires; then takes it back.
+async fn heartbeat(mut conn: RedisConn, key: String, stop: CancellationToken) {
+    loop {
+        let r: Result<(), _> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("EX")
+            .arg(NODE_ALIVE_SECS)
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = r {
+            tracing::debug!(%error, "backplane heartbeat failed; retrying");
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(NODE_HEARTBEAT) => {}
+        }
+    }
+    // ok to ignore: the key expires by itself
+    let _: Result<(), _> = redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
 }
 
 /// Sends queued publishes in order until `stop` fires, then what is still queued. Each event is
@@ -253,13 +485,15 @@ fn parse(payload: &[u8]) -> Option<(&str, u64, &str, &str)> {
 /// drops the rest, so shutdown is not held up by a Redis that is down.
 async fn publisher(
     mut conn: RedisConn,
-    layout: Layout,
-    mut rx: mpsc::Receiver<(String, String)>,
+    layout: Arc<Layout>,
+    me: Arc<str>,
+    mut rx: mpsc::Receiver<Job>,
     stop: CancellationToken,
 ) {
     let scripts = Scripts {
         single: redis::Script::new(PUBLISH),
         sharded: redis::Script::new(sharded::PUBLISH),
+        presence: redis::Script::new(PRESENCE),
     };
     let backoff = Backoff::builder()
         .min(Duration::from_millis(50))
@@ -281,14 +515,27 @@ async fn publisher(
                 }
             }
         };
-        let Some((room, json)) = next else { return };
+        let Some(job) = next else { return };
+        let room = match &job {
+            Job::Event { room, .. } | Job::Presence { room, .. } => room.clone(),
+        };
         let mut schedule = backoff.schedule();
         loop {
-            let epoch = uuid::Uuid::now_v7().simple().to_string();
-            let r: Result<u64, _> = layout
-                .invocation(&scripts, &room, &epoch, &json)
-                .invoke_async(&mut conn)
-                .await;
+            let r: Result<i64, _> = match &job {
+                Job::Event { room, json } => {
+                    let epoch = uuid::Uuid::now_v7().simple().to_string();
+                    layout
+                        .invocation(&scripts, room, &epoch, json)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+                Job::Presence { room, user, joined } => {
+                    layout
+                        .presence(&scripts, &me, room, user, *joined)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            };
             let Err(error) = r else { break };
             match schedule.next_delay() {
                 Some(delay) if !stopping => {

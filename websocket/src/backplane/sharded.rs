@@ -6,6 +6,7 @@
 //! | `<prefix>:ws:{<tag>}:<room>:o` | the last offset (`INCR`) |
 //! | `<prefix>:ws:{<tag>}:<room>:m` | the epoch and the replication id of the master that set it |
 //! | `<prefix>:ws:{<tag>}:<room>:h` | the last `history_len` events, for nodes that join later |
+//! | `<prefix>:ws:{<tag>}:<room>:p` | presence: `<node id>\|<user>` to a connection count |
 //! | channel `<prefix>:ws:{<tag>}:<room>` | `SPUBLISH`ed events |
 //!
 //! (`<tag>` is the room name with `{` and `}` replaced by `_`.) A node subscribes to a room's
@@ -77,6 +78,7 @@ return {epoch, off, string.format('%d', ms), redis.call('LRANGE', KEYS[3], 0, -1
 
 /// A room's keys and channel.
 pub(super) struct Keys {
+    pub(super) presence: String,
     pub(super) counter: String,
     pub(super) meta: String,
     pub(super) history: String,
@@ -91,6 +93,7 @@ pub(super) fn keys(prefix: &str, room: &str) -> Keys {
         .collect();
     let channel = format!("{prefix}:ws:{{{tag}}}:{room}");
     Keys {
+        presence: format!("{channel}:p"),
         counter: format!("{channel}:o"),
         meta: format!("{channel}:m"),
         history: format!("{channel}:h"),
@@ -113,6 +116,7 @@ impl Shards {
         tls: &tidewell_core::tls::ClientTls,
         prefix: &str,
         rooms: &Arc<Rooms>,
+        me: Arc<str>,
         stop: CancellationToken,
     ) -> Result<Self, Error> {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
@@ -124,7 +128,7 @@ impl Shards {
         if !rooms.watch(interest_tx) {
             return Err(Error::BackplaneAttached);
         }
-        tokio::spawn(feed(push_rx, Arc::downgrade(rooms), stop.clone()));
+        tokio::spawn(feed(push_rx, Arc::downgrade(rooms), me, stop.clone()));
         let read = redis::Script::new(READ);
         tokio::spawn(subscriptions(
             conn.clone(),
@@ -218,6 +222,7 @@ async fn read_state(
 async fn feed(
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     rooms: Weak<Rooms>,
+    me: Arc<str>,
     stop: CancellationToken,
 ) {
     loop {
@@ -230,10 +235,8 @@ async fn feed(
         };
         match push.kind {
             PushKind::SMessage => {
-                if let Some(Value::BulkString(payload)) = push.data.last()
-                    && let Some((room, offset, epoch, json)) = super::parse(payload)
-                {
-                    rooms.deliver_remote(room, offset, epoch, json, false);
+                if let Some(Value::BulkString(payload)) = push.data.last() {
+                    super::deliver(&rooms, payload, &me, false);
                 }
             }
             PushKind::Disconnection => {

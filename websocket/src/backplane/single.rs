@@ -1,7 +1,7 @@
 //! The single-Redis layout: one pub/sub channel for every room, kept subscribed by
 //! `tidewell_core::pubsub`'s loop; every node keeps every room's history.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::oneshot;
 
@@ -11,6 +11,8 @@ use crate::rooms::Rooms;
 pub(super) struct RoomFeed {
     pub(super) rooms: Weak<Rooms>,
     pub(super) ready: Option<oneshot::Sender<()>>,
+    /// This server's id: its own presence messages are skipped.
+    pub(super) me: Arc<str>,
 }
 
 impl tidewell_core::pubsub::Listener for RoomFeed {
@@ -25,10 +27,7 @@ impl tidewell_core::pubsub::Listener for RoomFeed {
         let Some(rooms) = self.rooms.upgrade() else {
             return;
         };
-        let Some((room, offset, epoch, json)) = super::parse(payload) else {
-            return;
-        };
-        rooms.deliver_remote(room, offset, epoch, json, true);
+        super::deliver(&rooms, payload, &self.me, true);
     }
 
     fn dropped(&mut self) {

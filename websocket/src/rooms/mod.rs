@@ -94,6 +94,10 @@ pub(crate) struct Rooms {
     /// forgotten.
     #[cfg(feature = "redis")]
     interest: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<warm::Interest>>,
+    /// The backplane's publish queue, for presence changes (sent under the map lock, so in
+    /// order).
+    #[cfg(feature = "redis")]
+    presence_out: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::backplane::Job>>,
 }
 
 impl Rooms {
@@ -104,6 +108,8 @@ impl Rooms {
             counters: FanOutCounters::default(),
             #[cfg(feature = "redis")]
             interest: std::sync::OnceLock::new(),
+            #[cfg(feature = "redis")]
+            presence_out: std::sync::OnceLock::new(),
         }
     }
 
@@ -320,6 +326,25 @@ impl Rooms {
     }
 
     fn presence(&self, r: &Room, room: &str, user: &str, joined: bool) {
+        #[cfg(feature = "redis")]
+        if let Some(out) = self.presence_out.get() {
+            let job = crate::backplane::Job::Presence {
+                room: room.to_owned(),
+                user: user.to_owned(),
+                joined,
+            };
+            if out.try_send(job).is_err() {
+                tracing::warn!(
+                    room,
+                    "backplane queue full: a presence change is not shared with the other nodes"
+                );
+            }
+        }
+        self.show_presence(r, room, user, joined);
+    }
+
+    /// Sends a presence frame to `room`'s members on this node.
+    fn show_presence(&self, r: &Room, room: &str, user: &str, joined: bool) {
         let frame = ServerFrame::Presence {
             room: room.to_owned(),
             user: user.to_owned(),
@@ -328,6 +353,24 @@ impl Rooms {
         if let Some(text) = encode(&frame) {
             self.counters
                 .fan_out(r.members.values(), room, &text, Overflow::DropOldest);
+        }
+    }
+
+    /// Shares this node's presence changes through the backplane's queue.
+    #[cfg(feature = "redis")]
+    pub(crate) fn send_presence_to(&self, queue: tokio::sync::mpsc::Sender<crate::backplane::Job>) {
+        // ok to ignore: one backplane per server (checked by the server)
+        let _ = self.presence_out.set(queue);
+    }
+
+    /// A presence change on another node: shown to this node's members of `room`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn presence_remote(&self, room: &str, user: &str, joined: bool) {
+        if !self.config.presence_for(room) {
+            return;
+        }
+        if let Some(r) = self.lock().get(room) {
+            self.show_presence(r, room, user, joined);
         }
     }
 

@@ -307,9 +307,22 @@ impl WsServer {
         conns.len()
     }
 
-    /// Who is in `room`: user ids and their connection counts.
+    /// Who is in `room` on this node: user ids and their connection counts
+    /// ([`WsServer::presence_everywhere`] for every node's).
     pub fn presence(&self, room: &str) -> Vec<(String, usize)> {
         self.state.rooms.presence_of(room)
+    }
+
+    /// Who is in `room` on every node of the backplane (feature `redis`): user ids and their
+    /// connection counts, sorted; without a backplane, this node's ([`WsServer::presence`]).
+    /// Counts only rooms whose kind has presence on ([`WsConfig::presence`](crate::WsConfig::presence)).
+    /// A node that stopped without its members leaving stops counting within 30 s.
+    #[cfg(feature = "redis")]
+    pub async fn presence_everywhere(&self, room: &str) -> Result<Vec<(String, usize)>, Error> {
+        match self.state.backplane.get() {
+            Some(b) => b.presence(room).await,
+            None => Ok(self.presence(room)),
+        }
     }
 
     /// The server's Prometheus metrics (read from [`WsServer::stats`] at scrape time).

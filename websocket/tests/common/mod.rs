@@ -108,3 +108,109 @@ pub(crate) async fn send(ws: &mut Client, v: Value) {
 pub(crate) fn envelope(n: u64) -> Value {
     serde_json::json!({"id": format!("ev-{n}"), "type": "tests.thing.happened", "data": {"n": n}})
 }
+
+/// Presence across two nodes on the backplane at `url` (one Redis or a cluster): a join and a
+/// leave on node B are shown to a member on node A; both nodes list the members of both; the
+/// entries of a node that is gone (no heartbeat) are left out and removed. `presence_hash` is
+/// where the room's presence lives for `prefix`.
+#[cfg(feature = "redis")]
+pub(crate) async fn presence_across_nodes(
+    url: &str,
+    prefix: &str,
+    presence_hash: &str,
+    redis_port: u16,
+) {
+    let room = "doc:present";
+    let config = || WsConfig::default().presence("doc");
+    let (a, addr_a) = start(config()).await;
+    let (b, addr_b) = start(config()).await;
+    a.connect_backplane(url, prefix).await.unwrap();
+    b.connect_backplane(url, prefix).await.unwrap();
+    let join = |addr, user: &'static str| async move {
+        let mut ws = connect(addr, &token(user, &[], &format!("s-{user}")))
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut ws).await["type"], "welcome");
+        send(
+            &mut ws,
+            serde_json::json!({"type": "subscribe", "room": room}),
+        )
+        .await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        ws
+    };
+    let mut on_a = join(addr_a, "u1").await;
+    let on_b = join(addr_b, "u2").await;
+    let shown = next_json(&mut on_a).await;
+    assert_eq!(
+        (&shown["type"], &shown["user"], &shown["joined"]),
+        (&"presence".into(), &"u2".into(), &true.into()),
+        "{shown}"
+    );
+    let both = vec![("u1".to_owned(), 1), ("u2".to_owned(), 1)];
+    for node in [&a, &b] {
+        let mut listed = node.presence_everywhere(room).await.unwrap();
+        for _ in 0..100 {
+            if listed == both {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            listed = node.presence_everywhere(room).await.unwrap();
+        }
+        assert_eq!(listed, both, "every node lists the members of every node");
+    }
+    assert_eq!(
+        a.presence(room),
+        vec![("u1".to_owned(), 1)],
+        "this node's own"
+    );
+
+    // A node that stopped without its members leaving: its entries do not count, and go.
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-c",
+            "-p",
+            &redis_port.to_string(),
+            "hset",
+            presence_hash,
+            "0gone|ghost",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(a.presence_everywhere(room).await.unwrap(), both);
+    let left = std::process::Command::new("redis-cli")
+        .args([
+            "-c",
+            "-p",
+            &redis_port.to_string(),
+            "hexists",
+            presence_hash,
+            "0gone|ghost",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "0",
+        "a dead node's entry is removed"
+    );
+
+    drop(on_b);
+    let shown = next_json(&mut on_a).await;
+    assert_eq!(
+        (&shown["user"], &shown["joined"]),
+        (&"u2".into(), &false.into()),
+        "{shown}"
+    );
+    let mut listed = a.presence_everywhere(room).await.unwrap();
+    for _ in 0..100 {
+        if listed.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        listed = a.presence_everywhere(room).await.unwrap();
+    }
+    assert_eq!(listed, vec![("u1".to_owned(), 1)]);
+}
