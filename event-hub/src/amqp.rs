@@ -606,6 +606,42 @@ impl Backend for AmqpBackend {
         })
     }
 
+    fn connected(&self) -> bool {
+        self.inner
+            .live
+            .borrow()
+            .as_ref()
+            .is_some_and(|l| l.connection.status().connected() && l.publish.status().connected())
+    }
+
+    fn queue_depth<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move {
+            let live = self
+                .inner
+                .wait_live(0, Some(Instant::now() + RPC_TIMEOUT))
+                .await
+                .ok_or(Error::Disconnected {
+                    waited: RPC_TIMEOUT,
+                })?;
+            let channel = rpc("open channel", live.connection.create_channel()).await?;
+            let declared = rpc(
+                "count a queue's messages",
+                channel.queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                ),
+            )
+            .await;
+            // ok to ignore: a failed passive declare has closed the channel already
+            let _ = channel.close(200, "tidewell: counted".into()).await;
+            Ok(u64::from(declared?.message_count()))
+        })
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.inner.stop.cancel();

@@ -48,4 +48,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Closes connections after outstanding confirms.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// Whether a broker connection is up now (always, in memory).
+    fn connected(&self) -> bool;
+
+    /// How many messages `queue` holds ready for delivery; `UnknownQueue`-like broker error if it
+    /// does not exist.
+    fn queue_depth<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, Error>>;
 }

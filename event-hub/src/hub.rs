@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
 use serde::Serialize;
 use tidewell_core::config::Env;
 use tidewell_core::{Backoff, Envelope, Event, Shutdown, propagation};
@@ -12,17 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::Error;
-use crate::backend::{Backend, Consumer};
-use crate::dead_letter::DeadLetter;
+use crate::backend::Backend;
 use crate::handler::{HandlerError, Router};
 use crate::memory::MemoryBackend;
 use crate::message::{self, Message};
 use crate::metrics::HubMetrics;
 use crate::subscriber::{Subscription, Worker, WorkerContext};
 use crate::topology::{QueueType, Topology};
-
-/// How long [`Hub::take_dead_letters`] waits for one more dead letter after the first.
-const DEAD_LETTER_GAP: Duration = Duration::from_millis(250);
 
 /// Typed, versioned events over RabbitMQ or in memory.
 ///
@@ -65,7 +60,7 @@ const DEAD_LETTER_GAP: Duration = Duration::from_millis(250);
 /// ```
 #[derive(Clone)]
 pub struct Hub {
-    inner: Arc<HubState>,
+    pub(crate) inner: Arc<HubState>,
     /// The `source` this handle stamps (the builder's, or [`Hub::with_source`]'s).
     source: Arc<str>,
 }
@@ -568,48 +563,6 @@ impl Hub {
         let stop = self.inner.subscriptions.clone();
         self.inner.subscriptions.spawn(worker.run(first, stop));
         Ok(())
-    }
-
-    /// Takes up to `max` dead letters of service queue `queue` (e.g. `payments.events`) and
-    /// removes them from its dead-letter queue. Waits up to `wait` for the first; after that,
-    /// returns as soon as none arrives for 250 ms.
-    pub async fn take_dead_letters(
-        &self,
-        queue: &str,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<DeadLetter>, Error> {
-        let dlq = self
-            .inner
-            .topology
-            .queue(queue)
-            .ok_or_else(|| Error::UnknownQueue {
-                queue: queue.to_owned(),
-            })?
-            .dead_letter_queue();
-        let prefetch = u16::try_from(max.max(1)).unwrap_or(u16::MAX);
-        let Consumer {
-            mut deliveries,
-            close,
-            ..
-        } = self.inner.backend.consume(&dlq, prefetch).await?;
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut out = Vec::new();
-        while out.len() < max {
-            let until = if out.is_empty() {
-                deadline
-            } else {
-                deadline.min(tokio::time::Instant::now() + DEAD_LETTER_GAP)
-            };
-            let Ok(Some(delivery)) = tokio::time::timeout_at(until, deliveries.next()).await else {
-                break;
-            };
-            delivery.acker.ack().await?;
-            out.push(DeadLetter::from_message(delivery.message));
-        }
-        drop(deliveries);
-        close.await;
-        Ok(out)
     }
 
     /// Stops consuming, lets in-flight handlers finish and settle (up to `grace`), waits for

@@ -40,6 +40,7 @@ mod hub;
 mod memory;
 mod message;
 mod metrics;
+mod operate;
 #[cfg(feature = "outbox")]
 #[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
 pub mod outbox;

@@ -468,6 +468,21 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn connected(&self) -> bool {
+        true
+    }
+
+    fn queue_depth<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move {
+            let st = self.shared.lock();
+            let q = st
+                .queues
+                .get(queue)
+                .ok_or_else(|| not_found("queue", queue))?;
+            Ok(q.ready.len() as u64)
+        })
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.shared.stop.cancel();

@@ -556,6 +556,109 @@ async fn prefetch_bounds_deliveries_in_flight(kind: Kind) {
     hub.shutdown(WAIT).await.unwrap();
 }
 
+/// Dead letters are counted, listed without being removed, and replayed into their own queue
+/// only: handled once there, never again by another service's queue, and gone from the
+/// dead-letter queue.
+async fn dead_letters_are_counted_listed_and_replayed_once(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    let q = f.service("replay", &fast_retry(2)).bind("payments.#");
+    let other = f.service("replay-other", &fast_retry(2)).bind("payments.#");
+    let (name, other_name) = (q.name(), other.name());
+    let hub = f.hub(f.topology().service(q).service(other)).await;
+    assert!(hub.is_connected());
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handled = Arc::new(AtomicU32::new(0));
+    let (fx, h) = (fixed.clone(), handled.clone());
+    hub.subscribe(
+        Subscription::new(&name).dedup(MemoryDedup::new(1_000)),
+        move |_: Envelope<PaymentCreated>| {
+            let ok = fx.load(Ordering::SeqCst);
+            if ok {
+                h.fetch_add(1, Ordering::SeqCst);
+            }
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(HandlerError::permanent("the ledger is down"))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let elsewhere = Arc::new(AtomicU32::new(0));
+    let e = elsewhere.clone();
+    hub.subscribe(
+        Subscription::new(&other_name),
+        move |_: Envelope<PaymentCreated>| {
+            e.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        },
+    )
+    .await
+    .unwrap();
+    for id in [1, 2] {
+        hub.publish(&hub.envelope(PaymentCreated {
+            payment_id: id,
+            seq: 0,
+        }))
+        .await
+        .unwrap();
+    }
+    assert!(eventually(WAIT, || hub.metrics().consumed(&name, "dead_lettered") == 2).await);
+    assert!(eventually(WAIT, || elsewhere.load(Ordering::SeqCst) == 2).await);
+    let mut depth = hub.dead_letter_depth(&name).await.unwrap();
+    for _ in 0..50 {
+        if depth == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        depth = hub.dead_letter_depth(&name).await.unwrap();
+    }
+    assert_eq!(depth, 2);
+
+    let peeked = hub.peek_dead_letters(&name, 10, WAIT).await.unwrap();
+    assert_eq!(peeked.len(), 2, "{peeked:?}");
+    assert!(
+        peeked
+            .iter()
+            .all(|d| d.reason == DeadLetterReason::Permanent)
+    );
+    let mut depth = hub.dead_letter_depth(&name).await.unwrap();
+    for _ in 0..50 {
+        if depth == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        depth = hub.dead_letter_depth(&name).await.unwrap();
+    }
+    assert_eq!(depth, 2, "listing leaves them where they are");
+
+    fixed.store(true, Ordering::SeqCst);
+    let replayed = hub.replay_dead_letters(&name, 10, WAIT).await.unwrap();
+    let mut ids: Vec<_> = replayed.iter().map(|d| d.message_id.clone()).collect();
+    let mut peeked_ids: Vec<_> = peeked.iter().map(|d| d.message_id.clone()).collect();
+    ids.sort();
+    peeked_ids.sort();
+    assert_eq!(ids, peeked_ids);
+    assert!(eventually(WAIT, || handled.load(Ordering::SeqCst) == 2).await);
+    assert_eq!(hub.dead_letter_depth(&name).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(handled.load(Ordering::SeqCst), 2, "each once");
+    assert_eq!(
+        elsewhere.load(Ordering::SeqCst),
+        2,
+        "the other service's queue does not get them again"
+    );
+    assert!(matches!(
+        hub.replay_dead_letters("no-such-queue", 1, Duration::from_millis(10))
+            .await,
+        Err(Error::UnknownQueue { .. })
+    ));
+    hub.shutdown(WAIT).await.unwrap();
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -581,4 +684,5 @@ conformance!(
     declaration_is_idempotent_and_mismatch_is_named,
     shutdown_finishes_in_flight_work,
     prefetch_bounds_deliveries_in_flight,
+    dead_letters_are_counted_listed_and_replayed_once,
 );
