@@ -21,6 +21,15 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
+    /// Every reason.
+    pub const ALL: [Self; 5] = [
+        Self::RetriesExhausted,
+        Self::Permanent,
+        Self::Poison,
+        Self::TooLarge,
+        Self::Broker,
+    ];
+
     /// The header and metric label form: `retries-exhausted`, `permanent`, `poison`, `too-large`,
     /// `broker`.
     pub fn as_str(self) -> &'static str {

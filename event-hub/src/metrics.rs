@@ -102,6 +102,20 @@ impl HubMetrics {
         Ok(())
     }
 
+    /// Creates `queue`'s series at zero (every outcome, every dead-letter reason), so a
+    /// dashboard or alert sees the queue before its first delivery and `rate` / `increase`
+    /// count the first event too. Called when a subscription starts.
+    pub(crate) fn prepare_queue(&self, queue: &str) {
+        for outcome in ["acked", "retried", "dead_lettered", "duplicate", "requeued"] {
+            self.consumed.with_label_values(&[queue, outcome]);
+        }
+        for reason in crate::DeadLetterReason::ALL {
+            self.dead_lettered
+                .with_label_values(&[queue, reason.as_str()]);
+        }
+        self.handler_seconds.with_label_values(&[queue]);
+    }
+
     /// How many deliveries of `queue` ended with `outcome`.
     pub fn consumed(&self, queue: &str, outcome: &str) -> u64 {
         self.consumed.with_label_values(&[queue, outcome]).get()

@@ -220,6 +220,25 @@ impl Outbox {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// How long the oldest event not yet published has waited (`None`: none waits). An
+    /// operator's backlog figure: it grows while the broker is down or the relay is stuck.
+    pub async fn oldest_pending_age(&self) -> Result<Option<Duration>, Error> {
+        let row = sqlx::query(
+            "SELECT MIN(created_at) AS t FROM tidewell_outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| db("find the oldest pending outbox event", e))?;
+        let t: Option<i64> = row
+            .try_get("t")
+            .map_err(|e| db("find the oldest pending outbox event", e))?;
+        Ok(
+            t.map(|t| {
+                Duration::from_millis(u64::try_from(now_ms().saturating_sub(t)).unwrap_or(0))
+            }),
+        )
+    }
+
     /// Events the relay gave up on after 20 failed attempts (their `last_error` says why); they
     /// stay in the table for an operator.
     pub async fn stuck(&self) -> Result<u64, Error> {

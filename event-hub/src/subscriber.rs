@@ -124,6 +124,7 @@ pub(crate) struct Worker {
 impl Worker {
     /// Consumes until `stop`, consuming again whenever the consumer ends (connection loss).
     pub(crate) async fn run(self: Arc<Self>, first: Consumer, stop: Shutdown) {
+        self.hub.metrics.prepare_queue(&self.sub.queue);
         let mut next = Some(first);
         let mut backoff = self.hub.reconnect.schedule();
         loop {

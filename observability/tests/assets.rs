@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tidewell_core::{Envelope, Event};
 use tidewell_event_hub::{HandlerError, Hub, RetryPolicy, ServiceQueue, Subscription, Topology};
 use tidewell_observability::{HttpMetrics, MetricsRegistry};
+use tidewell_testkit::metrics::referenced;
 use tower::{Layer, ServiceExt, service_fn};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -108,14 +109,6 @@ async fn known_metrics() -> HashSet<String> {
         }
     }
     names
-}
-
-/// The metric names an expression mentions (identifiers starting `http_` or `tidewell_`).
-fn referenced(expr: &str) -> BTreeSet<String> {
-    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .filter(|t| t.starts_with("http_") || t.starts_with("tidewell_"))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

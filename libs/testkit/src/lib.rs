@@ -25,6 +25,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod metrics;
 mod names;
 mod own_redis;
 mod postgres;

@@ -85,6 +85,7 @@ pub type Error = tidewell_service_kit::StartError;
 #[derive(Clone, Debug)]
 pub struct AdminService {
     state: Arc<api::State>,
+    ops: tidewell_service_kit::Ops,
 }
 
 impl AdminService {
@@ -93,6 +94,8 @@ impl AdminService {
     pub async fn start(config: AdminConfig, hub: Hub) -> Result<Self, Error> {
         let verifier = config.common.verifier()?;
         let db = config.common.database(&MIGRATIONS).await?;
+        let ops = tidewell_service_kit::Ops::new(<Self as tidewell_service_kit::Service>::NAME)?;
+        ops.database("database", &db)?;
         let state = Arc::new(api::State { db, verifier });
         let s = Arc::clone(&state);
         hub.subscribe_router(
@@ -107,7 +110,7 @@ impl AdminService {
             }),
         )
         .await?;
-        Ok(Self { state })
+        Ok(Self { state, ops })
     }
 
     /// The routes, under `/api/admin`.
@@ -116,12 +119,18 @@ impl AdminService {
             .route("/api/admin/audit", get(api::audit))
             .route("/api/admin/users", get(api::users))
             .route("/api/admin/dashboard", get(api::dashboard))
-            .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/openapi.json",
                 get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
             )
             .with_state(Arc::clone(&self.state))
+            .merge(self.ops.routes())
+            .layer(self.ops.layer())
+    }
+
+    /// Its metrics and readiness (`/metrics`, `/healthz`, `/readyz`).
+    pub fn ops(&self) -> &tidewell_service_kit::Ops {
+        &self.ops
     }
 }
 
@@ -149,6 +158,10 @@ impl tidewell_service_kit::Service for AdminService {
 
     async fn launch(config: AdminConfig, hub: Hub, _: CancellationToken) -> Result<Self, Error> {
         Self::start(config, hub).await
+    }
+
+    fn ops(&self) -> &tidewell_service_kit::Ops {
+        &self.ops
     }
 
     fn router(&self) -> Router {

@@ -54,6 +54,7 @@ pub type Error = tidewell_service_kit::StartError<tidewell_session_sync::Error>;
 #[derive(Clone, Debug)]
 pub struct AuthService {
     state: Arc<api::State>,
+    ops: tidewell_service_kit::Ops,
 }
 
 impl AuthService {
@@ -75,7 +76,11 @@ impl AuthService {
             .map_err(Error::Service)?;
         let revoked = RevokedSessions::new(devices.clone(), 100_000, config.refresh_ttl);
         let outbox = tidewell_service_kit::start_outbox(&db, hub.clone(), stop).await?;
+        let ops = tidewell_service_kit::Ops::new(<Self as tidewell_service_kit::Service>::NAME)?;
+        ops.database("database", &db)?;
+        ops.outbox(&outbox)?;
         Ok(Self {
+            ops,
             state: Arc::new(api::State {
                 db,
                 outbox,
@@ -105,7 +110,6 @@ impl AuthService {
             .route("/api/auth/devices", get(api::devices))
             .route("/api/auth/devices/revoke-others", post(api::revoke_others))
             .route("/api/auth/devices/{device_id}/revoke", post(api::revoke))
-            .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/openapi.json",
                 get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
@@ -115,6 +119,13 @@ impl AuthService {
             // responses; RFC 9111 5.2.2.5).
             .layer(axum::middleware::map_response(no_store))
             .with_state(Arc::clone(&self.state))
+            .merge(self.ops.routes())
+            .layer(self.ops.layer())
+    }
+
+    /// Its metrics and readiness (`/metrics`, `/healthz`, `/readyz`).
+    pub fn ops(&self) -> &tidewell_service_kit::Ops {
+        &self.ops
     }
 
     /// A verifier for the tokens this service issues (for the other services and the gateway).
@@ -158,6 +169,10 @@ impl tidewell_service_kit::Service for AuthService {
 
     async fn launch(config: AuthConfig, hub: Hub, stop: CancellationToken) -> Result<Self, Error> {
         Self::start(config, hub, stop).await
+    }
+
+    fn ops(&self) -> &tidewell_service_kit::Ops {
+        &self.ops
     }
 
     fn router(&self) -> Router {

@@ -26,8 +26,8 @@ use std::time::Duration;
 use axum::Router;
 use tidewell_core::RawEnvelope;
 use tidewell_event_hub::{HandlerError, Hub, Router as EventRouter, Subscription};
-use tidewell_observability::{HttpMetrics, MetricsRegistry};
 use tidewell_proxy::{Proxy, ProxyConfig, Route};
+use tidewell_service_kit::Ops;
 use tidewell_session_sync::server::RevokedSessions;
 use tidewell_websocket::{Bridge, WsServer};
 
@@ -208,10 +208,9 @@ impl Gateway {
             .await?;
             proxy.share_limits(shared)?;
         }
-        let metrics = MetricsRegistry::new(Some("gateway"));
-        // The `route` label: the gateway's own paths, and each proxied service's prefix (the
-        // layer runs before axum's routing, so there is no MatchedPath to read yet).
-        let http = HttpMetrics::new(&metrics)?.route_with(|uri, _| {
+        // The `route` label: the gateway's own paths, and each proxied service's prefix (most
+        // requests end in the proxy, the router's fallback, which has no MatchedPath).
+        let ops = Ops::with_route_templates("gateway", |uri, _| {
             const OWN: &[&str] = &[
                 "/healthz",
                 "/readyz",
@@ -241,10 +240,34 @@ impl Gateway {
                         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
                 })
                 .map(|(_, template)| (*template).into())
-        });
+        })?;
         ws.metrics()
-            .register(metrics.registry())
+            .register(ops.metrics().registry())
             .map_err(tidewell_observability::Error::from)?;
+        for (name, url) in [
+            ("auth", &config.auth_url),
+            ("payments", &config.payments_url),
+            ("admin", &config.admin_url),
+            ("profile", &config.profile_url),
+        ] {
+            let authority = url
+                .split("://")
+                .nth(1)
+                .unwrap_or(url)
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            ops.check(name, move || {
+                let authority = authority.clone();
+                async move {
+                    tokio::net::TcpStream::connect(&authority)
+                        .await
+                        .map(drop)
+                        .map_err(|e| format!("{authority}: {e}"))
+                }
+            });
+        }
         Ok(Self {
             state: Arc::new(web::State {
                 config,
@@ -252,8 +275,7 @@ impl Gateway {
                 revoked,
                 ws,
                 proxy,
-                metrics,
-                http,
+                ops,
             }),
         })
     }
@@ -310,6 +332,11 @@ impl Gateway {
     }
 
     /// The WebSocket server (for its statistics).
+    pub fn ops(&self) -> &Ops {
+        &self.state.ops
+    }
+
+    /// The WebSocket server.
     pub fn websocket(&self) -> &WsServer {
         &self.state.ws
     }
@@ -351,6 +378,10 @@ impl tidewell_service_kit::Service for Gateway {
 
     fn router(&self) -> Router {
         Self::router(self)
+    }
+
+    fn ops(&self) -> &Ops {
+        &self.state.ops
     }
 
     /// [`Gateway::serve`]: client addresses for the rate limits, WebSockets closed at the end.

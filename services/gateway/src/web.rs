@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, Method, StatusCode, header};
 use tidewell_auth::Verifier;
-use tidewell_observability::{HttpMetrics, MetricsRegistry};
 use tidewell_proxy::{ClientAddr, Proxy};
 use tidewell_service_kit::{ApiError, PeerAddr};
 use tidewell_session_sync::server::RevokedSessions;
@@ -29,8 +28,7 @@ pub(crate) struct State {
     pub(crate) revoked: RevokedSessions,
     pub(crate) ws: WsServer,
     pub(crate) proxy: Proxy,
-    pub(crate) metrics: MetricsRegistry,
-    pub(crate) http: HttpMetrics,
+    pub(crate) ops: tidewell_service_kit::Ops,
 }
 
 impl std::fmt::Debug for State {
@@ -62,12 +60,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             HeaderValue::from_static(DEMO_CSP),
         ));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/ws", get(websocket))
         .merge(assets)
+        .merge(state.ops.routes())
         .fallback_service(state.proxy.clone())
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -88,7 +84,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             HeaderValue::from_static("strict-origin-when-cross-origin"),
         ))
         .layer(middleware::from_fn(client_addr))
-        .layer(state.http.layer())
+        .layer(state.ops.layer())
         .with_state(state)
 }
 
@@ -149,53 +145,6 @@ async fn refuse_revoked(AxumState(s): S, req: Request, next: Next) -> Response {
 
 async fn websocket(AxumState(s): S, req: Request) -> Response {
     s.ws.handle(req).map(Body::new)
-}
-
-async fn metrics(AxumState(s): S) -> Response {
-    s.metrics.response().map(Body::from)
-}
-
-/// Ready when every upstream accepts a connection within a second.
-async fn readyz(AxumState(s): S) -> Response {
-    let c = &s.config;
-    let mut down = Vec::new();
-    for (name, url) in [
-        ("auth", &c.auth_url),
-        ("payments", &c.payments_url),
-        ("admin", &c.admin_url),
-        ("profile", &c.profile_url),
-    ] {
-        let authority = url
-            .split("://")
-            .nth(1)
-            .unwrap_or(url)
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let ok = tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::net::TcpStream::connect(authority),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
-        if !ok {
-            down.push(name);
-        }
-    }
-    if down.is_empty() {
-        (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({ "ready": true })),
-        )
-            .into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "ready": false, "down": down })),
-        )
-            .into_response()
-    }
 }
 
 /// The demo page and the session-sync npm package it loads, built into the binary so that the

@@ -16,6 +16,8 @@
 //! - [`Service`] and [`run_service`]: a service's binary (command line, telemetry, event hub,
 //!   serving until a signal) in one call; [`run`] for any other program.
 //! - `test_support` (feature `test-support`): what the services' tests share.
+//! - [`Ops`]: `/metrics` (`service` label on every series), `/healthz` and `/readyz` (each
+//!   dependency checked with a timeout, answered as JSON).
 //! - [`openapi`]: the error schema and the bearer scheme every service's OpenAPI document
 //!   (utoipa, at `/openapi.json`) shares.
 //!
@@ -43,6 +45,7 @@ mod db;
 mod error;
 mod extract;
 pub mod openapi;
+mod ops;
 mod program;
 mod serve;
 mod serve_tls;
@@ -56,6 +59,7 @@ pub use config::{CommonConfig, CommonVars, JWT_SECRET, NODE_ID, node_id};
 pub use db::{database, now_ms, start_outbox, start_relay};
 pub use error::{ApiError, request_id};
 pub use extract::JsonBody;
+pub use ops::{CHECK_TIMEOUT, Ops, Readiness};
 pub use program::{Service, run, run_service};
 pub use serve::{
     ListenError, PeerAddr, ServiceListener, layers, listen, nodelay, serve, shutdown_signal,

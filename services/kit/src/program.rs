@@ -45,8 +45,12 @@ pub trait Service: Sized {
         stop: CancellationToken,
     ) -> impl Future<Output = Result<Self, Self::Error>>;
 
-    /// Its routes.
+    /// Its routes (its [`Ops`](crate::Ops) routes included).
     fn router(&self) -> Router;
+
+    /// Its metrics and readiness: [`run_service`] adds the hub's metrics and readiness, the
+    /// dead letters of [`queues`](Self::queues) and the process's metrics.
+    fn ops(&self) -> &crate::Ops;
 
     /// Serves [`router`](Self::router) on `listener` until `shutdown` (default: [`serve`](crate::serve())).
     fn serve(
@@ -138,16 +142,16 @@ pub fn run_service<S: Service>(cli: Cli) -> ExitCode {
 async fn serve_from_env<S: Service>() -> Result<(), Box<dyn Error>> {
     let config = S::config_from_env()?;
     let listener = S::listen(&config).await?;
+    let queues = S::queues(&config);
+    let names: Vec<String> = queues.iter().map(ServiceQueue::name).collect();
     let hub = HubBuilder::from_env(S::NAME)?
-        .topology(
-            S::queues(&config)
-                .into_iter()
-                .fold(Topology::new(), Topology::service),
-        )
+        .topology(queues.into_iter().fold(Topology::new(), Topology::service))
         .connect()
         .await?;
     let stop = CancellationToken::new();
-    let service = S::launch(config, hub, stop.clone()).await?;
+    let service = S::launch(config, hub.clone(), stop.clone()).await?;
+    service.ops().hub(&hub, &names)?;
+    service.ops().metrics().register_process_metrics()?;
     tracing::info!(service = S::NAME, addr = %listener.local_addr()?, "listening");
     let served = service.serve(listener, crate::shutdown_signal()).await;
     stop.cancel();

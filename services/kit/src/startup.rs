@@ -24,6 +24,9 @@ pub enum StartError<E = Infallible> {
     /// The database, the outbox or the hub failed.
     #[error(transparent)]
     Hub(#[from] tidewell_event_hub::Error),
+    /// Its metrics could not be registered (a name registered twice).
+    #[error("metrics: {0}")]
+    Metrics(#[from] tidewell_observability::Error),
     /// The service's own part failed.
     #[error(transparent)]
     Service(E),

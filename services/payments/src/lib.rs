@@ -98,6 +98,7 @@ pub type Error = tidewell_service_kit::StartError<tidewell_cache::Error>;
 #[derive(Clone, Debug)]
 pub struct PaymentsService {
     state: Arc<api::State>,
+    ops: tidewell_service_kit::Ops,
 }
 
 impl PaymentsService {
@@ -113,7 +114,11 @@ impl PaymentsService {
         let db = config.common.database(&MIGRATIONS).await?;
         let outbox = tidewell_service_kit::start_outbox(&db, hub.clone(), stop).await?;
         let reads = cache.namespace("payments").map_err(Error::Service)?;
+        let ops = tidewell_service_kit::Ops::new(<Self as tidewell_service_kit::Service>::NAME)?;
+        ops.database("database", &db)?;
+        ops.outbox(&outbox)?;
         Ok(Self {
+            ops,
             state: Arc::new(api::State {
                 db,
                 outbox,
@@ -132,13 +137,19 @@ impl PaymentsService {
             .route("/api/payments", post(api::create).get(api::list))
             .route("/api/payments/{id}", get(api::get_one))
             .route("/api/payments/{id}/status", patch(api::set_status))
-            .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/openapi.json",
                 get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
             )
             .layer(DefaultBodyLimit::max(16 * 1024))
             .with_state(Arc::clone(&self.state))
+            .merge(self.ops.routes())
+            .layer(self.ops.layer())
+    }
+
+    /// Its metrics and readiness (`/metrics`, `/healthz`, `/readyz`).
+    pub fn ops(&self) -> &tidewell_service_kit::Ops {
+        &self.ops
     }
 
     /// Events written and not yet relayed.
@@ -195,7 +206,13 @@ impl tidewell_service_kit::Service for PaymentsService {
             .build()
             .await
             .map_err(Error::Service)?;
-        Self::start(config, hub, cache, stop).await
+        let service = Self::start(config, hub, cache.clone(), stop).await?;
+        service.ops.cache(&cache)?;
+        Ok(service)
+    }
+
+    fn ops(&self) -> &tidewell_service_kit::Ops {
+        &self.ops
     }
 
     fn router(&self) -> Router {

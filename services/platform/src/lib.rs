@@ -13,7 +13,7 @@ use std::time::Duration;
 use tidewell_admin_service::{AdminConfig, AdminService};
 use tidewell_auth_service::{AuthConfig, AuthService};
 use tidewell_cache::Cache;
-use tidewell_event_hub::{Hub, Topology};
+use tidewell_event_hub::{Hub, ServiceQueue, Topology};
 use tidewell_gateway::{Gateway, GatewayConfig};
 use tidewell_payments_service::{PaymentsConfig, PaymentsService};
 use tidewell_profile_service::{ProfileConfig, ProfileService};
@@ -264,6 +264,9 @@ pub enum Error {
     /// A service's local listener could not bind.
     #[error("cannot listen on a local port for a service: {0}")]
     Io(#[from] std::io::Error),
+    /// Its metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] tidewell_observability::Error),
 }
 
 /// Where each service listens (local ports behind the gateway).
@@ -319,6 +322,7 @@ impl Platform {
             Some(x) => Topology::with_exchange(x.clone()),
             None => Topology::new(),
         };
+        let (admin_queue, profile_queue) = (admin_cfg.queue().name(), profile_cfg.queue().name());
         let topology = gateway_cfg
             .queues()
             .into_iter()
@@ -337,6 +341,7 @@ impl Platform {
             cache = cache.prefix(prefix.clone());
         }
         let cache = cache.build().await?;
+        let cache_for_ops = cache.clone();
         let stop = CancellationToken::new();
 
         let mut auth_cfg = AuthConfig::new(
@@ -397,7 +402,29 @@ impl Platform {
         gateway_cfg.profile_url = format!("http://{profile_addr}");
         gateway_cfg.auth_per_minute = config.rate_limits.0;
         gateway_cfg.api_per_minute = config.rate_limits.1;
+        let queue_names: Vec<String> = gateway_cfg
+            .queues()
+            .iter()
+            .map(ServiceQueue::name)
+            .chain([admin_queue, profile_queue])
+            .collect();
         let gateway = Gateway::start(gateway_cfg, hub.with_source("gateway")).await?;
+        // One `/metrics` and one `/readyz` (the gateway's) for the whole process: each service's
+        // series carry its `service` label; the shared hub, cache and the process are the
+        // platform's.
+        let shared = tidewell_service_kit::Ops::new("platform")?;
+        shared.hub(&hub, &queue_names)?;
+        shared.cache(&cache_for_ops)?;
+        shared.metrics().register_process_metrics()?;
+        for ops in [
+            auth.ops(),
+            payments.ops(),
+            admin.ops(),
+            profile.ops(),
+            &shared,
+        ] {
+            gateway.ops().include(ops);
+        }
         let listener = tidewell_service_kit::listen(config.addr, "GATEWAY_ADDR").await?;
         let addr = listener.local_addr()?;
         let g = gateway.clone();

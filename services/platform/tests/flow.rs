@@ -286,41 +286,109 @@ async fn flow(config: PlatformConfig) {
         Some(2),
         "the admin's users table follows auth.user.updated and deleted"
     );
-    // The gateway's RED metrics are labelled by route template: each proxied service's prefix
-    // and the gateway's own paths, never a raw path.
-    let scrape = get_text(a, "/metrics").await;
-    for route in ["/api/auth/*", "/api/payments/*", "/api/admin/*", "/ws"] {
-        assert!(
-            scrape.contains(&format!(r#"route="{route}""#)),
-            "{route} in the scrape:\n{scrape}"
-        );
-    }
-    let allowed = [
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.json",
-        "/ws",
-        "/",
-        "/app.js",
-        "/pkg/{file}",
-        "/api/auth/*",
-        "/api/payments/*",
-        "/api/admin/*",
-        "/api/profile/*",
-        "__unmatched__",
-    ];
-    for label in scrape.split(r#"route=""#).skip(1) {
-        let value = label.split('"').next().unwrap();
-        assert!(
-            allowed.contains(&value),
-            "route label {value:?} is not a template"
-        );
-    }
+    assert_operable(a).await;
     eprintln!(
         "payment event reached both of the owner's connections in {delivered:?}; cache hit ratio {ratio:.2}"
     );
     platform.shutdown().await;
+}
+
+/// What an operator reads from the platform after the flow: `/healthz`, `/readyz` naming every
+/// dependency, and a `/metrics` that promtool accepts, in which every metric the shipped
+/// dashboards and alert rules use exists, every service is told apart by its `service` label,
+/// and no label takes unbounded values.
+async fn assert_operable(a: SocketAddr) {
+    let (s, alive) = call(a, "GET", "/healthz", None, None).await;
+    assert_eq!((s, &alive["alive"]), (200, &json!(true)), "{alive}");
+    let (s, ready) = call(a, "GET", "/readyz", None, None).await;
+    assert_eq!(s, 200, "{ready}");
+    let checks = ready["checks"].as_object().unwrap();
+    for dep in [
+        "auth",
+        "payments",
+        "admin",
+        "profile",
+        "auth.database",
+        "payments.database",
+        "admin.database",
+        "profile.database",
+        "platform.broker",
+        "platform.redis",
+    ] {
+        assert_eq!(checks.get(dep), Some(&json!("up")), "{dep} in {ready}");
+    }
+
+    let scrape = get_text(a, "/metrics").await;
+    if let Err(said) = tidewell_testkit::metrics::promtool_check(&scrape) {
+        panic!("promtool check metrics:\n{said}");
+    }
+    let exposed = tidewell_testkit::metrics::series_names(&scrape);
+    let dashboards =
+        tidewell_testkit::metrics::dashboard_queries(&tidewell_testkit::metrics::dashboards_dir());
+    let alerts =
+        tidewell_testkit::metrics::alert_queries(&tidewell_testkit::metrics::alerts_file());
+    assert!(
+        dashboards.len() >= 10 && alerts.len() >= 6,
+        "{dashboards:?} {alerts:?}"
+    );
+    let used = dashboards
+        .iter()
+        .map(|(file, panel, expr)| (format!("{file}: {panel}"), expr))
+        .chain(
+            alerts
+                .iter()
+                .map(|(alert, expr)| (format!("alerts.yml: {alert}"), expr)),
+        );
+    for (place, expr) in used {
+        let names = tidewell_testkit::metrics::referenced(expr);
+        assert!(!names.is_empty(), "{place}: {expr}");
+        for n in names {
+            assert!(
+                exposed.contains(&n),
+                "{place} uses {n}, which the platform does not expose"
+            );
+        }
+    }
+    for service in [
+        "gateway", "auth", "payments", "admin", "profile", "platform",
+    ] {
+        assert!(
+            scrape.contains(&format!(r#"service="{service}""#)),
+            "series of {service} in the scrape"
+        );
+    }
+    // Bounded labels: every route is a template (no ids), and no family has a runaway number
+    // of series.
+    for label in scrape.split(r#"route=""#).skip(1) {
+        let value = label.split('"').next().unwrap();
+        assert!(
+            value.split('/').filter(|seg| !seg.is_empty()).all(|seg| {
+                seg.len() < 40
+                    && !seg.chars().all(|c| c.is_ascii_digit())
+                    && uuid::Uuid::parse_str(seg).is_err()
+            }),
+            "route label {value:?} is not a template"
+        );
+    }
+    let mut per_family: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        *per_family.entry(name).or_default() += 1;
+    }
+    for (name, n) in per_family {
+        assert!(n < 500, "{name} has {n} series");
+    }
+    for route in [
+        "/api/auth/*",
+        "/api/payments/*",
+        "/api/payments/{id}",
+        "/ws",
+    ] {
+        assert!(
+            scrape.contains(&format!(r#"route="{route}""#)),
+            "{route} in the scrape"
+        );
+    }
 }
 
 /// The body of `GET path` as text.

@@ -103,6 +103,7 @@ pub type Error = tidewell_service_kit::StartError<tidewell_cache::Error>;
 #[derive(Clone, Debug)]
 pub struct ProfileService {
     state: Arc<api::State>,
+    ops: tidewell_service_kit::Ops,
 }
 
 impl ProfileService {
@@ -112,6 +113,8 @@ impl ProfileService {
         let verifier = config.common.verifier()?;
         let db = config.common.database(&MIGRATIONS).await?;
         let reads = cache.namespace("profile").map_err(Error::Service)?;
+        let ops = tidewell_service_kit::Ops::new(<Self as tidewell_service_kit::Service>::NAME)?;
+        ops.database("database", &db)?;
         let state = Arc::new(api::State {
             db,
             verifier,
@@ -144,7 +147,7 @@ impl ProfileService {
             });
         hub.subscribe_router(Subscription::new(config.queue().name()), router)
             .await?;
-        Ok(Self { state })
+        Ok(Self { state, ops })
     }
 
     /// The routes, under `/api/profile`.
@@ -155,13 +158,19 @@ impl ProfileService {
                 "/api/profile/me/preferences",
                 get(api::get_preferences).put(api::put_preferences),
             )
-            .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/openapi.json",
                 get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
             )
             .layer(DefaultBodyLimit::max(16 * 1024))
             .with_state(Arc::clone(&self.state))
+            .merge(self.ops.routes())
+            .layer(self.ops.layer())
+    }
+
+    /// Its metrics and readiness (`/metrics`, `/healthz`, `/readyz`).
+    pub fn ops(&self) -> &tidewell_service_kit::Ops {
+        &self.ops
     }
 }
 
@@ -198,7 +207,13 @@ impl tidewell_service_kit::Service for ProfileService {
             .build()
             .await
             .map_err(Error::Service)?;
-        Self::start(config, hub, cache).await
+        let service = Self::start(config, hub, cache.clone()).await?;
+        service.ops.cache(&cache)?;
+        Ok(service)
+    }
+
+    fn ops(&self) -> &tidewell_service_kit::Ops {
+        &self.ops
     }
 
     fn router(&self) -> Router {
