@@ -24,6 +24,7 @@ pub struct HubMetrics {
     pub(crate) consumed: IntCounterVec,
     pub(crate) dead_lettered: IntCounterVec,
     pub(crate) handler_seconds: HistogramVec,
+    pub(crate) consumers: prometheus::IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -80,6 +81,14 @@ impl HubMetrics {
                 &["queue", "reason"],
             )
             .expect("valid metric"),
+            consumers: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "tidewell_event_hub_consumers",
+                    "Consumers this process runs on a queue now (0 while reconnecting).",
+                ),
+                &["queue"],
+            )
+            .expect("valid metric"),
             handler_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "tidewell_event_hub_handler_duration_seconds",
@@ -99,6 +108,7 @@ impl HubMetrics {
         registry.register(Box::new(self.consumed.clone()))?;
         registry.register(Box::new(self.dead_lettered.clone()))?;
         registry.register(Box::new(self.handler_seconds.clone()))?;
+        registry.register(Box::new(self.consumers.clone()))?;
         Ok(())
     }
 
@@ -114,6 +124,12 @@ impl HubMetrics {
                 .with_label_values(&[queue, reason.as_str()]);
         }
         self.handler_seconds.with_label_values(&[queue]);
+        self.consumers.with_label_values(&[queue]);
+    }
+
+    /// The gauge of `queue`'s running consumers.
+    pub(crate) fn consumer(&self, queue: &str) -> prometheus::IntGauge {
+        self.consumers.with_label_values(&[queue])
     }
 
     /// How many deliveries of `queue` ended with `outcome`.

@@ -152,7 +152,11 @@ impl Worker {
                     }
                 }
             };
-            if self.consume(consumer, &stop).await {
+            let consuming = self.hub.metrics.consumer(&self.sub.queue);
+            consuming.inc();
+            let stopped = self.consume(consumer, &stop).await;
+            consuming.dec();
+            if stopped {
                 return;
             }
         }

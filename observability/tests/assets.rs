@@ -189,3 +189,52 @@ async fn alert_rules_pass_promtool_and_use_only_existing_metrics() {
         );
     }
 }
+
+/// Every alert has a `promtool test rules` unit test that passes, and a runbook in the
+/// repository (its `runbook_url` names a file under `observability/runbooks/`).
+#[test]
+fn every_alert_has_a_passing_unit_test_and_a_runbook() {
+    let out = Command::new("promtool")
+        .args(["test", "rules", "alerts_test.yml"])
+        .current_dir(ROOT)
+        .output()
+        .expect("promtool on PATH (apt-get install prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = std::fs::read_to_string(Path::new(ROOT).join("alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(Path::new(ROOT).join("alerts_test.yml")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- alert:"))
+        .map(str::trim)
+        .collect();
+    let runbooks: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("runbook_url:"))
+        .map(|u| u.trim().trim_matches('"'))
+        .collect();
+    assert!(alerts.len() >= 7, "{alerts:?}");
+    assert_eq!(alerts.len(), runbooks.len(), "one runbook_url per alert");
+    for alert in &alerts {
+        assert!(
+            tests.contains(&format!("alertname: {alert}\n")),
+            "{alert} has no unit test in alerts_test.yml"
+        );
+    }
+    for url in runbooks {
+        let file = url
+            .split("/blob/main/")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{url} is not a link into the repository"));
+        let path = Path::new(ROOT).join("..").join(file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("runbook {}: {e}", path.display()));
+        for part in ["## What it means", "## How to confirm", "## What to do"] {
+            assert!(text.contains(part), "{}: no {part:?}", path.display());
+        }
+    }
+}

@@ -16,6 +16,8 @@ use tidewell_service_kit::{ApiError, AuthState, AuthUser, now_ms};
 pub(crate) struct State {
     pub(crate) db: AnyPool,
     pub(crate) verifier: Verifier,
+    /// For the dead-letter tools.
+    pub(crate) hub: tidewell_event_hub::Hub,
 }
 
 impl std::fmt::Debug for State {
@@ -99,7 +101,7 @@ pub(crate) async fn record(db: &AnyPool, e: &RawEnvelope) -> Result<(), sqlx::Er
     tx.commit().await
 }
 
-fn admin(c: &Claims) -> Result<(), ApiError> {
+pub(crate) fn admin(c: &Claims) -> Result<(), ApiError> {
     if c.has_role("admin") {
         Ok(())
     } else {

@@ -3,11 +3,12 @@
 //! queries (the `admin` role, else 403): the audit log, the users, dashboard figures.
 
 mod api;
+mod dead_letters;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tidewell_core::RawEnvelope;
 use tidewell_core::cli::Var;
 use tidewell_core::config::Env;
@@ -23,7 +24,13 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     info(title = "Tidewell admin", description = "Audit log, users, dashboard"),
-    paths(api::audit, api::users, api::dashboard),
+    paths(
+        api::audit,
+        api::users,
+        api::dashboard,
+        dead_letters::list,
+        dead_letters::replay
+    ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth)
 )]
@@ -96,7 +103,11 @@ impl AdminService {
         let db = config.common.database(&MIGRATIONS).await?;
         let ops = tidewell_service_kit::Ops::new(<Self as tidewell_service_kit::Service>::NAME)?;
         ops.database("database", &db)?;
-        let state = Arc::new(api::State { db, verifier });
+        let state = Arc::new(api::State {
+            db,
+            verifier,
+            hub: hub.clone(),
+        });
         let s = Arc::clone(&state);
         hub.subscribe_router(
             Subscription::new(config.queue().name()),
@@ -119,6 +130,8 @@ impl AdminService {
             .route("/api/admin/audit", get(api::audit))
             .route("/api/admin/users", get(api::users))
             .route("/api/admin/dashboard", get(api::dashboard))
+            .route("/api/admin/dead-letters", get(dead_letters::list))
+            .route("/api/admin/dead-letters/replay", post(dead_letters::replay))
             .route(
                 "/openapi.json",
                 get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),

@@ -329,9 +329,17 @@ impl Platform {
             .fold(topology, Topology::service)
             .service(admin_cfg.queue())
             .service(profile_cfg.queue());
+        // Reconnect attempts at most 2 s apart: the platform is ready again soon after the
+        // broker is back (the readiness an orchestrator routes by).
+        let reconnect = tidewell_core::Backoff::builder()
+            .min(Duration::from_millis(100))
+            .max(Duration::from_secs(2))
+            .build()
+            .map_err(tidewell_event_hub::Error::Config)?;
         let mut hub = Hub::builder("platform")
             .url(&config.hub_url)
-            .topology(topology);
+            .topology(topology)
+            .reconnect_backoff(reconnect);
         if !p.is_empty() {
             hub = hub.connection_name(p.trim_end_matches('.'));
         }

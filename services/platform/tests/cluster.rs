@@ -10,12 +10,16 @@
 //!   offset, the events published while it was away (rooms joined over the backplane on the
 //!   Redis Cluster).
 //!
+//! - Readiness follows the broker: `/readyz` answers 503 naming the broker within 5 s of the
+//!   RabbitMQ node stopping, and 200 within 5 s of it being back.
+//!
 //! Runs in nextest's `cluster` group (one at a time): other cluster tests stop nodes.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::print_stderr,
     reason = "tests"
 )]
 
@@ -375,4 +379,74 @@ async fn a_node_killed_mid_flow_its_client_recovers_on_another_node_by_offset() 
         !got.contains(&first),
         "the event seen before is not replayed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_broker_down_and_back() {
+    let cluster = LocalCluster::get();
+    let vhost = cluster.vhost();
+    let node3 = cluster
+        .amqp_urls_on(&vhost)
+        .split(',')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let data = support::DataDir::new("ready");
+    let mut config = support::local_config(SECRET.as_bytes(), data.path());
+    config.hub_url = node3;
+    let platform = tidewell_platform::Platform::start(config).await.unwrap();
+    let a = platform.addr;
+    let (s, ready) = call(a, "GET", "/readyz", None, None).await;
+    assert_eq!(s, 200, "{ready}");
+    assert_eq!(ready["checks"]["platform.broker"], "up", "{ready}");
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.stop_rabbit(3))
+        .await
+        .unwrap();
+    let down = Instant::now();
+    let mut answer = (0, serde_json::Value::Null);
+    while down.elapsed() < Duration::from_secs(5) {
+        answer = call(a, "GET", "/readyz", None, None).await;
+        if answer.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        answer.0, 503,
+        "not ready within 5 s of the broker stopping: {}",
+        answer.1
+    );
+    let went_down = down.elapsed();
+    let broker = answer.1["checks"]["platform.broker"].as_str().unwrap();
+    assert!(broker.starts_with("down"), "{}", answer.1);
+    assert_eq!(
+        answer.1["checks"]["payments.database"], "up",
+        "{}",
+        answer.1
+    );
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.start_rabbit(3))
+        .await
+        .unwrap();
+    let up = Instant::now();
+    while up.elapsed() < Duration::from_secs(5) {
+        answer = call(a, "GET", "/readyz", None, None).await;
+        if answer.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        answer.0, 200,
+        "not ready within 5 s of the broker being back: {}",
+        answer.1
+    );
+    eprintln!(
+        "readiness: 503 {went_down:?} after the node stopped, 200 {:?} after it was back",
+        up.elapsed()
+    );
+    platform.shutdown().await;
 }
