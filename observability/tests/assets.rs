@@ -1,4 +1,5 @@
-//! The shipped dashboards and alert rules: valid, and referring only to metrics that exist.
+//! The shipped dashboards and alert rules: valid, each alert tested and with a runbook, and the
+//! dashboards referring only to metrics that exist.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,7 +8,7 @@
     reason = "tests"
 )]
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::path::Path;
 use std::process::Command;
@@ -160,8 +161,10 @@ async fn dashboards_parse_and_use_only_existing_metrics() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alert_rules_pass_promtool_and_use_only_existing_metrics() {
+/// The rules are valid. (That every metric they use exists is checked against the live
+/// platform's scrape, in `services/platform/tests/flow.rs`: some come from the service kit.)
+#[test]
+fn alert_rules_pass_promtool() {
     let path = Path::new(ROOT).join("alerts.yml");
     let out = Command::new("promtool")
         .args(["check", "rules"])
@@ -174,20 +177,6 @@ async fn alert_rules_pass_promtool_and_use_only_existing_metrics() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let known = known_metrics().await;
-    let text = std::fs::read_to_string(&path).unwrap();
-    let exprs: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect();
-    let names = referenced(&exprs.join("\n"));
-    assert!(names.len() >= 6, "{names:?}");
-    for n in names {
-        assert!(
-            known.contains(&n),
-            "alerts.yml: {n} is not a metric Tidewell exposes"
-        );
-    }
 }
 
 /// Every alert has a `promtool test rules` unit test that passes, and a runbook in the
