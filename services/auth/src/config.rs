@@ -21,6 +21,12 @@ pub struct AuthConfig {
     pub refresh_ttl: Duration,
     /// `AUTH_ADMIN_EMAILS`: comma-separated emails that get the `admin` role when they register.
     pub admin_emails: Vec<String>,
+    /// `AUTH_PRUNE_REVOKED_AFTER`: revoked sessions and devices older than this are deleted
+    /// (default: the refresh token lifetime, after which no token of theirs is valid anyway).
+    pub prune_revoked_after: Option<Duration>,
+    /// `AUTH_PRUNE_EVERY`: how often revocations and published outbox rows are pruned (default
+    /// `1h`).
+    pub prune_every: Duration,
 }
 
 impl AuthConfig {
@@ -40,6 +46,16 @@ impl AuthConfig {
         Var::new("AUTH_ACCESS_TTL", "15m", "access token lifetime"),
         Var::new("AUTH_REFRESH_TTL", "30d", "refresh token lifetime"),
         Self::ADMIN_EMAILS,
+        Var::new(
+            "AUTH_PRUNE_REVOKED_AFTER",
+            "",
+            "delete revoked sessions and devices older than this (unset: AUTH_REFRESH_TTL)",
+        ),
+        Var::new(
+            "AUTH_PRUNE_EVERY",
+            "1h",
+            "how often old revocations and published outbox rows are deleted",
+        ),
     ];
 
     /// `AUTH_ADMIN_EMAILS` as `--help` lists it (the platform reads it too).
@@ -60,6 +76,8 @@ impl AuthConfig {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             admin_emails: Vec::new(),
+            prune_revoked_after: None,
+            prune_every: Duration::from_secs(3600),
         }
     }
 
@@ -76,6 +94,10 @@ impl AuthConfig {
         }
         if let Some(t) = env.duration("AUTH_REFRESH_TTL")? {
             c.refresh_ttl = t;
+        }
+        c.prune_revoked_after = env.duration("AUTH_PRUNE_REVOKED_AFTER")?;
+        if let Some(t) = env.duration("AUTH_PRUNE_EVERY")? {
+            c.prune_every = t;
         }
         if let Some(list) = env.string("AUTH_ADMIN_EMAILS")? {
             c.admin_emails = list

@@ -75,10 +75,25 @@ impl AuthService {
             .await
             .map_err(Error::Service)?;
         let revoked = RevokedSessions::new(devices.clone(), 100_000, config.refresh_ttl);
-        let outbox = tidewell_service_kit::start_outbox(&db, hub.clone(), stop).await?;
+        let outbox = tidewell_service_kit::start_outbox(&db, hub.clone(), stop.clone()).await?;
         let ops = tidewell_service_kit::Ops::new(<Self as tidewell_service_kit::Service>::NAME)?;
         ops.database("database", &db)?;
         ops.outbox(&outbox)?;
+        let prune_after = config.prune_revoked_after.unwrap_or(config.refresh_ttl);
+        let registry = devices.clone();
+        ops.schedule("revocations", config.prune_every, stop.clone(), move || {
+            let registry = registry.clone();
+            async move {
+                let before = std::time::SystemTime::now()
+                    .checked_sub(prune_after)
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                registry
+                    .prune_revoked(before)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        });
+        tidewell_service_kit::prune_outbox(&ops, &outbox, config.prune_every, stop);
         Ok(Self {
             ops,
             state: Arc::new(api::State {

@@ -404,3 +404,77 @@ fn the_binary_behaves_like_a_tool() {
     ));
     assert!(!err.contains("MissingVar"), "a Debug dump: {err}");
 }
+
+/// The prune job: revoked sessions and devices older than `AUTH_PRUNE_REVOKED_AFTER` are
+/// deleted on schedule, newer ones kept; the job reports what it removed as metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prune_job_removes_old_revocations_and_keeps_new_ones() {
+    use tidewell_session_sync::server::{DeviceRegistry, NewDevice};
+    let db = TestDb::new(false, "auth-prune").await;
+    let (hub, _events) = EventLog::hub("auth", "auth.#").await;
+    let mut config = AuthConfig::new(db.url(), SECRET.to_vec());
+    config.prune_revoked_after = Some(Duration::from_secs(3600));
+    config.prune_every = Duration::from_millis(100);
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let service = AuthService::start(config, hub, stop).await.unwrap();
+    let registry = DeviceRegistry::connect(db.url()).await.unwrap();
+    for (device, session) in [("d-old", "s-old"), ("d-new", "s-new")] {
+        registry
+            .register(NewDevice::new("u1", device, session, ""))
+            .await
+            .unwrap();
+        registry.revoke("u1", device).await.unwrap();
+    }
+    // One revocation two hours old (the age is one hour).
+    let two_hours_ago = tidewell_service_kit::now_ms() - 2 * 3600 * 1000;
+    let side = sqlx::AnyPool::connect(db.url()).await.unwrap();
+    for sql in [
+        "UPDATE revoked_sessions SET revoked_at = $1 WHERE session_id = 's-old'",
+        "UPDATE devices SET revoked_at = $1 WHERE device_id = 'd-old'",
+    ] {
+        sqlx::query(sql)
+            .bind(two_hours_ago)
+            .execute(&side)
+            .await
+            .unwrap();
+    }
+    let mut pruned = false;
+    for _ in 0..100 {
+        if !registry.is_revoked("s-old").await.unwrap() {
+            pruned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(pruned, "the old revocation is pruned");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        registry.is_revoked("s-new").await.unwrap(),
+        "the recent one is kept, run after run"
+    );
+    let client = TestClient::new(service.router());
+    let (status, scrape) = client.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let scrape = scrape.as_str().unwrap();
+    let series = |name: &str| {
+        scrape
+            .lines()
+            .find(|l| {
+                l.starts_with(name)
+                    && l.contains(r#"task="revocations""#)
+                    && l.contains(r#"service="auth""#)
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    assert_eq!(
+        series("tidewell_housekeeping_removed_total{").as_deref(),
+        Some("1"),
+        "{scrape}"
+    );
+    let runs: u64 = series("tidewell_housekeeping_runs_total{outcome=\"ok\"")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(runs >= 2, "{scrape}");
+}

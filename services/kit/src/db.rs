@@ -52,6 +52,24 @@ pub async fn start_outbox(
     Ok(outbox)
 }
 
+/// How long published outbox rows are kept (for an operator reading what went out).
+const OUTBOX_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Deletes `outbox` rows published more than 7 days ago, every `every` until `stop`
+/// (housekeeping task `outbox`, reported by `ops`).
+pub fn prune_outbox(
+    ops: &crate::Ops,
+    outbox: &tidewell_event_hub::outbox::Outbox,
+    every: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let outbox = outbox.clone();
+    ops.schedule("outbox", every, stop, move || {
+        let outbox = outbox.clone();
+        async move { outbox.prune(OUTBOX_KEEP).await.map_err(|e| e.to_string()) }
+    });
+}
+
 /// Runs `outbox`'s relay to `hub` until `stop`: woken after each commit, polling every second
 /// otherwise, backing off from 100 ms to 10 s after a failure.
 pub fn start_relay(

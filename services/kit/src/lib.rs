@@ -44,6 +44,7 @@ mod config;
 mod db;
 mod error;
 mod extract;
+mod housekeeping;
 pub mod openapi;
 mod ops;
 mod program;
@@ -56,7 +57,7 @@ pub mod test_support;
 
 pub use auth::{AUDIENCE, AuthState, AuthUser, ISSUER, issuer, verifier};
 pub use config::{CommonConfig, CommonVars, JWT_SECRET, NODE_ID, node_id};
-pub use db::{database, now_ms, start_outbox, start_relay};
+pub use db::{database, now_ms, prune_outbox, start_outbox, start_relay};
 pub use error::{ApiError, request_id};
 pub use extract::JsonBody;
 pub use ops::{CHECK_TIMEOUT, Ops, Readiness};

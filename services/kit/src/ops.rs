@@ -42,10 +42,10 @@ type RefreshFn = Arc<dyn Fn() -> BoxFuture<()> + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct Ops {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     service: String,
     metrics: MetricsRegistry,
     http: HttpMetrics,
@@ -53,6 +53,7 @@ struct Inner {
     refreshers: Mutex<Vec<RefreshFn>>,
     included: Mutex<Vec<Ops>>,
     ready: IntGaugeVec,
+    pub(crate) housekeeping: crate::housekeeping::JobMetrics,
 }
 
 impl std::fmt::Debug for Ops {
@@ -101,6 +102,7 @@ impl Ops {
             &["dependency"],
         )?;
         metrics.register(Box::new(ready.clone()))?;
+        let housekeeping = crate::housekeeping::JobMetrics::new(&metrics)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 service: service.to_owned(),
@@ -110,6 +112,7 @@ impl Ops {
                 refreshers: Mutex::default(),
                 included: Mutex::default(),
                 ready,
+                housekeeping,
             }),
         })
     }

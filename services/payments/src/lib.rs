@@ -112,11 +112,12 @@ impl PaymentsService {
     ) -> Result<Self, Error> {
         let verifier = config.common.verifier()?;
         let db = config.common.database(&MIGRATIONS).await?;
-        let outbox = tidewell_service_kit::start_outbox(&db, hub.clone(), stop).await?;
+        let outbox = tidewell_service_kit::start_outbox(&db, hub.clone(), stop.clone()).await?;
         let reads = cache.namespace("payments").map_err(Error::Service)?;
         let ops = tidewell_service_kit::Ops::new(<Self as tidewell_service_kit::Service>::NAME)?;
         ops.database("database", &db)?;
         ops.outbox(&outbox)?;
+        tidewell_service_kit::prune_outbox(&ops, &outbox, Duration::from_secs(3600), stop);
         Ok(Self {
             ops,
             state: Arc::new(api::State {
