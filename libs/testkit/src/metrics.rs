@@ -1,5 +1,9 @@
 //! Checking what an operator sees: the metric names the shipped dashboards and alert rules use,
 //! the names a scrape exposes, and `promtool check metrics` on a scrape.
+#![allow(
+    clippy::expect_used,
+    reason = "a test kit: a missing promtool or an unreadable asset is the calling test's failure"
+)]
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::Write as _;
@@ -46,10 +50,14 @@ pub fn dashboard_queries(dir: &Path) -> Vec<(String, String, String)> {
             std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let dash: serde_json::Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{}: not JSON: {e}", file.display()));
-        for panel in dash["panels"].as_array().into_iter().flatten() {
-            let title = panel["title"].as_str().unwrap_or_default().to_owned();
-            for t in panel["targets"].as_array().into_iter().flatten() {
-                if let Some(expr) = t["expr"].as_str() {
+        let field = |v: &serde_json::Value, k: &str| v.get(k).cloned().unwrap_or_default();
+        for panel in field(&dash, "panels").as_array().into_iter().flatten() {
+            let title = field(panel, "title")
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            for t in field(panel, "targets").as_array().into_iter().flatten() {
+                if let Some(expr) = field(t, "expr").as_str() {
                     out.push((name.clone(), title.clone(), expr.to_owned()));
                 }
             }
