@@ -107,7 +107,7 @@ where
 ///
 /// ```no_run
 /// use std::process::ExitCode;
-/// # struct AuthService;
+/// # struct AuthService(tidewell_service_kit::Ops);
 /// # impl tidewell_service_kit::Service for AuthService {
 /// #     type Config = ();
 /// #     type Error = std::io::Error;
@@ -118,8 +118,11 @@ where
 /// #     async fn listen(_: &()) -> Result<tokio::net::TcpListener, tidewell_service_kit::ListenError> {
 /// #         tidewell_service_kit::listen(([127, 0, 0, 1], 0).into(), "AUTH_ADDR").await
 /// #     }
-/// #     async fn launch(_: (), _: tidewell_event_hub::Hub, _: tokio_util::sync::CancellationToken) -> Result<Self, std::io::Error> { Ok(Self) }
-/// #     fn router(&self) -> axum::Router { axum::Router::new() }
+/// #     async fn launch(_: (), _: tidewell_event_hub::Hub, _: tokio_util::sync::CancellationToken) -> Result<Self, std::io::Error> {
+/// #         Ok(Self(tidewell_service_kit::Ops::new("auth").map_err(std::io::Error::other)?))
+/// #     }
+/// #     fn router(&self) -> axum::Router { self.0.routes() }
+/// #     fn ops(&self) -> &tidewell_service_kit::Ops { &self.0 }
 /// # }
 /// use tidewell_core::cli::Cli;
 ///
