@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::WsConfig;
-use crate::rooms::Rooms;
+use crate::rooms::{Job, Rooms};
 
 /// Counters and epochs live this long after a room's last event.
 const KEY_TTL_SECS: u64 = 24 * 3600;
@@ -46,18 +46,6 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 const NODE_ALIVE_SECS: u64 = 30;
 /// How often a node says it is alive.
 const NODE_HEARTBEAT: Duration = Duration::from_secs(10);
-
-/// What the publisher sends, in order.
-pub(crate) enum Job {
-    /// An event (JSON text) for a room.
-    Event { room: String, json: String },
-    /// A connection of `user` joined or left a presence room on this node.
-    Presence {
-        room: String,
-        user: String,
-        joined: bool,
-    },
-}
 
 /// A server's link to the other nodes: a bounded publish queue and the tasks that serve it.
 pub(crate) struct Backplane {

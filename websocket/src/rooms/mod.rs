@@ -18,6 +18,19 @@ use crate::registry::Conn;
 #[cfg(feature = "redis")]
 pub(crate) mod warm;
 
+/// What this node sends to the others through the backplane's publisher, in order.
+#[cfg(feature = "redis")]
+pub(crate) enum Job {
+    /// An event (JSON text) for a room.
+    Event { room: String, json: String },
+    /// A connection of `user` joined or left a presence room on this node.
+    Presence {
+        room: String,
+        user: String,
+        joined: bool,
+    },
+}
+
 struct Room {
     members: HashMap<u64, Arc<Conn>>,
     epoch: Arc<str>,
@@ -97,7 +110,7 @@ pub(crate) struct Rooms {
     /// The backplane's publish queue, for presence changes (sent under the map lock, so in
     /// order).
     #[cfg(feature = "redis")]
-    presence_out: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::backplane::Job>>,
+    presence_out: std::sync::OnceLock<tokio::sync::mpsc::Sender<Job>>,
 }
 
 impl Rooms {
@@ -328,7 +341,7 @@ impl Rooms {
     fn presence(&self, r: &Room, room: &str, user: &str, joined: bool) {
         #[cfg(feature = "redis")]
         if let Some(out) = self.presence_out.get() {
-            let job = crate::backplane::Job::Presence {
+            let job = Job::Presence {
                 room: room.to_owned(),
                 user: user.to_owned(),
                 joined,
@@ -358,7 +371,7 @@ impl Rooms {
 
     /// Shares this node's presence changes through the backplane's queue.
     #[cfg(feature = "redis")]
-    pub(crate) fn send_presence_to(&self, queue: tokio::sync::mpsc::Sender<crate::backplane::Job>) {
+    pub(crate) fn send_presence_to(&self, queue: tokio::sync::mpsc::Sender<Job>) {
         // ok to ignore: one backplane per server (checked by the server)
         let _ = self.presence_out.set(queue);
     }
