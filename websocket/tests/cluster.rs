@@ -274,3 +274,38 @@ async fn presence_is_shared_by_the_nodes_on_the_cluster() {
     let port = c.redis_masters()[0].0;
     presence_across_nodes(&c.redis_url(), &prefix, &hash, port).await;
 }
+
+/// A room forgotten by a node (no member, history expired: unsubscribed) and joined again
+/// there is subscribed again: events published on another node reach the new member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_swept_and_joined_again_is_subscribed_again() {
+    let prefix = unique_name("wss");
+    let room = "doc:comeback";
+    let mut config = WsConfig::default();
+    config.history_ttl = Duration::from_secs(1);
+    let (a, addr_a) = start(config).await;
+    a.connect_backplane(&LocalCluster::get().redis_url(), &prefix)
+        .await
+        .unwrap();
+    let (b, _) = node(&prefix).await;
+    let channel = format!("{prefix}:ws:{{{room}}}:{room}");
+    let port = LocalCluster::get().redis_owner(&channel);
+    let (first, _) = joined(addr_a, "u1", room, None).await;
+    assert_eq!(shard_subscribers(port, &channel), 1);
+    drop(first);
+    // Swept within a second or two of the history's expiry: node A unsubscribes.
+    let mut left = 1;
+    for _ in 0..100 {
+        left = shard_subscribers(port, &channel);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the forgotten room is unsubscribed");
+    let (mut again, _) = joined(addr_a, "u2", room, None).await;
+    assert_eq!(shard_subscribers(port, &channel), 1, "subscribed again");
+    b.publish(room, &envelope(1)).unwrap();
+    let got = events(&mut again, 1).await;
+    assert_eq!(got[0].1, "ev-1");
+}

@@ -75,12 +75,14 @@ impl Backplane {
         let shown = tidewell_core::config::redact_url(url);
         let id: Arc<str> = uuid::Uuid::now_v7().simple().to_string().into();
         let (conn, layout, sharded) = if tidewell_core::redis_conn::is_cluster_url(url) {
-            let shards =
-                sharded::Shards::start(url, tls, prefix, rooms, Arc::clone(&id), stop.clone())
-                    .await?;
+            // The publisher's connection first: once the shards' tasks run, the rooms are told
+            // of the backplane, so nothing after them may fail.
             let conn = RedisConn::open(url, REDIS_TIMEOUT, tls)
                 .await
                 .map_err(|e| Error::Backplane(e.to_string()))?;
+            let shards =
+                sharded::Shards::start(url, tls, prefix, rooms, Arc::clone(&id), stop.clone())
+                    .await?;
             let layout = Layout::Sharded {
                 prefix: prefix.to_owned(),
                 history_len: config.history_len,

@@ -50,8 +50,10 @@ end
 local off = redis.call('INCR', KEYS[1])
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('RPUSH', KEYS[3], off .. '\n' .. string.format('%d', ms) .. '\n' .. ARGV[4])
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+if tonumber(ARGV[5]) > 0 then
+  redis.call('RPUSH', KEYS[3], off .. '\n' .. string.format('%d', ms) .. '\n' .. ARGV[4])
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[6])
@@ -101,12 +103,8 @@ pub(super) fn keys(prefix: &str, room: &str) -> Keys {
     }
 }
 
-/// This node's sharded subscriptions: the connection that reads rooms' state.
-pub(super) struct Shards {
-    conn: ClusterConnection,
-    prefix: String,
-    read: redis::Script,
-}
+/// This node's sharded subscriptions (their tasks end with the backplane's stop token).
+pub(super) struct Shards;
 
 impl Shards {
     /// Connects to the cluster with RESP3 pushes, and starts the task that feeds events into
@@ -129,51 +127,28 @@ impl Shards {
             return Err(Error::BackplaneAttached);
         }
         tokio::spawn(feed(push_rx, Arc::downgrade(rooms), me, stop.clone()));
-        let read = redis::Script::new(READ);
         tokio::spawn(subscriptions(
-            conn.clone(),
+            conn,
             prefix.to_owned(),
-            read.clone(),
             interest_rx,
             Arc::downgrade(rooms),
             stop,
         ));
-        Ok(Self {
-            conn,
-            prefix: prefix.to_owned(),
-            read,
-        })
+        Ok(Self)
     }
 
-    /// Makes sure `room` is subscribed and holds Redis's state before anyone joins it. If
-    /// Redis does not answer, the room stays warming (recoveries answer `recovered: false`,
-    /// events wait) until the subscriptions task has caught up.
+    /// Makes sure `room` is on this node with Redis's state before anyone joins it: created
+    /// warming if new (the subscriptions task subscribes and reads it), then waited for. If
+    /// Redis does not answer in 5 s the caller joins anyway: the room answers recoveries with
+    /// `recovered: false` and holds its events until the subscriptions task has caught up.
     pub(super) async fn warm(&self, rooms: &Weak<Rooms>, room: &str) {
         let Some(rooms) = rooms.upgrade() else {
             return;
         };
-        match rooms.begin_warm(room) {
-            Warm::Ready => {}
-            Warm::Wait(mut done) => {
-                // ok to ignore: a room still warming after this answers `recovered: false`
-                let _ = tokio::time::timeout(REDIS_TIMEOUT, done.wait_for(|d| *d)).await;
-            }
-            Warm::Lead(subscribed) => {
-                let subscribed = tokio::time::timeout(REDIS_TIMEOUT, subscribed)
-                    .await
-                    .is_ok_and(|r| r.unwrap_or(false));
-                if !subscribed {
-                    return; // the subscriptions task retries it
-                }
-                let mut conn = self.conn.clone();
-                match read_state(&mut conn, &self.read, &self.prefix, room).await {
-                    Ok(snapshot) => rooms.finish_warm(room, snapshot),
-                    Err(error) => {
-                        tracing::warn!(%error, room, "cannot read a room's state from Redis; retrying");
-                        rooms.tell(Interest::Resync);
-                    }
-                }
-            }
+        if let Warm::Wait(mut done) = rooms.begin_warm(room) {
+            drop(rooms);
+            // ok to ignore: a room still warming after this answers `recovered: false`
+            let _ = tokio::time::timeout(REDIS_TIMEOUT, done.wait_for(|d| *d)).await;
         }
     }
 }
@@ -262,16 +237,17 @@ async fn feed(
 }
 
 /// Keeps the node's sharded subscriptions in step with its rooms, in the order rooms are
-/// created and forgotten; after a loss, subscribes to every room again and re-reads the state
-/// of every warming room, with backoff until that works.
+/// created and forgotten: a new room is subscribed, then its state read and installed. After a
+/// loss, subscribes to every room again and re-reads the state of every warming room, with
+/// backoff until that works.
 async fn subscriptions(
     mut conn: ClusterConnection,
     prefix: String,
-    read: redis::Script,
     mut interest: mpsc::UnboundedReceiver<Interest>,
     rooms: Weak<Rooms>,
     stop: CancellationToken,
 ) {
+    let read = redis::Script::new(READ);
     let backoff = Backoff::builder()
         .min(Duration::from_millis(100))
         .max(Duration::from_secs(2))
@@ -280,6 +256,8 @@ async fn subscriptions(
     let mut schedule = backoff.schedule();
     // channel -> room
     let mut subscribed: HashMap<String, String> = HashMap::new();
+    // channels this task unsubscribed from, whose confirmations are still to come back
+    let mut unsubscribing: HashMap<String, usize> = HashMap::new();
     let mut resync: Option<Duration> = None;
     loop {
         let retry = async {
@@ -296,29 +274,43 @@ async fn subscriptions(
             },
             () = retry => None,
         };
+        let Some(rooms) = rooms.upgrade() else { return };
         match next {
-            Some(Interest::Want(room, answer)) => {
+            Some(Interest::Want(room)) => {
+                let generation = rooms.warm_generation();
                 let channel = keys(&prefix, &room).channel;
                 let ok = subscribe(&mut conn, &channel).await;
-                subscribed.insert(channel, room);
-                if !ok {
-                    resync.get_or_insert(Duration::ZERO);
+                subscribed.insert(channel, room.clone());
+                let read = if ok {
+                    read_state(&mut conn, &read, &prefix, &room).await
+                } else {
+                    Err("cannot subscribe".into())
+                };
+                match read {
+                    Ok(snapshot) => rooms.finish_warm(&room, snapshot, generation),
+                    Err(error) => {
+                        tracing::warn!(%error, room, "cannot join a room's shard yet; retrying");
+                        resync.get_or_insert(Duration::ZERO);
+                    }
                 }
-                // ok to ignore: the joiner gave up waiting
-                let _ = answer.send(ok);
             }
             Some(Interest::Drop(room)) => {
                 let channel = keys(&prefix, &room).channel;
                 subscribed.remove(&channel);
+                *unsubscribing.entry(channel.clone()).or_default() += 1;
                 let gone = tokio::time::timeout(REDIS_TIMEOUT, conn.sunsubscribe(&channel)).await;
                 if !matches!(gone, Ok(Ok(()))) {
                     tracing::debug!(room, "sharded unsubscribe failed; its messages are ignored");
                 }
             }
             Some(Interest::Lost(channel)) => {
-                if subscribed.contains_key(&channel)
-                    && let Some(rooms) = rooms.upgrade()
-                {
+                if let Some(n) = unsubscribing.get_mut(&channel) {
+                    // the confirmation of an unsubscribe of ours
+                    *n -= 1;
+                    if *n == 0 {
+                        unsubscribing.remove(&channel);
+                    }
+                } else if subscribed.contains_key(&channel) {
                     rooms.rewarm_all();
                     resync.get_or_insert(Duration::ZERO);
                 }
@@ -326,29 +318,28 @@ async fn subscriptions(
             Some(Interest::Resync) => {
                 resync.get_or_insert(Duration::ZERO);
             }
-            None => {
-                let Some(rooms) = rooms.upgrade() else { return };
-                match catch_up(&mut conn, &read, &prefix, &subscribed, &rooms).await {
-                    Ok(()) => {
-                        tracing::info!(
-                            rooms = subscribed.len(),
-                            "websocket backplane subscriptions restored"
-                        );
-                        resync = None;
-                        schedule.reset();
-                    }
-                    Err(error) => {
-                        let delay = schedule.next_delay().unwrap_or(backoff.max());
-                        tracing::warn!(%error, ?delay, "websocket backplane cannot resubscribe yet; retrying");
-                        resync = Some(delay);
-                    }
+            None => match catch_up(&mut conn, &read, &prefix, &subscribed, &rooms).await {
+                Ok(()) => {
+                    tracing::info!(
+                        rooms = subscribed.len(),
+                        "websocket backplane subscriptions restored"
+                    );
+                    resync = None;
+                    schedule.reset();
                 }
-            }
+                Err(error) => {
+                    let delay = schedule.next_delay().unwrap_or(backoff.max());
+                    tracing::warn!(%error, ?delay, "websocket backplane cannot resubscribe yet; retrying");
+                    resync = Some(delay);
+                }
+            },
         }
     }
 }
 
-/// Subscribes to every channel again, then reads the state of every warming room.
+/// Subscribes to every channel again, then reads the state of every warming room this task
+/// has subscribed (the others are still queued as `Want`). Fails if another loss happened
+/// meanwhile, so it runs again.
 async fn catch_up(
     conn: &mut ClusterConnection,
     read: &redis::Script,
@@ -356,16 +347,24 @@ async fn catch_up(
     subscribed: &HashMap<String, String>,
     rooms: &Rooms,
 ) -> Result<(), String> {
+    let generation = rooms.warm_generation();
     for channel in subscribed.keys() {
         if !subscribe(conn, channel).await {
             return Err(format!("cannot subscribe to {channel}"));
         }
     }
     for room in rooms.warming() {
+        if !subscribed.contains_key(&keys(prefix, &room).channel) {
+            continue;
+        }
         let snapshot = read_state(conn, read, prefix, &room).await?;
-        rooms.finish_warm(&room, snapshot);
+        rooms.finish_warm(&room, snapshot, generation);
     }
-    Ok(())
+    if rooms.warm_generation() == generation {
+        Ok(())
+    } else {
+        Err("another Redis node connection was lost meanwhile".into())
+    }
 }
 
 /// One `SSUBSCRIBE`, bounded by [`REDIS_TIMEOUT`]; whether it was confirmed.

@@ -107,6 +107,9 @@ pub(crate) struct Rooms {
     /// forgotten.
     #[cfg(feature = "redis")]
     interest: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<warm::Interest>>,
+    /// See [`Rooms::warm_generation`].
+    #[cfg(feature = "redis")]
+    warm_generation: std::sync::atomic::AtomicU64,
     /// The backplane's publish queue, for presence changes (sent under the map lock, so in
     /// order).
     #[cfg(feature = "redis")]
@@ -122,12 +125,23 @@ impl Rooms {
             #[cfg(feature = "redis")]
             interest: std::sync::OnceLock::new(),
             #[cfg(feature = "redis")]
+            warm_generation: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(feature = "redis")]
             presence_out: std::sync::OnceLock::new(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Room>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `room`, created if missing (warming, and the backplane told, on a sharded backplane:
+    /// whoever creates a room, it gets subscribed and its state read).
+    fn entry<'a>(&self, map: &'a mut HashMap<String, Room>, room: &str) -> &'a mut Room {
+        #[cfg(feature = "redis")]
+        return self.room_mut(map, room);
+        #[cfg(not(feature = "redis"))]
+        map.entry(room.to_owned()).or_insert_with(Room::new)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -137,7 +151,7 @@ impl Rooms {
     /// Publishes `event` on this node at the room's next offset.
     pub(crate) fn publish(&self, room: &str, event: Box<RawValue>) {
         let mut rooms = self.lock();
-        let r = rooms.entry(room.to_owned()).or_insert_with(Room::new);
+        let r = self.entry(&mut rooms, room);
         let offset = r.offset + 1;
         self.append_and_fan_out(r, room, offset, event);
     }
@@ -159,7 +173,7 @@ impl Rooms {
         let mut rooms = self.lock();
         let r = match rooms.get_mut(room) {
             Some(r) => r,
-            None if create => rooms.entry(room.to_owned()).or_insert_with(Room::new),
+            None if create => self.entry(&mut rooms, room),
             None => return,
         };
         if let Some(w) = &mut r.warming {
@@ -227,9 +241,7 @@ impl Rooms {
     pub(crate) fn join_own(&self, conn: &Arc<Conn>, own: &[String]) {
         let mut rooms = self.lock();
         for r in own {
-            rooms
-                .entry(r.clone())
-                .or_insert_with(Room::new)
+            self.entry(&mut rooms, r)
                 .members
                 .insert(conn.key, Arc::clone(conn));
         }
@@ -272,7 +284,7 @@ impl Rooms {
         }
         let policy = self.config.overflow_for(room);
         let mut rooms = self.lock();
-        let r = rooms.entry(room.to_owned()).or_insert_with(Room::new);
+        let r = self.entry(&mut rooms, room);
         let (recovered, replay) = r.recover(since, &self.config);
         conn.answer(&ServerFrame::Subscribed {
             id,

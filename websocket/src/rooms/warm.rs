@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use tidewell_protocol::ServerFrame;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::{Room, Rooms};
 use crate::fanout::encode;
@@ -20,8 +20,8 @@ const HELD_MAX: usize = 10_000;
 
 /// What the sharded backplane is told, in the order rooms are created and forgotten.
 pub(crate) enum Interest {
-    /// A room was created on this node: subscribe to it, then answer whether that worked.
-    Want(String, oneshot::Sender<bool>),
+    /// A room was created on this node (warming): subscribe to it, read its state, finish it.
+    Want(String),
     /// A room was forgotten on this node: unsubscribe.
     Drop(String),
     /// The subscription to some node was lost: subscribe to every room again and read the
@@ -68,11 +68,8 @@ pub(crate) struct Snapshot {
 pub(crate) enum Warm {
     /// The room's state is here: join.
     Ready,
-    /// Another caller is reading it: wait for `true`.
+    /// Its state is being read (by the backplane's subscriptions task): wait for `true`.
     Wait(watch::Receiver<bool>),
-    /// This caller created the room: wait for the subscription's answer, read the state and
-    /// call [`Rooms::finish_warm`].
-    Lead(oneshot::Receiver<bool>),
 }
 
 impl Rooms {
@@ -89,37 +86,52 @@ impl Rooms {
         }
     }
 
-    /// Creates `room` warming if this node does not have it; see [`Warm`].
+    /// Creates `room` warming if this node does not have it (the backplane is told to
+    /// subscribe and read its state); see [`Warm`].
     pub(crate) fn begin_warm(&self, room: &str) -> Warm {
-        let Some(interest) = self.interest.get() else {
+        if self.interest.get().is_none() {
             return Warm::Ready;
-        };
-        let mut rooms = self.lock();
-        if let Some(r) = rooms.get(room) {
-            return match &r.warming {
-                None => Warm::Ready,
-                Some(w) => Warm::Wait(w.done.subscribe()),
-            };
         }
-        let mut r = Room::new();
-        r.warming = Some(Warming::new());
-        rooms.insert(room.to_owned(), r);
-        let (tx, rx) = oneshot::channel();
-        // Sent under the lock, so the backplane hears of creations and sweeps in map order.
-        if interest.send(Interest::Want(room.to_owned(), tx)).is_err() {
-            // The backplane has stopped: nothing will read the state.
-            if let Some(r) = rooms.get_mut(room) {
+        let mut rooms = self.lock();
+        let r = self.room_mut(&mut rooms, room);
+        match &r.warming {
+            None => Warm::Ready,
+            Some(w) => Warm::Wait(w.done.subscribe()),
+        }
+    }
+
+    /// `room` in `map`, created if missing: on a sharded backplane a new room is warming and
+    /// the backplane is told, under the lock, so it hears of creations and sweeps in map order.
+    pub(super) fn room_mut<'a>(
+        &self,
+        map: &'a mut std::collections::HashMap<String, Room>,
+        room: &str,
+    ) -> &'a mut Room {
+        let created = !map.contains_key(room);
+        let r = map.entry(room.to_owned()).or_insert_with(Room::new);
+        if created && let Some(interest) = self.interest.get() {
+            r.warming = Some(Warming::new());
+            if interest.send(Interest::Want(room.to_owned())).is_err() {
+                // The backplane has stopped: nothing will read the state.
                 finish(r);
             }
-            return Warm::Ready;
         }
-        Warm::Lead(rx)
+        r
+    }
+
+    /// Each time every room is put back into warming, this grows: a state read before it is
+    /// not installed (the subscription it relied on may have been lost meanwhile).
+    pub(crate) fn warm_generation(&self) -> u64 {
+        self.warm_generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Puts every room back into warming (the subscription to some Redis node was lost, so
     /// events were missed); returns how many rooms there are.
     pub(crate) fn rewarm_all(&self) -> usize {
         let mut rooms = self.lock();
+        self.warm_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         for r in rooms.values_mut() {
             if r.warming.is_none() {
                 r.warming = Some(Warming::new());
@@ -140,8 +152,11 @@ impl Rooms {
     /// Ends `room`'s warming with the state read from Redis: its epoch, offset and history are
     /// Redis's; members already in it get the events they missed; then the held events are
     /// delivered in order (those already delivered are skipped by offset).
-    pub(crate) fn finish_warm(&self, room: &str, snapshot: Snapshot) {
+    pub(crate) fn finish_warm(&self, room: &str, snapshot: Snapshot, generation: u64) {
         let mut rooms = self.lock();
+        if generation != self.warm_generation() {
+            return; // read before a loss: the resync reads it again
+        }
         let Some(r) = rooms.get_mut(room) else {
             return;
         };
