@@ -94,7 +94,8 @@ async fn https_answers_with_hsts() {
         "max-age=31536000"
     );
     let body = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"ok");
+    let alive: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(alive["alive"], true, "{alive}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
