@@ -556,6 +556,20 @@ async fn prefetch_bounds_deliveries_in_flight(kind: Kind) {
     hub.shutdown(WAIT).await.unwrap();
 }
 
+/// `queue`'s dead-letter depth once it reads `want` (RabbitMQ counts a requeued message again
+/// a moment later), or what it reads after 5 s.
+async fn dead_letters_settle_at(hub: &tidewell_event_hub::Hub, queue: &str, want: u64) -> u64 {
+    let mut depth = hub.dead_letter_depth(queue).await.unwrap();
+    for _ in 0..50 {
+        if depth == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        depth = hub.dead_letter_depth(queue).await.unwrap();
+    }
+    depth
+}
+
 /// Dead letters are counted, listed without being removed, and replayed into their own queue
 /// only: handled once there, never again by another service's queue, and gone from the
 /// dead-letter queue.
@@ -608,15 +622,7 @@ async fn dead_letters_are_counted_listed_and_replayed_once(kind: Kind) {
     }
     assert!(eventually(WAIT, || hub.metrics().consumed(&name, "dead_lettered") == 2).await);
     assert!(eventually(WAIT, || elsewhere.load(Ordering::SeqCst) == 2).await);
-    let mut depth = hub.dead_letter_depth(&name).await.unwrap();
-    for _ in 0..50 {
-        if depth == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        depth = hub.dead_letter_depth(&name).await.unwrap();
-    }
-    assert_eq!(depth, 2);
+    assert_eq!(dead_letters_settle_at(&hub, &name, 2).await, 2);
 
     let peeked = hub.peek_dead_letters(&name, 10, WAIT).await.unwrap();
     assert_eq!(peeked.len(), 2, "{peeked:?}");
@@ -625,15 +631,11 @@ async fn dead_letters_are_counted_listed_and_replayed_once(kind: Kind) {
             .iter()
             .all(|d| d.reason == DeadLetterReason::Permanent)
     );
-    let mut depth = hub.dead_letter_depth(&name).await.unwrap();
-    for _ in 0..50 {
-        if depth == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        depth = hub.dead_letter_depth(&name).await.unwrap();
-    }
-    assert_eq!(depth, 2, "listing leaves them where they are");
+    assert_eq!(
+        dead_letters_settle_at(&hub, &name, 2).await,
+        2,
+        "listing leaves them where they are"
+    );
 
     fixed.store(true, Ordering::SeqCst);
     let replayed = hub.replay_dead_letters(&name, 10, WAIT).await.unwrap();

@@ -96,20 +96,7 @@ async fn known_metrics() -> HashSet<String> {
 
     let scrape = registry.render().unwrap().1;
     hub.shutdown(Duration::from_secs(1)).await.unwrap();
-    let mut names = HashSet::new();
-    for line in scrape.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
-        let mut parts = line.split(' ');
-        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        names.insert(name.to_owned());
-        if kind == "histogram" {
-            for suffix in ["_bucket", "_sum", "_count"] {
-                names.insert(format!("{name}{suffix}"));
-            }
-        }
-    }
-    names
+    tidewell_testkit::metrics::series_names(&scrape)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,15 +152,19 @@ async fn dashboards_parse_and_use_only_existing_metrics() {
 /// platform's scrape, in `services/platform/tests/flow.rs`: some come from the service kit.)
 #[test]
 fn alert_rules_pass_promtool() {
-    let path = Path::new(ROOT).join("alerts.yml");
+    promtool(&["check", "rules", "alerts.yml"]);
+}
+
+/// Runs promtool in this crate's folder; fails the test with what it said unless it succeeds.
+fn promtool(args: &[&str]) {
     let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&path)
+        .args(args)
+        .current_dir(ROOT)
         .output()
         .expect("promtool on PATH (apt-get install prometheus)");
     assert!(
         out.status.success(),
-        "{}{}",
+        "promtool {args:?}: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -183,17 +174,7 @@ fn alert_rules_pass_promtool() {
 /// repository (its `runbook_url` names a file under `observability/runbooks/`).
 #[test]
 fn every_alert_has_a_passing_unit_test_and_a_runbook() {
-    let out = Command::new("promtool")
-        .args(["test", "rules", "alerts_test.yml"])
-        .current_dir(ROOT)
-        .output()
-        .expect("promtool on PATH (apt-get install prometheus)");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool(&["test", "rules", "alerts_test.yml"]);
     let rules = std::fs::read_to_string(Path::new(ROOT).join("alerts.yml")).unwrap();
     let tests = std::fs::read_to_string(Path::new(ROOT).join("alerts_test.yml")).unwrap();
     let alerts: Vec<&str> = rules

@@ -9,8 +9,7 @@
 )]
 
 use std::convert::Infallible;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
@@ -49,35 +48,6 @@ fn users_route<'a>(
     uri.path()
         .starts_with("/users/")
         .then_some("/users/{id}".into())
-}
-
-/// `promtool check metrics` on a scrape: its complaints, or none.
-fn promtool(scrape: &str) -> String {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool on PATH (apt-get install prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn line_value(scrape: &str, starts: &str) -> Option<f64> {
@@ -149,8 +119,9 @@ async fn red_metrics_by_route_template_pass_promtool() {
     );
     assert_eq!(line_value(&scrape, "http_requests_in_flight"), Some(0.0));
     assert!(!scrape.contains("/users/1"), "never a raw path as a label");
-    let complaints = promtool(&scrape);
-    assert!(complaints.trim().is_empty(), "promtool: {complaints}");
+    if let Err(complaints) = tidewell_testkit::metrics::promtool_check(&scrape) {
+        panic!("promtool: {complaints}");
+    }
 
     let res = registry.response();
     assert_eq!(res.status(), StatusCode::OK);
@@ -323,8 +294,9 @@ async fn event_hub_and_cache_metrics_register_and_pass_promtool() {
         ),
         Some(1.0)
     );
-    let complaints = promtool(&scrape);
-    assert!(complaints.trim().is_empty(), "promtool: {complaints}");
+    if let Err(complaints) = tidewell_testkit::metrics::promtool_check(&scrape) {
+        panic!("promtool: {complaints}");
+    }
     assert!(
         cache.metrics().register(registry.registry()).is_err(),
         "twice is a clear error"

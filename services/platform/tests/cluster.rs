@@ -381,6 +381,18 @@ async fn a_node_killed_mid_flow_its_client_recovers_on_another_node_by_offset() 
     );
 }
 
+/// Polls `/readyz` on `a` for up to 5 s until it answers `status`: the last answer, and how long
+/// it took.
+async fn readyz_turns(a: SocketAddr, status: u16) -> ((u16, serde_json::Value), Duration) {
+    let since = Instant::now();
+    let mut answer = call(a, "GET", "/readyz", None, None).await;
+    while answer.0 != status && since.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = call(a, "GET", "/readyz", None, None).await;
+    }
+    (answer, since.elapsed())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_broker_down_and_back() {
     let cluster = LocalCluster::get();
@@ -404,21 +416,12 @@ async fn readiness_follows_the_broker_down_and_back() {
     tokio::task::spawn_blocking(move || c.stop_rabbit(3))
         .await
         .unwrap();
-    let down = Instant::now();
-    let mut answer = (0, serde_json::Value::Null);
-    while down.elapsed() < Duration::from_secs(5) {
-        answer = call(a, "GET", "/readyz", None, None).await;
-        if answer.0 == 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (answer, went_down) = readyz_turns(a, 503).await;
     assert_eq!(
         answer.0, 503,
         "not ready within 5 s of the broker stopping: {}",
         answer.1
     );
-    let went_down = down.elapsed();
     let broker = answer.1["checks"]["platform.broker"].as_str().unwrap();
     assert!(broker.starts_with("down"), "{}", answer.1);
     assert_eq!(
@@ -431,22 +434,14 @@ async fn readiness_follows_the_broker_down_and_back() {
     tokio::task::spawn_blocking(move || c.start_rabbit(3))
         .await
         .unwrap();
-    let up = Instant::now();
-    while up.elapsed() < Duration::from_secs(5) {
-        answer = call(a, "GET", "/readyz", None, None).await;
-        if answer.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (answer, came_back) = readyz_turns(a, 200).await;
     assert_eq!(
         answer.0, 200,
         "not ready within 5 s of the broker being back: {}",
         answer.1
     );
     eprintln!(
-        "readiness: 503 {went_down:?} after the node stopped, 200 {:?} after it was back",
-        up.elapsed()
+        "readiness: 503 {went_down:?} after the node stopped, 200 {came_back:?} after it was back"
     );
     platform.shutdown().await;
 }

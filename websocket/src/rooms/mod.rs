@@ -56,6 +56,16 @@ impl Room {
         }
     }
 
+    /// The `event` frame of `event` at `offset` in this room (its epoch), encoded once.
+    fn event_frame(&self, room: &str, offset: u64, event: Box<RawValue>) -> Option<Utf8Bytes> {
+        encode(&ServerFrame::Event {
+            room: room.to_owned(),
+            offset,
+            epoch: self.epoch.to_string(),
+            event,
+        })
+    }
+
     /// Whether the room's state is still being read from the backplane (it cannot answer a
     /// recovery yet).
     fn is_warming(&self) -> bool {
@@ -221,13 +231,9 @@ impl Rooms {
     fn append_and_fan_out(&self, r: &mut Room, room: &str, offset: u64, event: Box<RawValue>) {
         r.offset = offset;
         r.touched = Instant::now();
-        let frame = ServerFrame::Event {
-            room: room.to_owned(),
-            offset,
-            epoch: r.epoch.to_string(),
-            event,
+        let Some(text) = r.event_frame(room, offset, event) else {
+            return;
         };
-        let Some(text) = encode(&frame) else { return };
         r.history.push_back((offset, Instant::now(), text.clone()));
         while r.history.len() > self.config.history_len {
             r.history.pop_front();

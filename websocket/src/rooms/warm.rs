@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
-use tidewell_protocol::ServerFrame;
 use tokio::sync::{mpsc, watch};
 
 use super::{Room, Rooms};
-use crate::fanout::encode;
 
 /// Events held by one warming room at most; older ones are dropped (the gap then forgets the
 /// history, so no recovery claims to be complete across it).
@@ -174,13 +172,9 @@ impl Rooms {
             let Ok(event) = RawValue::from_string(json) else {
                 continue;
             };
-            let frame = ServerFrame::Event {
-                room: room.to_owned(),
-                offset,
-                epoch: r.epoch.to_string(),
-                event,
+            let Some(text) = r.event_frame(room, offset, event) else {
+                continue;
             };
-            let Some(text) = encode(&frame) else { continue };
             // Members (present when the room warms again) get what they missed: every event
             // of a new epoch, or those after the last one they saw.
             if !same_epoch || offset > seen {
