@@ -440,8 +440,13 @@ impl Hub {
             messaging.operation.type = "send",
             messaging.destination.name = %self.inner.topology.exchange(),
         );
-        // The consumer's span becomes a child of this one (a no-op without an OpenTelemetry
-        // layer, which leaves any traceparent the envelope carries).
+        // An envelope that carries its writer's context (an outbox row, published later by the
+        // relay) is published in the writer's trace; the consumer's span becomes a child of this
+        // one (both no-ops without an OpenTelemetry layer, which leaves the envelope's
+        // traceparent in the headers).
+        if envelope.traceparent().is_some() {
+            propagation::set_span_parent(&span, &message);
+        }
         propagation::inject_span(&span, &mut message);
         let started = Instant::now();
         let result = self

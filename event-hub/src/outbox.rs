@@ -43,9 +43,10 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row as _};
-use tidewell_core::{Backoff, Envelope, RawEnvelope};
+use tidewell_core::{Backoff, Envelope, RawEnvelope, propagation};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::{Error, Hub};
 
@@ -107,6 +108,21 @@ fn db(operation: &'static str, e: impl Into<crate::BoxError>) -> Error {
         operation,
         source: e.into(),
     }
+}
+
+/// `envelope` as the JSON an outbox row holds, with `traceparent` added when given.
+fn encode<T: Serialize>(
+    envelope: &Envelope<T>,
+    traceparent: Option<String>,
+) -> Result<String, serde_json::Error> {
+    let Some(traceparent) = traceparent else {
+        return serde_json::to_string(envelope);
+    };
+    let mut value = serde_json::to_value(envelope)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("traceparent".to_owned(), traceparent.into());
+    }
+    serde_json::to_string(&value)
 }
 
 fn now_ms() -> i64 {
@@ -178,12 +194,25 @@ impl Outbox {
     /// Writes `envelope` in the caller's transaction (`&mut tx` of `pool.begin()`): it is
     /// published if and only if that transaction commits. Call [`notify`](Self::notify) after
     /// the commit for the relay to publish at once rather than at its next poll.
+    ///
+    /// The write is the span `outbox.write`; an envelope without a `traceparent` is stored with
+    /// this span's (when traces are exported), so that the relay's publish, which runs later in
+    /// another task, joins the writer's trace.
     pub async fn add<T: Serialize>(
         &self,
         tx: &mut AnyConnection,
         envelope: &Envelope<T>,
     ) -> Result<(), Error> {
-        let body = serde_json::to_string(envelope).map_err(|source| {
+        let span = tracing::info_span!(
+            "outbox.write",
+            event_type = %envelope.event_type(),
+            message_id = %envelope.id(),
+        );
+        let traceparent = match envelope.traceparent() {
+            Some(_) => None,
+            None => propagation::traceparent_of(&span),
+        };
+        let body = encode(envelope, traceparent).map_err(|source| {
             Error::Envelope(tidewell_core::Error::Encode {
                 event_type: envelope.event_type().to_owned(),
                 source,
@@ -197,6 +226,7 @@ impl Outbox {
         .bind(body)
         .bind(now_ms())
         .execute(&mut *tx)
+        .instrument(span)
         .await
         .map_err(|e| db("write an event to the outbox", e))?;
         Ok(())

@@ -11,20 +11,18 @@
 )]
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
-use prost::Message as _;
+use http_body_util::Full;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde::{Deserialize, Serialize};
 use tidewell_core::Event;
 use tidewell_event_hub::{HandlerError, Hub, ServiceQueue, Subscription, Topology};
 use tidewell_observability::{
     CorrelationLayer, LogFormat, TelemetryConfig, correlation_id_of, init,
 };
+use tidewell_testkit::otlp::{Receiver, Span, attr, hex};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Layer as _, service_fn};
@@ -42,77 +40,6 @@ impl Event for OrderPlaced {
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-/// A minimal OTLP/HTTP traces receiver: decodes every export request and keeps its spans.
-async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
-    let kept = spans.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let kept = kept.clone();
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let kept = kept.clone();
-                        async move {
-                            assert_eq!(req.uri().path(), "/v1/traces");
-                            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let export = ExportTraceServiceRequest::decode(body).unwrap();
-                            for rs in export.resource_spans {
-                                let service = rs
-                                    .resource
-                                    .iter()
-                                    .flat_map(|r| &r.attributes)
-                                    .find(|a| a.key == "service.name")
-                                    .map(|a| format!("{:?}", a.value));
-                                assert!(
-                                    service.as_deref().is_some_and(|s| s.contains("otlp-test")),
-                                    "{service:?}"
-                                );
-                                for ss in rs.scope_spans {
-                                    kept.lock().unwrap().extend(ss.spans);
-                                }
-                            }
-                            Ok::<_, Infallible>(
-                                http::Response::builder()
-                                    .header("content-type", "application/x-protobuf")
-                                    .body(Full::new(Bytes::new()))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (format!("http://{addr}/v1/traces"), spans)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn attr(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref())
-        .and_then(|v| v.value.as_ref())
-        .map(|v| {
-            use opentelemetry_proto::tonic::common::v1::any_value::Value;
-            match v {
-                Value::StringValue(s) => s.clone(),
-                Value::IntValue(i) => i.to_string(),
-                other => format!("{other:?}"),
-            }
-        })
-}
-
 async fn http_get(addr: std::net::SocketAddr, path: &str, headers: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
@@ -129,12 +56,12 @@ async fn http_get(addr: std::net::SocketAddr, path: &str, headers: &str) -> Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_from_http_through_the_hub_to_the_consumer() {
-    let (endpoint, spans) = receiver().await;
+    let receiver = Receiver::start().await;
     let telemetry = init(
         TelemetryConfig::new("otlp-test")
             .with_log_format(LogFormat::Off)
             .with_trace_filter("info")
-            .with_otlp_traces_endpoint(endpoint),
+            .with_otlp_traces_endpoint(receiver.endpoint()),
     )
     .unwrap();
     assert!(telemetry.is_exporting());
@@ -259,12 +186,11 @@ async fn one_trace_from_http_through_the_hub_to_the_consumer() {
 
     // Spans end when their work ends; give the consumer a moment to settle, then flush.
     let find = |name: &str, pred: &dyn Fn(&Span) -> bool| {
-        spans
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|s| s.name == name && pred(s))
-            .cloned()
+        receiver
+            .spans_named(name)
+            .into_iter()
+            .find(|s| pred(&s.span))
+            .map(|s| s.span)
     };
     let mut handled_failure = None;
     for _ in 0..50 {
@@ -343,6 +269,10 @@ async fn one_trace_from_http_through_the_hub_to_the_consumer() {
     );
     assert!(failed_request.events.iter().any(|e| e.name == "exception"));
 
+    assert!(
+        receiver.spans().iter().all(|s| s.service == "otlp-test"),
+        "every span names the service"
+    );
     hub.shutdown(Duration::from_secs(1)).await.unwrap();
     drop(telemetry);
 }

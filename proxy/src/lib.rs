@@ -60,6 +60,7 @@ mod service;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 mod shared_limit;
 mod state;
+mod stats;
 mod tunnel;
 mod upstream;
 mod upstream_io;
@@ -72,5 +73,6 @@ pub use server::{serve, serve_redirect, serve_tls};
 pub use service::Proxy;
 #[cfg(feature = "redis")]
 pub use shared_limit::SharedLimits;
+pub use stats::UpstreamStats;
 /// The request id header the proxy keeps or makes, sends upstream and echoes (`x-request-id`).
 pub use tidewell_core::http::REQUEST_ID_HEADER;

@@ -7,7 +7,7 @@
 //! another upstream even with a streamed body, which it never buffers.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -50,6 +50,9 @@ pub(crate) struct ConnPool {
     connect_timeout: Duration,
     idle: Mutex<Vec<(http1::SendRequest<ProxyBody>, Instant)>>,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    /// Connections opened (TCP, and TLS when `https://`), and attempts that failed.
+    opened: AtomicU64,
+    connect_failures: AtomicU64,
 }
 
 impl ConnPool {
@@ -67,10 +70,38 @@ impl ConnPool {
             connect_timeout,
             idle: Mutex::new(Vec::new()),
             h2: tokio::sync::Mutex::new(None),
+            opened: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
         })
     }
 
+    /// Idle HTTP/1.1 connections held now (some may have been closed by the upstream since).
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Connections opened so far, and connection attempts that failed.
+    pub(crate) fn connects(&self) -> (u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.connect_failures.load(Ordering::Relaxed),
+        )
+    }
+
     async fn connect(&self) -> Result<TokioIo<Io>, String> {
+        let result = self.try_connect().await;
+        let counter = match result {
+            Ok(_) => &self.opened,
+            Err(_) => &self.connect_failures,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn try_connect(&self) -> Result<TokioIo<Io>, String> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect(&self.authority),

@@ -215,8 +215,8 @@ struct Forwarded<'a> {
 
 impl Forwarded<'_> {
     /// The upstream request's head made from the client's `head`: hop-by-hop fields removed,
-    /// `Via`, the `X-Forwarded-*` family, the request id, and `Host` when the client named the
-    /// host in the request target.
+    /// `Via`, the `X-Forwarded-*` family, the request id, the trace context, and `Host` when the
+    /// client named the host in the request target.
     fn head(&self, state: &ProxyState, mut head: HeaderMap, version: http::Version) -> HeaderMap {
         // The host as a header value: the client's own `Host` field (shared, not copied), or
         // made from the request target's authority.
@@ -234,6 +234,9 @@ impl Forwarded<'_> {
             state.trusted_proxies(),
         );
         head.insert(REQUEST_ID_HEADER, self.request_id.clone());
+        // The upstream's span becomes a child of the request's span here when traces are
+        // exported (tidewell-core's `otel`); otherwise the client's `traceparent` passes as is.
+        tidewell_core::propagation::inject_span(&tracing::Span::current(), &mut head);
         if let (Some((_, false)), Some(v)) = (self.host, &host_value) {
             head.insert(header::HOST, v.clone());
         }

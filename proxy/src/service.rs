@@ -99,6 +99,23 @@ impl Proxy {
         }
     }
 
+    /// Each route's upstreams as they are now: requests in flight, pooled idle connections,
+    /// ejection, connections opened and failed. Cheap (a few atomic reads and one short lock
+    /// per upstream): meant for a metrics scrape.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tidewell_proxy::Error> {
+    /// use tidewell_proxy::{Proxy, ProxyConfig, Route};
+    /// let proxy = Proxy::new(ProxyConfig::new().route(Route::new("/api", &["http://127.0.0.1:8081"])?))?;
+    /// let stats = proxy.upstream_stats();
+    /// assert_eq!((stats[0].route.as_str(), stats[0].upstream.as_str()), ("/api", "127.0.0.1:8081"));
+    /// assert_eq!((stats[0].in_flight, stats[0].connections_opened), (0, 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn upstream_stats(&self) -> Vec<crate::UpstreamStats> {
+        crate::stats::upstream_stats(&self.state)
+    }
+
     /// How long a request head may take ([`ProxyConfig::header_read_timeout`]).
     pub(crate) fn header_read_timeout(&self) -> Duration {
         self.state.header_read_timeout()

@@ -40,7 +40,12 @@ impl Upstream {
         self.base.authority().map_or("", |a| a.as_str())
     }
 
-    fn ejected(&self, now: Instant) -> bool {
+    /// Requests on this upstream now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn ejected(&self, now: Instant) -> bool {
         self.ejected_until
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -173,6 +178,10 @@ impl Upstreams {
 
     pub(crate) fn len(&self) -> usize {
         self.list.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Upstream> {
+        self.list.iter()
     }
 }
 

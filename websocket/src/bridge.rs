@@ -90,6 +90,14 @@ impl Bridge {
 
     /// Applies the rules to one event; answers how many rooms it went to.
     pub fn apply(&self, event: &RawEnvelope) -> Result<usize, HandlerError> {
+        // Inside the consumer's span: the delivery joins the event's trace.
+        let span = tracing::info_span!(
+            "ws.deliver",
+            event_type = %event.event_type(),
+            message_id = %event.id(),
+            rooms = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let json = serde_json::to_string(event).map_err(HandlerError::permanent)?;
         let mut rooms = Vec::new();
         for (pattern, action) in &self.rules {
@@ -129,6 +137,7 @@ impl Bridge {
                 }
             }
         }
+        span.record("rooms", sent);
         Ok(sent)
     }
 

@@ -115,6 +115,15 @@ pub fn inject_span(span: &tracing::Span, carrier: &mut impl Carrier) {
 #[cfg(not(feature = "otel"))]
 pub fn inject_span(_span: &tracing::Span, _carrier: &mut impl Carrier) {}
 
+/// The W3C `traceparent` of `span` (through the global propagator), to store with work that
+/// runs later elsewhere, an outbox row say. `None` without the feature `otel`, or when no
+/// OpenTelemetry layer records `span`.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let mut carrier = BTreeMap::new();
+    inject_span(span, &mut carrier);
+    extract_traceparent(&carrier)
+}
+
 /// Makes `span` a child of the remote context `carrier` brought (W3C `traceparent`, checked by the
 /// propagator; an invalid one is ignored and `span` keeps its local parent). Does nothing without
 /// the feature `otel`.

@@ -7,6 +7,7 @@
 //!   no other test uses, and remove what they created when dropped.
 //! - When a service is unreachable, the test fails with a message that names the service, the URL
 //!   (password hidden) and the command that starts it; nothing is skipped.
+//! - [`otlp`]: an OTLP/HTTP receiver that keeps the spans a test exports.
 //! - [`bench`](mod@bench): medians and the hypervisor's stolen share, for benchmarks on a shared machine.
 //!
 //! ```no_run
@@ -27,6 +28,7 @@ pub mod bench;
 pub mod cluster;
 pub mod metrics;
 mod names;
+pub mod otlp;
 mod own_redis;
 mod postgres;
 mod rabbit;

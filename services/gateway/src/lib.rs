@@ -18,6 +18,7 @@
 //! - `payment:<id>` rooms: an admin, or whoever the payments service shows the payment to.
 
 mod config;
+mod upstreams;
 mod web;
 
 use std::sync::Arc;
@@ -244,6 +245,7 @@ impl Gateway {
         ws.metrics()
             .register(ops.metrics().registry())
             .map_err(tidewell_observability::Error::from)?;
+        upstreams::register(&ops, &proxy)?;
         for (name, url) in [
             ("auth", &config.auth_url),
             ("payments", &config.payments_url),

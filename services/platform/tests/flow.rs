@@ -24,7 +24,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
-use support::{DataDir, access, call, login, next_json, register, send, ws};
+use support::{DataDir, access, call, login, next_json, on_rabbit, register, send, ws};
 use tidewell_platform::{Platform, PlatformConfig};
 use tidewell_testkit::{TestDatabase, TestRabbit, TestRedis, unique_name};
 use tokio::net::TcpStream;
@@ -411,18 +411,6 @@ fn embedded(data: &std::path::Path) -> PlatformConfig {
 async fn the_whole_flow_on_embedded_defaults() {
     let data = DataDir::new("platform");
     Box::pin(flow(embedded(data.path()))).await;
-}
-
-/// `c` on `rabbit`'s broker, with exchanges and queues of its own (removed with `rabbit`).
-fn on_rabbit(c: &mut PlatformConfig, rabbit: &TestRabbit) {
-    c.hub_url = rabbit.url().to_owned();
-    c.exchange = Some(rabbit.exchange("events"));
-    rabbit.exchange("events.dlx");
-    c.queue_prefix = format!("{}.", rabbit.prefix());
-    for q in ["admin", "profile", "gateway"] {
-        rabbit.queue(&format!("{q}.events"));
-        rabbit.queue(&format!("{q}.events.dlq"));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

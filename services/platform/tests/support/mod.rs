@@ -10,7 +10,7 @@ use http::{HeaderMap, Request};
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
 use tidewell_platform::PlatformConfig;
-use tidewell_testkit::unique_name;
+use tidewell_testkit::{TestRabbit, unique_name};
 
 /// A WebSocket client connection.
 pub(crate) type Ws =
@@ -159,5 +159,17 @@ impl Drop for DataDir {
     fn drop(&mut self) {
         // ok to ignore: a platform that never started made no folder
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `c` on `rabbit`'s broker, with exchanges and queues of its own (removed with `rabbit`).
+pub(crate) fn on_rabbit(c: &mut PlatformConfig, rabbit: &TestRabbit) {
+    c.hub_url = rabbit.url().to_owned();
+    c.exchange = Some(rabbit.exchange("events"));
+    rabbit.exchange("events.dlx");
+    c.queue_prefix = format!("{}.", rabbit.prefix());
+    for q in ["admin", "profile", "gateway"] {
+        rabbit.queue(&format!("{q}.events"));
+        rabbit.queue(&format!("{q}.events.dlq"));
     }
 }
