@@ -485,6 +485,7 @@ impl Backend for AmqpBackend {
             let properties = properties(message);
             let mut min_generation = 0;
             let mut nacks = self.inner.reconnect.schedule();
+            let mut nacked = 0_u32;
             loop {
                 let Some(live) = self.inner.wait_live(min_generation, Some(deadline)).await else {
                     if self.inner.stop.is_cancelled() {
@@ -524,16 +525,27 @@ impl Backend for AmqpBackend {
                     }
                     Ok(Ok(Confirmation::Nack(_))) => {
                         // The broker could not store it; try again (same message id) after a pause.
+                        // Nacked twice: the channel may keep a stale view of the queue (RabbitMQ
+                        // 3.10 keeps nacking every publish of a channel that first published to
+                        // a quorum queue while its leader's node was going down, after a new
+                        // leader was elected), so the retry goes out on a new connection.
+                        nacked += 1;
                         let delay = nacks.next_delay().unwrap_or(self.inner.reconnect.max());
+                        let renew = nacked >= 2;
                         tracing::warn!(
                             routing_key,
                             ?delay,
+                            new_connection = renew,
                             "publish nacked by the broker; retrying"
                         );
                         tokio::time::sleep(
                             delay.min(deadline.saturating_duration_since(Instant::now())),
                         )
                         .await;
+                        if renew {
+                            live.broken.cancel();
+                            min_generation = live.generation + 1;
+                        }
                     }
                     Ok(Ok(Confirmation::NotRequested)) => {
                         return Err(Error::broker(
