@@ -240,6 +240,32 @@ impl Topology {
         self.services.iter().find(|q| q.name() == name)
     }
 
+    /// Every queue the topology declares, in declaration order: each service queue, its
+    /// dead-letter queue and its retry wait queues (to list, watch or delete them).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tidewell_core::Backoff;
+    /// use tidewell_event_hub::{RetryPolicy, ServiceQueue, Topology};
+    /// let backoff = Backoff::builder().min(Duration::from_secs(1)).max(Duration::from_secs(2)).build()?;
+    /// let retry = RetryPolicy::new(3, backoff);
+    /// let topology = Topology::new().service(ServiceQueue::new("mail").bind("#").retry(retry));
+    /// assert_eq!(
+    ///     topology.queue_names(),
+    ///     ["mail.events", "mail.events.dlq", "mail.events.wait.1000ms", "mail.events.wait.2000ms"]
+    /// );
+    /// # Ok::<(), tidewell_core::Error>(())
+    /// ```
+    pub fn queue_names(&self) -> Vec<String> {
+        self.declarations(QueueType::Classic)
+            .into_iter()
+            .filter_map(|d| match d {
+                Declaration::Queue { name, .. } => Some(name),
+                Declaration::Exchange { .. } | Declaration::Binding { .. } => None,
+            })
+            .collect()
+    }
+
     /// Checks names and patterns.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let name_ok =

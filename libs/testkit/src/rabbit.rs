@@ -62,6 +62,20 @@ impl TestRabbit {
         name
     }
 
+    /// Deletes `name` on drop too: a queue the code under test named from [`prefix`](Self::prefix).
+    /// Panics if `name` does not start with this test's prefix (it would be another test's).
+    pub fn own_queue(&self, name: &str) {
+        assert!(
+            name.starts_with(&self.prefix),
+            "{name} is not under this test's prefix {}",
+            self.prefix
+        );
+        let mut queues = lock(&self.queues);
+        if !queues.iter().any(|q| q == name) {
+            queues.push(name.to_owned());
+        }
+    }
+
     /// An exchange name for `base`, unique to this test; the exchange is deleted on drop.
     pub fn exchange(&self, base: &str) -> String {
         let name = format!("{}.{base}", self.prefix);

@@ -295,6 +295,7 @@ pub struct Platform {
     pub payments: PaymentsService,
     /// The auth service.
     pub auth: AuthService,
+    queues: Vec<String>,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
 }
@@ -445,9 +446,16 @@ impl Platform {
             gateway,
             payments,
             auth,
+            queues: hub.topology().queue_names(),
             stop,
             tasks,
         })
+    }
+
+    /// The broker queues this node declared: the consumers' queues, their dead-letter queues
+    /// and their retry wait queues (on RabbitMQ, what `rabbitmqctl list_queues` shows of it).
+    pub fn queues(&self) -> &[String] {
+        &self.queues
     }
 
     /// Stops every server (requests in flight finish) and the outbox relays.

@@ -50,8 +50,11 @@ where
     }
 }
 
-async fn flow(config: PlatformConfig) {
+async fn flow(config: PlatformConfig, rabbit: Option<&TestRabbit>) {
     let platform = Platform::start(config).await.unwrap();
+    if let Some(rabbit) = rabbit {
+        support::owns(rabbit, &platform);
+    }
     let a = platform.addr;
     let (s, ready) = call(a, "GET", "/readyz", None, None).await;
     assert_eq!(s, 200, "{ready}");
@@ -410,7 +413,7 @@ fn embedded(data: &std::path::Path) -> PlatformConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_flow_on_embedded_defaults() {
     let data = DataDir::new("platform");
-    Box::pin(flow(embedded(data.path()))).await;
+    Box::pin(flow(embedded(data.path()), None)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,7 +435,7 @@ async fn the_whole_flow_on_rabbitmq_redis_and_postgres() {
     c.payments_db = Some(dbs[1].url().to_owned());
     c.admin_db = Some(dbs[2].url().to_owned());
     c.profile_db = Some(dbs[3].url().to_owned());
-    Box::pin(flow(c)).await;
+    Box::pin(flow(c, Some(&rabbit))).await;
 }
 
 /// Closes every RabbitMQ connection whose client properties mention `needle`; answers how many.
@@ -467,6 +470,7 @@ async fn rabbitmq_connections_closed_mid_flow_lose_no_event() {
     let mut c = embedded(data.path());
     on_rabbit(&mut c, &rabbit);
     let platform = Platform::start(c).await.unwrap();
+    support::owns(&rabbit, &platform);
     let a = platform.addr;
     for (email, name) in [("ann@example.com", "Ann"), ("root@example.com", "Root")] {
         register(a, email, name).await;

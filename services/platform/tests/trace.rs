@@ -93,6 +93,7 @@ async fn a_payment_is_one_trace_from_the_gateway_to_the_websocket() {
     c.admin_db = Some(dbs[2].url().to_owned());
     c.profile_db = Some(dbs[3].url().to_owned());
     let platform = Platform::start(c).await.unwrap();
+    support::owns(&rabbit, &platform);
     let a = platform.addr;
 
     register(a, "tess@example.com", "Tess").await;

@@ -173,3 +173,11 @@ pub(crate) fn on_rabbit(c: &mut PlatformConfig, rabbit: &TestRabbit) {
         rabbit.queue(&format!("{q}.events.dlq"));
     }
 }
+
+/// Makes `rabbit` delete, when dropped, every queue `platform` declared on its broker (retry
+/// wait queues included: quorum queues left behind weigh on the shared test broker).
+pub(crate) fn owns(rabbit: &TestRabbit, platform: &tidewell_platform::Platform) {
+    for queue in platform.queues() {
+        rabbit.own_queue(queue);
+    }
+}
