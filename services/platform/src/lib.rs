@@ -296,6 +296,7 @@ pub struct Platform {
     /// The auth service.
     pub auth: AuthService,
     queues: Vec<String>,
+    hub: Hub,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
 }
@@ -447,6 +448,7 @@ impl Platform {
             payments,
             auth,
             queues: hub.topology().queue_names(),
+            hub,
             stop,
             tasks,
         })
@@ -458,7 +460,8 @@ impl Platform {
         &self.queues
     }
 
-    /// Stops every server (requests in flight finish) and the outbox relays.
+    /// Stops every server (requests in flight finish), the outbox relays, then the event hub
+    /// (consumers, and the broker connection).
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         let deadline = tokio::time::sleep(Duration::from_secs(10));
@@ -468,6 +471,10 @@ impl Platform {
                 next = self.tasks.join_next() => if next.is_none() { break },
                 () = &mut deadline => break,
             }
+        }
+        // Then the consumers stop (handlers in flight finish) and the broker connection closes.
+        if let Err(error) = self.hub.shutdown(Duration::from_secs(5)).await {
+            tracing::warn!(%error, "the event hub did not shut down cleanly");
         }
     }
 }
