@@ -158,6 +158,16 @@ impl PaymentsService {
         Ok(self.state.outbox.pending().await?)
     }
 
+    /// How long the oldest event not yet relayed has waited (zero when none waits).
+    pub async fn outbox_oldest_age(&self) -> Result<Duration, Error> {
+        Ok(self
+            .state
+            .outbox
+            .oldest_pending_age()
+            .await?
+            .unwrap_or_default())
+    }
+
     /// The cache's hit ratio for payment reads so far (0 to 1).
     pub fn cache_hit_ratio(&self) -> f64 {
         self.state

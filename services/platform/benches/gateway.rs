@@ -21,22 +21,19 @@
     reason = "benchmark"
 )]
 
+mod load;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use load::{Load, open_loop};
 use futures_util::StreamExt as _;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
 use serde_json::{Value, json};
 use tidewell_platform::Platform;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
@@ -80,11 +77,22 @@ async fn run() {
     let id = p["id"].as_str().unwrap().to_owned();
     let get = format!("/api/payments/{id}");
 
-    let g_get = open_loop(gw, "GET", &get, &token, None).await;
-    let d_get = open_loop(direct, "GET", &get, &token, None).await;
+    let tokens = [token.clone()];
+    let steady = |method, path, body| Load {
+        method,
+        path,
+        tokens: &tokens,
+        body,
+        rate: RATE,
+        seconds: SECONDS,
+        connections: 1_000,
+        keep_bodies: false,
+    };
+    let g_get = open_loop(gw, &steady("GET", &get, None)).await;
+    let d_get = open_loop(direct, &steady("GET", &get, None)).await;
     let body = json!({"amount": "2.50", "currency": "EUR", "description": "bench"});
-    let g_post = open_loop(gw, "POST", "/api/payments", &token, Some(body.clone())).await;
-    let d_post = open_loop(direct, "POST", "/api/payments", &token, Some(body)).await;
+    let g_post = open_loop(gw, &steady("POST", "/api/payments", Some(body.clone()))).await;
+    let d_post = open_loop(direct, &steady("POST", "/api/payments", Some(body))).await;
     for (name, l) in [
         ("gateway GET", &g_get),
         ("direct GET", &d_get),
@@ -94,7 +102,7 @@ async fn run() {
         eprintln!(
             "  {name}: {} requests, {} errors, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
             l.count,
-            l.errors,
+            l.errors + l.refused,
             l.p(50.0),
             l.p(95.0),
             l.p(99.0)
@@ -170,107 +178,6 @@ fn login_sub(token: &str) -> String {
 async fn pace(start: Instant, i: u64, rate: u64) {
     let due = start + Duration::from_secs_f64((i + 1) as f64 / rate as f64);
     tokio::time::sleep_until(due.into()).await;
-}
-
-async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
-async fn send(
-    s: &mut SendRequest<Full<Bytes>>,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> Result<(u16, Bytes), hyper::Error> {
-    s.ready().await?;
-    let req = support::request(addr, method, path, token, body);
-    let res = s.send_request(req).await?;
-    let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await?.to_bytes();
-    Ok((status, bytes))
-}
-
-struct Latencies {
-    ms: Vec<f64>,
-    count: usize,
-    errors: usize,
-}
-
-impl Latencies {
-    fn p(&self, q: f64) -> f64 {
-        let mut v = self.ms.clone();
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((q / 100.0) * (v.len() - 1) as f64).round() as usize;
-        v[i.min(v.len() - 1)]
-    }
-}
-
-/// RATE requests per second for SECONDS, each timed from when it was due, on a pool of
-/// keep-alive connections (a new one when all are busy).
-async fn open_loop(
-    addr: SocketAddr,
-    method: &'static str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Latencies {
-    let pool: Arc<Mutex<Vec<SendRequest<Full<Bytes>>>>> = Arc::new(Mutex::new(Vec::new()));
-    for _ in 0..32 {
-        let c = connect(addr).await;
-        pool.lock().unwrap().push(c);
-    }
-    let results = Arc::new(Mutex::new((Vec::new(), 0usize)));
-    let start = Instant::now();
-    let total = RATE * SECONDS;
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        let due = start + Duration::from_micros(i * 1_000_000 / RATE);
-        tokio::time::sleep_until(due.into()).await;
-        let (pool, results, path, token, body) = (
-            Arc::clone(&pool),
-            Arc::clone(&results),
-            path.to_owned(),
-            token.to_owned(),
-            body.clone(),
-        );
-        tasks.spawn(async move {
-            let conn = pool.lock().unwrap().pop();
-            let mut conn = match conn {
-                Some(c) => c,
-                None => connect(addr).await,
-            };
-            let r = send(&mut conn, addr, method, &path, Some(&token), body.as_ref()).await;
-            let took = due.elapsed().as_secs_f64() * 1000.0;
-            let mut res = results.lock().unwrap();
-            match r {
-                Ok((s, _)) if s < 400 => {
-                    res.0.push(took);
-                    drop(res);
-                    pool.lock().unwrap().push(conn);
-                }
-                _ => res.1 += 1,
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let (ms, errors) = std::mem::take(&mut *results.lock().unwrap());
-    Latencies {
-        count: ms.len() + errors,
-        ms,
-        errors,
-    }
 }
 
 /// The WebSocket fleet in a child process, driven over stdin/stdout.
