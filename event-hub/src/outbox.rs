@@ -87,6 +87,24 @@ pub async fn connect(url: &str) -> Result<AnyPool, Error> {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None);
+    } else if url.starts_with("sqlite:") {
+        // SQLite takes one writer at a time: writers on several connections wait for each
+        // other in SQLite's busy handler (sleeps of 1 to 100 ms), so one connection, always
+        // open, serves every statement in turn. A write-ahead log with `synchronous = NORMAL`:
+        // a commit appends to the log without an fsync (the log is synced at checkpoints); a
+        // crash of the process loses nothing, a power loss the last commits at most.
+        pool = pool
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, "PRAGMA journal_mode = WAL").await?;
+                    sqlx::Executor::execute(&mut *conn, "PRAGMA synchronous = NORMAL").await?;
+                    Ok(())
+                })
+            });
     }
     pool.connect_with(options).await.map_err(|e| {
         // A refused TLS handshake (sslmode=verify-full and friends) says why, naming the host.
