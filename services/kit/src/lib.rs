@@ -63,7 +63,8 @@ pub use extract::JsonBody;
 pub use ops::{CHECK_TIMEOUT, Ops, Readiness};
 pub use program::{Service, run, run_service};
 pub use serve::{
-    ListenError, PeerAddr, ServiceListener, layers, listen, nodelay, serve, shutdown_signal,
+    ListenError, PeerAddr, ServiceListener, layers, listen, nodelay, serve, shed_load,
+    shutdown_signal,
 };
 pub use serve_tls::serve_tls;
 pub use startup::StartError;

@@ -89,6 +89,47 @@ pub fn layers(router: Router) -> Router {
         .layer(CorrelationLayer)
 }
 
+/// At most `max` requests of `router` at once: one more is answered at once with 503, a
+/// `Retry-After: 1` header and the error body `overloaded`, rather than waiting in a queue
+/// that grows with the load (a client retries later; a proxy in front passes the 503 on).
+///
+/// ```
+/// # async fn demo() {
+/// use axum::{Router, routing::get};
+/// let app = tidewell_service_kit::shed_load(Router::new().route("/", get(|| async { "hi" })), 256);
+/// # let _ = app;
+/// # }
+/// ```
+pub fn shed_load(router: Router, max: usize) -> Router {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let permit = std::sync::Arc::clone(&permits).try_acquire_owned();
+            async move {
+                let Ok(_permit) = permit else {
+                    return overloaded();
+                };
+                next.run(req).await
+            }
+        },
+    ))
+}
+
+fn overloaded() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut res = crate::ApiError::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "the service is at its limit of requests in flight; retry after a second",
+    )
+    .into_response();
+    res.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    res
+}
+
 /// A 413 is answered before the body was read: the connection cannot carry another request, so
 /// the answer says it closes (a proxy in front must not send the next request on it).
 async fn close_after_413(mut res: axum::response::Response) -> axum::response::Response {

@@ -27,6 +27,7 @@ pub(crate) struct State {
     pub(crate) cache: Cache,
     pub(crate) reads: Namespace,
     pub(crate) ttl: Duration,
+    pub(crate) max_in_flight: usize,
 }
 
 impl std::fmt::Debug for State {

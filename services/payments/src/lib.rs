@@ -44,6 +44,9 @@ pub struct PaymentsConfig {
     pub common: CommonConfig,
     /// `PAYMENTS_CACHE_TTL`: how long cached reads live (default `60s`).
     pub cache_ttl: Duration,
+    /// `PAYMENTS_MAX_IN_FLIGHT`: requests served at once (default 512); more are answered 503
+    /// with `Retry-After` at once.
+    pub max_in_flight: usize,
 }
 
 impl PaymentsConfig {
@@ -61,6 +64,11 @@ impl PaymentsConfig {
         Self::COMMON.addr,
         Self::COMMON.database_url,
         Var::new("PAYMENTS_CACHE_TTL", "60s", "how long reads stay cached"),
+        Var::new(
+            "PAYMENTS_MAX_IN_FLIGHT",
+            "512",
+            "requests served at once; more are answered 503 with Retry-After",
+        ),
     ];
 
     /// `database_url` and `jwt_secret`, defaults for the rest.
@@ -72,6 +80,7 @@ impl PaymentsConfig {
         Self {
             common,
             cache_ttl: Duration::from_secs(60),
+            max_in_flight: 512,
         }
     }
 
@@ -85,6 +94,9 @@ impl PaymentsConfig {
         let mut c = Self::with(CommonConfig::from_source(env, Self::COMMON)?);
         if let Some(t) = env.duration("PAYMENTS_CACHE_TTL")? {
             c.cache_ttl = t;
+        }
+        if let Some(n) = env.parse("PAYMENTS_MAX_IN_FLIGHT", "a number of requests such as 512")? {
+            c.max_in_flight = n;
         }
         Ok(c)
     }
@@ -128,13 +140,14 @@ impl PaymentsService {
                 cache,
                 reads,
                 ttl: config.cache_ttl,
+                max_in_flight: config.max_in_flight,
             }),
         })
     }
 
     /// The routes, under `/api/payments`.
     pub fn router(&self) -> Router {
-        Router::new()
+        let api = Router::new()
             .route("/api/payments", post(api::create).get(api::list))
             .route("/api/payments/{id}", get(api::get_one))
             .route("/api/payments/{id}/status", patch(api::set_status))
@@ -143,7 +156,9 @@ impl PaymentsService {
                 get(|| async { axum::Json(<ApiDoc as utoipa::OpenApi>::openapi()) }),
             )
             .layer(DefaultBodyLimit::max(16 * 1024))
-            .with_state(Arc::clone(&self.state))
+            .with_state(Arc::clone(&self.state));
+        // Only the API sheds load: health checks and scrapes answer under any load.
+        tidewell_service_kit::shed_load(api, self.state.max_in_flight)
             .merge(self.ops.routes())
             .layer(self.ops.layer())
     }

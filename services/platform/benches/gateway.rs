@@ -30,8 +30,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use load::{Load, open_loop};
 use futures_util::StreamExt as _;
+use load::{Load, open_loop};
 use serde_json::{Value, json};
 use tidewell_platform::Platform;
 use tokio_tungstenite::tungstenite::Message;

@@ -148,7 +148,9 @@ async fn ladder(
     }
     platform.shutdown().await;
     let floor = design_floor(payments_db).await;
-    eprintln!("  design floor (payment row + outbox row, raw sqlx, {CONNECTIONS} tasks): {floor:.0}/s");
+    eprintln!(
+        "  design floor (payment row + outbox row, raw sqlx, {CONNECTIONS} tasks): {floor:.0}/s"
+    );
     (best, floor)
 }
 
@@ -257,7 +259,10 @@ async fn end_to_end(config: PlatformConfig, rabbit: &TestRabbit) {
                     continue;
                 };
                 if let Some(id) = v["event"]["payload"]["payment_id"].as_str() {
-                    arrivals.lock().unwrap().insert(id.to_owned(), Instant::now());
+                    arrivals
+                        .lock()
+                        .unwrap()
+                        .insert(id.to_owned(), Instant::now());
                 }
             }
         }));

@@ -53,6 +53,9 @@ pub struct PlatformConfig {
     pub cache_prefix: Option<String>,
     /// Gateway rate limits per minute per client IP (auth, rest of the API); 0 turns one off.
     pub rate_limits: (u32, u32),
+    /// Requests the payments service serves at once (`PAYMENTS_MAX_IN_FLIGHT`, default 512);
+    /// more are answered 503 with `Retry-After`.
+    pub payments_max_in_flight: usize,
     /// This node's name among several (`TIDEWELL_NODE_ID`, default `<host name>-<process id>`):
     /// names the gateway's own queue.
     pub node_id: String,
@@ -136,6 +139,11 @@ impl PlatformConfig {
         AuthConfig::ADMIN_EMAILS,
         GatewayConfig::AUTH_PER_MINUTE,
         GatewayConfig::API_PER_MINUTE,
+        tidewell_core::cli::Var::new(
+            "PAYMENTS_MAX_IN_FLIGHT",
+            "512",
+            "requests the payments service serves at once; more get 503 with Retry-After",
+        ),
         tidewell_service_kit::NODE_ID,
         GatewayConfig::BACKPLANE_URL,
     ];
@@ -157,6 +165,7 @@ impl PlatformConfig {
             exchange: None,
             cache_prefix: None,
             rate_limits: (10, 100),
+            payments_max_in_flight: 512,
             node_id: GatewayConfig::new(Vec::new()).node_id,
             redis_url: None,
             backplane_url: None,
@@ -208,6 +217,9 @@ impl PlatformConfig {
         }
         if let Some(n) = env.parse("GATEWAY_API_PER_MINUTE", "a whole number")? {
             c.rate_limits.1 = n;
+        }
+        if let Some(n) = env.parse("PAYMENTS_MAX_IN_FLIGHT", "a whole number")? {
+            c.payments_max_in_flight = n;
         }
         c.node_id = tidewell_service_kit::node_id(&env)?;
         c.redis_url = c
@@ -363,11 +375,13 @@ impl Platform {
         let auth = AuthService::start(auth_cfg, hub.with_source("auth"), stop.clone())
             .await
             .map_err(Error::Auth)?;
+        let mut payments_cfg = PaymentsConfig::new(
+            config.db(config.payments_db.as_ref(), "payments"),
+            config.jwt_secret.clone(),
+        );
+        payments_cfg.max_in_flight = config.payments_max_in_flight;
         let payments = PaymentsService::start(
-            PaymentsConfig::new(
-                config.db(config.payments_db.as_ref(), "payments"),
-                config.jwt_secret.clone(),
-            ),
+            payments_cfg,
             hub.with_source("payments"),
             cache.clone(),
             stop.clone(),

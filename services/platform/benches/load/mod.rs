@@ -109,11 +109,7 @@ pub(crate) async fn open_loop(addr: SocketAddr, load: &Load<'_>) -> Latencies {
     for i in 0..total {
         let due = start + Duration::from_micros(i * 1_000_000 / load.rate);
         tokio::time::sleep_until(due.into()).await;
-        let (pool, results, slots) = (
-            Arc::clone(&pool),
-            Arc::clone(&results),
-            Arc::clone(&slots),
-        );
+        let (pool, results, slots) = (Arc::clone(&pool), Arc::clone(&results), Arc::clone(&slots));
         let path = load.path.to_owned();
         let token = load.tokens[i as usize % load.tokens.len()].clone();
         let (method, body, keep) = (load.method, load.body.clone(), load.keep_bodies);
