@@ -89,13 +89,7 @@ async fn run() {
     let config = || {
         let mut c = support::local_config(SECRET, data.path());
         c.rate_limits = (0, 0);
-        support::on_rabbit(&mut c, &rabbit);
-        c.cache_url = redis.url().to_owned();
-        c.cache_prefix = Some(redis.prefix().to_owned());
-        c.auth_db = Some(dbs[0].url().to_owned());
-        c.payments_db = Some(dbs[1].url().to_owned());
-        c.admin_db = Some(dbs[2].url().to_owned());
-        c.profile_db = Some(dbs[3].url().to_owned());
+        support::on_real_services(&mut c, &rabbit, &redis, &dbs);
         c
     };
     let (max, floor) = ladder("postgres", config(), dbs[1].url(), Some(&rabbit)).await;

@@ -428,13 +428,7 @@ async fn the_whole_flow_on_rabbitmq_redis_and_postgres() {
     ];
     let data = DataDir::new("platform");
     let mut c = embedded(data.path());
-    on_rabbit(&mut c, &rabbit);
-    c.cache_url = redis.url().to_owned();
-    c.cache_prefix = Some(redis.prefix().to_owned());
-    c.auth_db = Some(dbs[0].url().to_owned());
-    c.payments_db = Some(dbs[1].url().to_owned());
-    c.admin_db = Some(dbs[2].url().to_owned());
-    c.profile_db = Some(dbs[3].url().to_owned());
+    support::on_real_services(&mut c, &rabbit, &redis, &dbs);
     Box::pin(flow(c, Some(&rabbit))).await;
 }
 

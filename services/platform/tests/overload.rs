@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{DataDir, access, login, next_json, on_rabbit, register, send, ws};
+use support::{DataDir, access, login, next_json, register, send, ws};
 use tidewell_platform::Platform;
 use tidewell_testkit::{TestDatabase, TestRabbit, TestRedis};
 
@@ -32,15 +32,9 @@ async fn a_burst_gets_201_or_503_and_every_accepted_payment_is_delivered() {
     }
     let data = DataDir::new("overload");
     let mut c = support::local_config(SECRET, data.path());
-    on_rabbit(&mut c, &rabbit);
+    support::on_real_services(&mut c, &rabbit, &redis, &dbs);
     c.rate_limits = (0, 0);
     c.payments_max_in_flight = 4;
-    c.cache_url = redis.url().to_owned();
-    c.cache_prefix = Some(redis.prefix().to_owned());
-    c.auth_db = Some(dbs[0].url().to_owned());
-    c.payments_db = Some(dbs[1].url().to_owned());
-    c.admin_db = Some(dbs[2].url().to_owned());
-    c.profile_db = Some(dbs[3].url().to_owned());
     let platform = Platform::start(c).await.unwrap();
     support::owns(&rabbit, &platform);
     let a = platform.addr;

@@ -18,7 +18,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{DataDir, access, call, login, next_json, on_rabbit, register, ws};
+use support::{DataDir, access, call, login, next_json, register, ws};
 use tidewell_observability::{LogFormat, TelemetryConfig};
 use tidewell_platform::Platform;
 use tidewell_testkit::otlp::{Received, Receiver};
@@ -85,13 +85,7 @@ async fn a_payment_is_one_trace_from_the_gateway_to_the_websocket() {
     }
     let data = DataDir::new("trace");
     let mut c = support::local_config(SECRET, data.path());
-    on_rabbit(&mut c, &rabbit);
-    c.cache_url = redis.url().to_owned();
-    c.cache_prefix = Some(redis.prefix().to_owned());
-    c.auth_db = Some(dbs[0].url().to_owned());
-    c.payments_db = Some(dbs[1].url().to_owned());
-    c.admin_db = Some(dbs[2].url().to_owned());
-    c.profile_db = Some(dbs[3].url().to_owned());
+    support::on_real_services(&mut c, &rabbit, &redis, &dbs);
     let platform = Platform::start(c).await.unwrap();
     support::owns(&rabbit, &platform);
     let a = platform.addr;

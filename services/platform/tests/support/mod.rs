@@ -10,7 +10,7 @@ use http::{HeaderMap, Request};
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
 use tidewell_platform::PlatformConfig;
-use tidewell_testkit::{TestRabbit, unique_name};
+use tidewell_testkit::{TestDatabase, TestRabbit, TestRedis, unique_name};
 
 /// A WebSocket client connection.
 pub(crate) type Ws =
@@ -180,4 +180,21 @@ pub(crate) fn owns(rabbit: &TestRabbit, platform: &tidewell_platform::Platform) 
     for queue in platform.queues() {
         rabbit.own_queue(queue);
     }
+}
+
+/// `c` on the real services: `rabbit`'s broker (see [`on_rabbit`]), `redis` as the cache, and the
+/// four databases `dbs` (auth, payments, admin, profile).
+pub(crate) fn on_real_services(
+    c: &mut PlatformConfig,
+    rabbit: &TestRabbit,
+    redis: &TestRedis,
+    dbs: &[TestDatabase],
+) {
+    on_rabbit(c, rabbit);
+    c.cache_url = redis.url().to_owned();
+    c.cache_prefix = Some(redis.prefix().to_owned());
+    c.auth_db = Some(dbs[0].url().to_owned());
+    c.payments_db = Some(dbs[1].url().to_owned());
+    c.admin_db = Some(dbs[2].url().to_owned());
+    c.profile_db = Some(dbs[3].url().to_owned());
 }
