@@ -116,20 +116,7 @@ async fn ladder(
     let mut best = 0.0;
     eprintln!("{backend}: POST /api/payments through the gateway, open loop, {USERS} users");
     for rate in RATES {
-        let l = open_loop(
-            gw,
-            &Load {
-                method: "POST",
-                path: "/api/payments",
-                tokens: &tokens,
-                body: Some(body.clone()),
-                rate,
-                seconds: seconds(),
-                connections: CONNECTIONS,
-                keep_bodies: false,
-            },
-        )
-        .await;
+        let l = open_loop(gw, &payments(&tokens, &body, rate, false)).await;
         report(&format!("  {rate}/s"), &l);
         let met = l.p(95.0) < P95_GOAL_MS && l.ms.len() as f64 >= 0.95 * l.count as f64;
         if met && l.rate() >= 0.95 * rate as f64 {
@@ -146,6 +133,21 @@ async fn ladder(
         "  design floor (payment row + outbox row, raw sqlx, {CONNECTIONS} tasks): {floor:.0}/s"
     );
     (best, floor)
+}
+
+/// `POST /api/payments` with `body` at `rate` for `BENCH_SECONDS`, from `tokens` over at most
+/// `CONNECTIONS` connections.
+fn payments<'a>(tokens: &'a [String], body: &Value, rate: u64, keep_bodies: bool) -> Load<'a> {
+    Load {
+        method: "POST",
+        path: "/api/payments",
+        tokens,
+        body: Some(body.clone()),
+        rate,
+        seconds: seconds(),
+        connections: CONNECTIONS,
+        keep_bodies,
+    }
 }
 
 fn report(label: &str, l: &Latencies) {
@@ -262,20 +264,7 @@ async fn end_to_end(config: PlatformConfig, rabbit: &TestRabbit) {
         }));
     }
     let body = json!({"amount": "1.00", "currency": "EUR"});
-    let l = open_loop(
-        gw,
-        &Load {
-            method: "POST",
-            path: "/api/payments",
-            tokens: &tokens,
-            body: Some(body),
-            rate: RATE,
-            seconds: seconds(),
-            connections: CONNECTIONS,
-            keep_bodies: true,
-        },
-    )
-    .await;
+    let l = open_loop(gw, &payments(&tokens, &body, RATE, true)).await;
     report(&format!("e2e POST at {RATE}/s"), &l);
     let mut oldest = Duration::ZERO;
     let until = Instant::now() + Duration::from_secs(30);
