@@ -307,7 +307,6 @@ pub struct Platform {
     pub payments: PaymentsService,
     /// The auth service.
     pub auth: AuthService,
-    queues: Vec<String>,
     hub: Hub,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
@@ -461,7 +460,6 @@ impl Platform {
             gateway,
             payments,
             auth,
-            queues: hub.topology().queue_names(),
             hub,
             stop,
             tasks,
@@ -470,8 +468,8 @@ impl Platform {
 
     /// The broker queues this node declared: the consumers' queues, their dead-letter queues
     /// and their retry wait queues (on RabbitMQ, what `rabbitmqctl list_queues` shows of it).
-    pub fn queues(&self) -> &[String] {
-        &self.queues
+    pub fn queues(&self) -> Vec<String> {
+        self.hub.topology().queue_names()
     }
 
     /// Stops every server (requests in flight finish), the outbox relays, then the event hub

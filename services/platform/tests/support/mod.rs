@@ -178,7 +178,7 @@ pub(crate) fn on_rabbit(c: &mut PlatformConfig, rabbit: &TestRabbit) {
 /// wait queues included: quorum queues left behind weigh on the shared test broker).
 pub(crate) fn owns(rabbit: &TestRabbit, platform: &tidewell_platform::Platform) {
     for queue in platform.queues() {
-        rabbit.own_queue(queue);
+        rabbit.own_queue(&queue);
     }
 }
 
