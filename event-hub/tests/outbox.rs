@@ -128,7 +128,28 @@ async fn committed_and_rolled_back(db: Db) {
         // Every sixth transaction rolls back: its event must never be published.
         write(&pool, &outbox, &hub, id, id % 6 != 0).await;
     }
-    let want: Vec<u64> = (1..=60).filter(|id| id % 6 != 0).collect();
+    // The single-statement form: an event only with a change, nothing from a failed statement.
+    for id in 61..=80 {
+        let event = || {
+            hub.envelope(PaymentCreated {
+                payment_id: id,
+                seq: id,
+            })
+        };
+        let insert = || {
+            sqlx::query("INSERT INTO payments (id) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(i64::try_from(id).unwrap())
+        };
+        assert!(outbox.write(insert(), &event()).await.unwrap(), "{id}");
+        assert!(!outbox.write(insert(), &event()).await.unwrap(), "{id} again");
+        let duplicate =
+            sqlx::query("INSERT INTO payments (id) VALUES ($1)").bind(i64::try_from(id).unwrap());
+        assert!(matches!(
+            outbox.write(duplicate, &event()).await,
+            Err(Error::Outbox { .. })
+        ));
+    }
+    let want: Vec<u64> = (1..=80).filter(|id| *id > 60 || id % 6 != 0).collect();
     assert!(
         eventually(Duration::from_secs(10), || seen.lock().unwrap().len()
             >= want.len())
@@ -155,7 +176,7 @@ async fn committed_and_rolled_back(db: Db) {
     }
     assert_eq!(pending, 0);
     assert_eq!(outbox.stuck().await.unwrap(), 0);
-    assert_eq!(outbox.prune(Duration::ZERO).await.unwrap(), 50);
+    assert_eq!(outbox.prune(Duration::ZERO).await.unwrap(), 70);
     stop.cancel();
     relay.await.unwrap();
 }

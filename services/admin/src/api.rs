@@ -1,4 +1,4 @@
-//! The event consumer and the HTTP handlers.
+//! The HTTP handlers.
 
 use std::sync::Arc;
 
@@ -8,9 +8,8 @@ use axum::extract::{Query, State as AxumState};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row as _};
 use tidewell_auth::{Claims, Verifier};
-use tidewell_core::RawEnvelope;
 use tidewell_service_kit::openapi::ErrorBody;
-use tidewell_service_kit::{ApiError, AuthState, AuthUser, now_ms};
+use tidewell_service_kit::{ApiError, AuthState, AuthUser};
 
 /// What every handler shares.
 pub(crate) struct State {
@@ -33,73 +32,6 @@ impl AuthState for State {
 }
 
 type S = AxumState<Arc<State>>;
-
-/// Records one event: the audit row, and (only the first time this event id is seen) its effect
-/// on the users table, in one transaction.
-pub(crate) async fn record(db: &AnyPool, e: &RawEnvelope) -> Result<(), sqlx::Error> {
-    let now = now_ms();
-    let mut tx = db.begin().await?;
-    let fresh = sqlx::query(
-        "INSERT INTO audit_log (event_id, event_type, source, occurred_at, correlation_id, \
-         payload, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(e.id().to_string())
-    .bind(e.event_type().to_owned())
-    .bind(e.source().to_owned())
-    .bind(e.occurred_at().to_string())
-    .bind(e.correlation_id().to_string())
-    .bind(e.payload().to_string())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if fresh {
-        let p = e.payload();
-        let text = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
-        match e.event_type() {
-            "auth.user.created" | "auth.user.updated" => {
-                sqlx::query(
-                    "INSERT INTO users (user_id, email, name, role, created_at, logins, deleted) \
-                     VALUES ($1, $2, $3, $4, $5, 0, 0) ON CONFLICT (user_id) DO UPDATE SET \
-                     email = excluded.email, name = excluded.name, \
-                     role = CASE WHEN excluded.role = '' THEN users.role ELSE excluded.role END",
-                )
-                .bind(text("user_id"))
-                .bind(text("email"))
-                .bind(text("name"))
-                .bind(text("role"))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            "auth.user.login" => {
-                sqlx::query(
-                    "INSERT INTO users (user_id, email, name, role, created_at, last_login_at, \
-                     logins, deleted) VALUES ($1, '', '', '', $2, $2, 1, 0) \
-                     ON CONFLICT (user_id) DO UPDATE SET logins = users.logins + 1, \
-                     last_login_at = excluded.last_login_at",
-                )
-                .bind(text("user_id"))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            "auth.user.deleted" => {
-                sqlx::query(
-                    "INSERT INTO users (user_id, email, name, role, created_at, logins, deleted) \
-                     VALUES ($1, '', '', '', $2, 0, 1) ON CONFLICT (user_id) DO UPDATE SET deleted = 1",
-                )
-                .bind(text("user_id"))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            _ => {}
-        }
-    }
-    tx.commit().await
-}
 
 pub(crate) fn admin(c: &Claims) -> Result<(), ApiError> {
     if c.has_role("admin") {

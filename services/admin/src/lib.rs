@@ -2,6 +2,7 @@
 //! id: a redelivery changes nothing) and a denormalised users table, and answers admin-only
 //! queries (the `admin` role, else 403): the audit log, the users, dashboard figures.
 
+mod audit;
 mod api;
 mod dead_letters;
 
@@ -108,16 +109,15 @@ impl AdminService {
             verifier,
             hub: hub.clone(),
         });
-        let s = Arc::clone(&state);
+        let writer = audit::Writer::spawn(state.db.clone());
+        // Many handler runs at once: each waits for the writer's batch, which holds them all.
         hub.subscribe_router(
-            Subscription::new(config.queue().name()),
+            Subscription::new(config.queue().name())
+                .prefetch(256)
+                .concurrency(128),
             EventRouter::new().fallback(move |e: RawEnvelope| {
-                let s = Arc::clone(&s);
-                async move {
-                    api::record(&s.db, &e)
-                        .await
-                        .map_err(HandlerError::retryable)
-                }
+                let writer = writer.clone();
+                async move { writer.record(e).await.map_err(HandlerError::retryable) }
             }),
         )
         .await?;

@@ -127,8 +127,15 @@ pub(crate) async fn create(
         created_at_ms: now,
         updated_at_ms: now,
     };
-    let mut tx = s.db.begin().await.map_err(internal)?;
-    sqlx::query(
+    let event = s.hub.envelope(PaymentCreated {
+        payment_id: payment.id.clone(),
+        user_id: payment.user_id.clone(),
+        amount_cents: cents,
+        currency: payment.currency.clone(),
+        status: payment.status.clone(),
+    });
+    // The row and its event in one statement on PostgreSQL (one round trip).
+    let insert = sqlx::query(
         "INSERT INTO payments (id, user_id, amount_cents, currency, description, status, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
     )
@@ -138,20 +145,8 @@ pub(crate) async fn create(
     .bind(payment.currency.clone())
     .bind(payment.description.clone())
     .bind(payment.status.clone())
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(internal)?;
-    let event = s.hub.envelope(PaymentCreated {
-        payment_id: payment.id.clone(),
-        user_id: payment.user_id.clone(),
-        amount_cents: cents,
-        currency: payment.currency.clone(),
-        status: payment.status.clone(),
-    });
-    s.outbox.add(&mut tx, &event).await.map_err(internal)?;
-    tx.commit().await.map_err(internal)?;
-    s.outbox.notify();
+    .bind(now);
+    s.outbox.write(insert, &event).await.map_err(internal)?;
     invalidate(&s, &[Tag::new("user").part(&payment.user_id)]).await;
     Ok((StatusCode::CREATED, Json(payment)))
 }

@@ -12,6 +12,9 @@
 //! Then, on PostgreSQL + RabbitMQ + Redis at 500/s: the time from each `POST` (when it was due)
 //! to its event on the owner's WebSocket (`payment_to_websocket_p99`; baseline: the `POST`'s own
 //! p99, so the ratio is what the event's way adds), and the outbox backlog's oldest age.
+//!
+//! `BENCH_PARTS` (comma-separated, default all) runs only some of `embedded`, `postgres`, `e2e`;
+//! `BENCH_RATES` (comma-separated) replaces the rate ladder (to profile one rate).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -52,6 +55,19 @@ fn seconds() -> u64 {
         .unwrap_or(10)
 }
 
+/// Whether `BENCH_PARTS` (default: all) names `part`.
+fn part(part: &str) -> bool {
+    std::env::var("BENCH_PARTS").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
+}
+
+/// `BENCH_RATES`, else the ladder.
+fn rates() -> Vec<u64> {
+    std::env::var("BENCH_RATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .unwrap_or_else(|| RATES.to_vec())
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -69,15 +85,17 @@ fn line(name: &str, ours: f64, base: f64, unit: &str) {
 }
 
 async fn run() {
-    let data = support::DataDir::new("tidewell-writes");
-    let mut config = support::local_config(SECRET, data.path());
-    config.rate_limits = (0, 0);
-    let payments_db = format!(
-        "sqlite:{}?mode=rwc",
-        data.path().join("payments.db").display()
-    );
-    let (max, floor) = ladder("embedded", config, &payments_db, None).await;
-    line("payments_create_max_rate_embedded", max, floor, "req/s");
+    if part("embedded") {
+        let data = support::DataDir::new("tidewell-writes");
+        let mut config = support::local_config(SECRET, data.path());
+        config.rate_limits = (0, 0);
+        let payments_db = format!(
+            "sqlite:{}?mode=rwc",
+            data.path().join("payments.db").display()
+        );
+        let (max, floor) = ladder("embedded", config, &payments_db, None).await;
+        line("payments_create_max_rate_embedded", max, floor, "req/s");
+    }
 
     let rabbit = TestRabbit::connect().await;
     let redis = TestRedis::connect().await;
@@ -92,10 +110,13 @@ async fn run() {
         support::on_real_services(&mut c, &rabbit, &redis, &dbs);
         c
     };
-    let (max, floor) = ladder("postgres", config(), dbs[1].url(), Some(&rabbit)).await;
-    line("payments_create_max_rate_postgres", max, floor, "req/s");
-
-    end_to_end(config(), &rabbit).await;
+    if part("postgres") {
+        let (max, floor) = ladder("postgres", config(), dbs[1].url(), Some(&rabbit)).await;
+        line("payments_create_max_rate_postgres", max, floor, "req/s");
+    }
+    if part("e2e") {
+        end_to_end(config(), &rabbit).await;
+    }
 }
 
 /// The rate ladder on a platform started from `config`, then the design floor on the payments
@@ -115,7 +136,7 @@ async fn ladder(
     let body = json!({"amount": "2.50", "currency": "EUR", "description": "bench"});
     let mut best = 0.0;
     eprintln!("{backend}: POST /api/payments through the gateway, open loop, {USERS} users");
-    for rate in RATES {
+    for rate in rates() {
         let l = open_loop(gw, &payments(&tokens, &body, rate, false)).await;
         report(&format!("  {rate}/s"), &l);
         let met = l.p(95.0) < P95_GOAL_MS && l.ms.len() as f64 >= 0.95 * l.count as f64;
