@@ -21,6 +21,10 @@
     reason = "benchmark"
 )]
 
+// The allocator the service binaries ship with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod load;
 #[path = "../tests/support/mod.rs"]
 mod support;

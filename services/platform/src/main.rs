@@ -2,6 +2,11 @@
 //! in one process, on embedded defaults unless `AMQP_URL`, `REDIS_URL` and the
 //! `*_DATABASE_URL`s say otherwise. `--help` lists every variable.
 
+// mimalloc rather than glibc's malloc: the write path saturates at about 1,990 payments/s instead
+// of 1,820 to 1,930 on 2 cores, p95 at 1,500/s 12 ms instead of 21 to 62 (bench writes).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use tidewell_core::cli::Cli;
