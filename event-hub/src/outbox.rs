@@ -51,6 +51,8 @@ use tracing::Instrument as _;
 
 use crate::{Error, Hub};
 
+/// A pooled connection idle longer than this is pinged before use.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Rows published per round trip.
 const BATCH: i64 = 100;
 /// Attempts after which a row is left aside (reported by [`Outbox::stuck`]) instead of retried.
@@ -80,7 +82,20 @@ impl std::fmt::Debug for Outbox {
 pub async fn connect(url: &str) -> Result<AnyPool, Error> {
     sqlx::any::install_default_drivers();
     let options: AnyConnectOptions = url.parse().map_err(|e| db("parse the database URL", e))?;
-    let mut pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+    // sqlx pings a connection before handing it out (a round trip on PostgreSQL) by default;
+    // only one idle for over a second is checked here: under load a connection has just answered
+    // (and sqlx pings each on its release).
+    let mut pool = AnyPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_CHECK {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        });
     if url.starts_with("sqlite::memory:") || url.contains("mode=memory") {
         // Each connection to an in-memory SQLite database is a database of its own: keep one.
         pool = pool
