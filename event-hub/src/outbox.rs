@@ -41,9 +41,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::any::{Any, AnyArguments};
-use sqlx::{Arguments as _, AnyConnection, AnyPool, AssertSqlSafe, Execute as _, Row as _};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Arguments as _, AssertSqlSafe, Execute as _, Row as _};
 use tidewell_core::{Backoff, Envelope, RawEnvelope, propagation};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -344,8 +344,7 @@ impl Outbox {
                     n + 4
                 );
                 for value in [row.id, row.event_type, row.body] {
-                    args.add(value)
-                        .map_err(|e| db("bind the outbox row", e))?;
+                    args.add(value).map_err(|e| db("bind the outbox row", e))?;
                 }
                 args.add(row.created_at)
                     .map_err(|e| db("bind the outbox row", e))?;

@@ -141,7 +141,10 @@ async fn committed_and_rolled_back(db: Db) {
                 .bind(i64::try_from(id).unwrap())
         };
         assert!(outbox.write(insert(), &event()).await.unwrap(), "{id}");
-        assert!(!outbox.write(insert(), &event()).await.unwrap(), "{id} again");
+        assert!(
+            !outbox.write(insert(), &event()).await.unwrap(),
+            "{id} again"
+        );
         let duplicate =
             sqlx::query("INSERT INTO payments (id) VALUES ($1)").bind(i64::try_from(id).unwrap());
         assert!(matches!(

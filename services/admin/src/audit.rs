@@ -56,7 +56,8 @@ impl Writer {
                             tracing::debug!(%error, "audit batch failed; writing its events one by one");
                         }
                         for (event, done) in batch.drain(..) {
-                            let _ = done.send(record_batch(&db, &[&event]).await.map_err(Into::into));
+                            let _ =
+                                done.send(record_batch(&db, &[&event]).await.map_err(Into::into));
                         }
                     }
                 }
@@ -143,11 +144,7 @@ pub(crate) async fn record_batch(db: &AnyPool, events: &[&RawEnvelope]) -> Resul
 }
 
 /// A user event's effect on the users table.
-async fn apply(
-    tx: &mut sqlx::AnyConnection,
-    e: &RawEnvelope,
-    now: i64,
-) -> Result<(), sqlx::Error> {
+async fn apply(tx: &mut sqlx::AnyConnection, e: &RawEnvelope, now: i64) -> Result<(), sqlx::Error> {
     let p = e.payload();
     let text = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
     let query = match e.event_type() {
@@ -211,13 +208,21 @@ mod tests {
             "auth.user.created",
             json!({"user_id": "u1", "email": "a@example.com", "name": "A", "role": "user"}),
         );
-        let paid = event(&ids[2], "payments.payment.created", json!({"payment_id": "p"}));
+        let paid = event(
+            &ids[2],
+            "payments.payment.created",
+            json!({"payment_id": "p"}),
+        );
         record_batch(&pool, &[&login]).await.unwrap();
         record_batch(&pool, &[&login, &created, &paid, &login, &created])
             .await
             .unwrap();
         // Only payment events: one statement, no transaction.
-        let paid2 = event(&ids[3], "payments.payment.created", json!({"payment_id": "q"}));
+        let paid2 = event(
+            &ids[3],
+            "payments.payment.created",
+            json!({"payment_id": "q"}),
+        );
         record_batch(&pool, &[&paid2, &paid, &paid2]).await.unwrap();
 
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_log")

@@ -2,8 +2,8 @@
 //! id: a redelivery changes nothing) and a denormalised users table, and answers admin-only
 //! queries (the `admin` role, else 403): the audit log, the users, dashboard figures.
 
-mod audit;
 mod api;
+mod audit;
 mod dead_letters;
 
 use std::sync::Arc;
