@@ -194,6 +194,21 @@ impl Row {
         };
         Ok((row, span))
     }
+
+    /// Inserts the row on `conn` (in the caller's transaction).
+    async fn insert(self, conn: &mut AnyConnection) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO tidewell_outbox (id, event_type, body, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(self.id)
+        .bind(self.event_type)
+        .bind(self.body)
+        .bind(self.created_at)
+        .execute(conn)
+        .await
+        .map_err(|e| db("write an event to the outbox", e))?;
+        Ok(())
+    }
 }
 
 fn now_ms() -> i64 {
@@ -275,18 +290,7 @@ impl Outbox {
         envelope: &Envelope<T>,
     ) -> Result<(), Error> {
         let (row, span) = Row::of(envelope)?;
-        sqlx::query(
-            "INSERT INTO tidewell_outbox (id, event_type, body, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(row.id)
-        .bind(row.event_type)
-        .bind(row.body)
-        .bind(row.created_at)
-        .execute(&mut *tx)
-        .instrument(span)
-        .await
-        .map_err(|e| db("write an event to the outbox", e))?;
-        Ok(())
+        row.insert(tx).instrument(span).await
     }
 
     /// Runs `statement` (one `INSERT`, `UPDATE` or `DELETE` on this outbox's pool, without
@@ -366,17 +370,7 @@ impl Outbox {
                     .rows_affected()
                     > 0;
                 if changed {
-                    sqlx::query(
-                        "INSERT INTO tidewell_outbox (id, event_type, body, created_at) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(row.id)
-                    .bind(row.event_type)
-                    .bind(row.body)
-                    .bind(row.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| db("write an event to the outbox", e))?;
+                    row.insert(&mut tx).await?;
                 }
                 tx.commit()
                     .await
