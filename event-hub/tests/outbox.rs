@@ -300,4 +300,6 @@ async fn rabbitmq_connections_closed_mid_flow_lose_nothing() {
     );
     stop.cancel();
     relay.await.unwrap();
+    // Stopped before the fixture deletes its queues: a running consumer would declare them again.
+    hub.shutdown(Duration::from_secs(5)).await.unwrap();
 }
