@@ -93,7 +93,7 @@ export class DeviceSessionSync {
      * Connects to `url` with `token`, watching for the revocation of `sessionId` (the `sid` of
      * the token).
      */
-    constructor(sync: SessionSync, url: string, token: string, sessionId: string, options?: RealtimeOptions);
+    constructor(sync: SessionSync, url: string, token: string, sessionId: string, options?: RealtimeOptions | null);
     /**
      * The underlying realtime client (to subscribe to other rooms on the same connection).
      */
@@ -125,7 +125,7 @@ export class RealtimeClient {
      * Connects to `url` (`wss://host/ws`) with `token` (a JWT, sent as the WebSocket protocol
      * `bearer.<token>` beside `tidewell.v1`: browsers cannot set headers).
      */
-    constructor(url: string, token: string, options?: RealtimeOptions);
+    constructor(url: string, token: string, options?: RealtimeOptions | null);
     /**
      * Calls `handler` with every event of every room, including the rooms the server joins by
      * itself (`user:<id>`, `device:<id>`, `broadcast`, ...).
@@ -188,7 +188,7 @@ export class SessionSync {
      * channel see each other's messages. Throws when the options are invalid or the browser
      * has neither `BroadcastChannel` nor `localStorage`.
      */
-    constructor(channel?: string, options?: SessionSyncOptions);
+    constructor(channel?: string | null, options?: SessionSyncOptions | null);
     /**
      * Calls `handler` with the state another tab broadcast.
      */

@@ -44,7 +44,7 @@ export class DeviceSessionSync {
      * @param {string} url
      * @param {string} token
      * @param {string} sessionId
-     * @param {RealtimeOptions} options
+     * @param {RealtimeOptions | null} [options]
      */
     constructor(sync, url, token, sessionId, options) {
         _assertClass(sync, SessionSync);
@@ -123,7 +123,7 @@ export class RealtimeClient {
      * `bearer.<token>` beside `tidewell.v1`: browsers cannot set headers).
      * @param {string} url
      * @param {string} token
-     * @param {RealtimeOptions} options
+     * @param {RealtimeOptions | null} [options]
      */
     constructor(url, token, options) {
         let ptr0, len0, ptr1, len1;
@@ -275,8 +275,8 @@ export class SessionSync {
      * Joins channel `channel` (default `"default"`): tabs of the same origin on the same
      * channel see each other's messages. Throws when the options are invalid or the browser
      * has neither `BroadcastChannel` nor `localStorage`.
-     * @param {string | null | undefined} channel
-     * @param {SessionSyncOptions} options
+     * @param {string | null} [channel]
+     * @param {SessionSyncOptions | null} [options]
      */
     constructor(channel, options) {
         var ptr0 = isLikeNone(channel) ? 0 : passStringToWasm0(channel, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);

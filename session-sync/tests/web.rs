@@ -68,10 +68,10 @@ fn field(v: &JsValue, k: &str) -> JsValue {
     Reflect::get(v, &JsValue::from_str(k)).unwrap()
 }
 
-fn options(transport: &str) -> Option<js_sys::Object> {
+fn options(transport: &str) -> Option<tidewell_session_sync::web::SessionSyncOptionsArg> {
     let o = js_sys::Object::new();
     Reflect::set(&o, &"transport".into(), &transport.into()).unwrap();
-    Some(o)
+    Some(o.unchecked_into())
 }
 
 #[wasm_bindgen_test]

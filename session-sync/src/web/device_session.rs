@@ -35,7 +35,7 @@ impl DeviceSessionSync {
         url: String,
         token: String,
         #[wasm_bindgen(js_name = sessionId)] session_id: String,
-        #[wasm_bindgen(unchecked_param_type = "RealtimeOptions")] options: Option<js_sys::Object>,
+        options: Option<super::RealtimeOptionsArg>,
     ) -> Result<DeviceSessionSync, JsValue> {
         if session_id.is_empty() {
             return Err(js_error(&crate::Error::InvalidArgument(

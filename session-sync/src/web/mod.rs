@@ -24,6 +24,18 @@ pub(crate) use listeners::Listeners;
 pub use realtime::RealtimeClient;
 pub use sync::SessionSync;
 
+#[wasm_bindgen]
+extern "C" {
+    /// A `SessionSyncOptions` object (its type is in the `.d.ts`); an optional trailing argument
+    /// of this type is optional in TypeScript too.
+    #[wasm_bindgen(typescript_type = "SessionSyncOptions")]
+    pub type SessionSyncOptionsArg;
+
+    /// A `RealtimeOptions` object (its type is in the `.d.ts`).
+    #[wasm_bindgen(typescript_type = "RealtimeOptions")]
+    pub type RealtimeOptionsArg;
+}
+
 /// Type declarations the generated `.d.ts` carries beside the classes.
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"

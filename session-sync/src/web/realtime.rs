@@ -84,7 +84,7 @@ impl RealtimeClient {
     pub fn new(
         url: String,
         token: String,
-        #[wasm_bindgen(unchecked_param_type = "RealtimeOptions")] options: Option<js_sys::Object>,
+        options: Option<super::RealtimeOptionsArg>,
     ) -> Result<RealtimeClient, JsValue> {
         let inner =
             Rt::new(url, token, options.map(JsValue::from).as_ref()).map_err(|e| js_error(&e))?;

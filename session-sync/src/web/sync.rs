@@ -33,9 +33,7 @@ impl SessionSync {
     #[wasm_bindgen(constructor)]
     pub fn new(
         channel: Option<String>,
-        #[wasm_bindgen(unchecked_param_type = "SessionSyncOptions")] options: Option<
-            js_sys::Object,
-        >,
+        options: Option<super::SessionSyncOptionsArg>,
     ) -> Result<SessionSync, JsValue> {
         let channel = channel.unwrap_or_else(|| "default".into());
         if channel.is_empty() || channel.len() > 128 {
