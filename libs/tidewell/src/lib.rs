@@ -1,28 +1,4 @@
-//! # tidewell
-//!
-//! Tidewell is a toolkit for event-driven Rust services with real-time web front ends. This crate
-//! gathers its parts behind features of the same name, so one dependency line picks what you use:
-//!
-//! ```toml
-//! tidewell = { version = "0.1", features = ["auth", "event-hub", "cache"] }
-//! ```
-//!
-//! | module | feature | what it is |
-//! |---|---|---|
-//! | [`core`] | always | event envelope, backoff, typed configuration, graceful shutdown |
-//! | `auth` | `auth` | JWT issue and verify with key rotation |
-//! | `event_hub` | `event-hub` | typed events over RabbitMQ and in memory |
-//! | `cache` | `cache` | tag-based cache on Redis and in memory |
-//! | `observability` | `observability` | `init` (logs, OTLP trace export; `observability-tls` for `https://` collectors), metrics registry, HTTP RED and correlation layers |
-//! | `proxy` | `proxy` | streaming reverse proxy |
-//! | `websocket` | `websocket` | WebSocket rooms |
-//! | `session_sync` | `session-sync` | cross-tab session sync in the browser (wasm32), device registry (feature `server`) |
-//!
-//! ```
-//! use tidewell::core::Backoff;
-//! let mut schedule = Backoff::default().schedule_seeded(1);
-//! assert!(schedule.next_delay().is_some());
-//! ```
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use tidewell_core as core;
