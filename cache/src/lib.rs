@@ -75,3 +75,8 @@ pub use stats::{CacheMetrics, NamespaceStats, Stats};
 
 /// Re-exported so that users register metrics with the same `prometheus` version.
 pub use prometheus;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -67,3 +67,8 @@ pub use topology::{QueueType, ServiceQueue, Topology};
 
 /// Re-exported so that users register metrics with the same `prometheus` version.
 pub use prometheus;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

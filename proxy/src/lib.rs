@@ -45,6 +45,8 @@
 //! # let _ = proxy; Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod body;
 mod config;
 mod error;
@@ -72,7 +74,13 @@ pub use request::ClientAddr;
 pub use server::{serve, serve_redirect, serve_tls};
 pub use service::Proxy;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use shared_limit::SharedLimits;
 pub use stats::UpstreamStats;
 /// The request id header the proxy keeps or makes, sends upstream and echoes (`x-request-id`).
 pub use tidewell_core::http::REQUEST_ID_HEADER;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

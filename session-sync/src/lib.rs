@@ -29,6 +29,7 @@ pub mod message;
 pub mod web;
 
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 
 pub use error::Error;

@@ -47,6 +47,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "redis")]
 mod backplane;
 #[cfg(feature = "event-hub")]
@@ -63,6 +65,7 @@ mod rooms;
 mod server;
 
 #[cfg(feature = "event-hub")]
+#[cfg_attr(docsrs, doc(cfg(feature = "event-hub")))]
 pub use bridge::Bridge;
 pub use client::{ClientConfig, ClientEvent, WsClient};
 pub use config::{Overflow, WsConfig};
@@ -72,3 +75,8 @@ pub use registry::ConnectionInfo;
 pub use server::{Admit, Authorize, AuthorizeAsync, WsServer, WsServerBuilder, WsStats};
 /// Re-exported: the wire types.
 pub use tidewell_protocol as protocol;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
