@@ -46,19 +46,20 @@ async fn events_reach_their_rooms_and_revocations_close_sessions() {
     let rabbit = TestRabbit::connect().await;
     let (server, addr) = start(WsConfig::default()).await;
     let service = format!("{}.gateway", rabbit.prefix());
-    rabbit.queue("gateway.events");
-    rabbit.queue("gateway.events.dlq");
     let exchange = rabbit.exchange("events");
     rabbit.exchange("events.dlx");
+    let topology = Topology::with_exchange(exchange).service(
+        ServiceQueue::new(&service)
+            .bind("payments.#")
+            .bind("auth.#"),
+    );
+    // Every queue it declares (the retry wait queues too) is deleted with the test.
+    for queue in topology.queue_names() {
+        rabbit.own_queue(&queue);
+    }
     let hub = Hub::builder("tests")
         .url(rabbit.url())
-        .topology(
-            Topology::with_exchange(exchange).service(
-                ServiceQueue::new(&service)
-                    .bind("payments.#")
-                    .bind("auth.#"),
-            ),
-        )
+        .topology(topology)
         .connect()
         .await
         .unwrap();
