@@ -194,6 +194,14 @@ mod tests {
         RawEnvelope::parse(body.to_string().as_bytes()).unwrap()
     }
 
+    async fn audit_rows(pool: &AnyPool) -> i64 {
+        sqlx::query("SELECT COUNT(*) AS n FROM audit_log")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .get("n")
+    }
+
     /// A batch mixing payment and user events, with an event twice in it and one already
     /// recorded: one audit row per event id, each user effect once.
     async fn batch(postgres: bool) {
@@ -225,11 +233,7 @@ mod tests {
         );
         record_batch(&pool, &[&paid2, &paid, &paid2]).await.unwrap();
 
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_log")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            .get("n");
+        let n = audit_rows(&pool).await;
         assert_eq!(n, 4);
         let row = sqlx::query("SELECT email, logins FROM users WHERE user_id = 'u1'")
             .fetch_one(&pool)
@@ -271,11 +275,7 @@ mod tests {
         while let Some(r) = runs.join_next().await {
             r.unwrap().unwrap();
         }
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_log")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            .get("n");
+        let n = audit_rows(&pool).await;
         assert_eq!(n, 300);
         pool.close().await;
     }
