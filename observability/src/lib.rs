@@ -55,3 +55,8 @@ pub use tidewell_core::propagation::{
 /// Re-exported so that users build collectors with the same `prometheus` version, and name the
 /// same OpenTelemetry API and `tracing` bridge as Tidewell (they break between 0.x releases).
 pub use {opentelemetry, prometheus, tracing_opentelemetry};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -53,3 +53,8 @@ pub use issuer::Issuer;
 pub use keys::{Algorithm, KeySet, SigningKey, VerifyingKey};
 pub use token::Token;
 pub use verifier::Verifier;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

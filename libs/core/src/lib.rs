@@ -94,3 +94,8 @@ pub use shutdown::Shutdown;
 /// Re-exported so that users name the same `serde_json` (for [`Event::upcast`] and
 /// [`RawEnvelope`]) and the same `uuid` and `time` versions as Tidewell.
 pub use {serde_json, time, uuid};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

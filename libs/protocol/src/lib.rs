@@ -345,3 +345,8 @@ mod tests {
         assert!(!is_valid_room(&"x".repeat(129)));
     }
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
