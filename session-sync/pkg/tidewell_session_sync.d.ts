@@ -51,10 +51,25 @@ export interface RealtimeOptions {
     maxBackoffMs?: number;
     /** Rooms kept while offline (subscribed again on reconnect); past it `subscribe` throws. Default 256. */
     maxRooms?: number;
+    /** One WebSocket for every tab of this browser with the same origin, `channel` and URL: one
+     *  tab holds it, the others use it through the cross-tab channel, another takes it over when
+     *  the holder closes. Default false (true for `DeviceSessionSync`). */
+    shared?: boolean;
+    /** The tabs that share a connection (default `"default"`; `DeviceSessionSync`: its
+     *  `SessionSync`'s channel). */
+    channel?: string;
+}
+/** Options of `RealtimeClient.subscribe`. */
+export interface SubscribeOptions {
+    /** A position from an earlier event (`{ epoch, offset }` of a `RealtimeEvent`): when this tab
+     *  joins the room, the server replays what followed it (or reports a `gap`). */
+    since?: { epoch: string; offset: number };
 }
 /** One event from the server. */
 export interface RealtimeEvent {
     room: string;
+    /** The room's history epoch (with `offset`, a position to pass as `since`). */
+    epoch: string;
     offset: number;
     /** The Tidewell event envelope: `{ id, type, version, source, time, payload, ... }`. */
     event: { id: string; type: string; payload: unknown; [field: string]: unknown };
@@ -65,6 +80,8 @@ export type RealtimeStatus =
 | { status: "open"; connectionId: string }
 | { status: "closed"; code: number; reason: string; retryInMs: number }
 | { status: "gap"; room: string }
+/** Shared mode: `tabId` holds the connection now (`self`: this tab). */
+| { status: "holder"; tabId: string; self: boolean }
 | { status: "error"; code: string; message: string }
 | { status: "stopped"; code: number; reason: string };
 
@@ -104,7 +121,7 @@ export class DeviceSessionSync {
  * A WebSocket client of a Tidewell server.
  *
  * ```js
- * const rt = new RealtimeClient("wss://example.com/ws", accessToken);
+ * const rt = new RealtimeClient("wss://example.com/ws", accessToken, { shared: true });
  * rt.onStatus((s) => console.log(s.status));
  * const off = rt.subscribe("payment:42", ({ event }) => render(event.payload));
  * ```
@@ -113,12 +130,17 @@ export class DeviceSessionSync {
  * connection; every room is subscribed again after a reconnect with the last position seen, so
  * the server replays what was missed (or reports a `gap`). The client stops for good, without
  * reconnecting, when the server closes with 4001 (session revoked) or 4002 (protocol version).
+ *
+ * With `shared: true` the tabs of the browser (same origin, `channel` and URL) share one
+ * WebSocket: one tab holds it, the others subscribe and receive through it, and another takes it
+ * over when the holder closes; each tab's API works as with its own connection.
  */
 export class RealtimeClient {
     free(): void;
     [Symbol.dispose](): void;
     /**
-     * Closes the connection for good.
+     * Closes this tab's client for good; in the shared mode the other tabs carry on (one of
+     * them takes the connection over if this tab held it).
      */
     close(): void;
     /**
@@ -136,19 +158,25 @@ export class RealtimeClient {
      */
     onStatus(handler: (status: RealtimeStatus) => void): Unsubscribe;
     /**
-     * The token for the next connection (the current one keeps its own).
+     * The token for the next connection (the current one keeps its own). In the shared mode
+     * every tab learns it, so the tab holding the connection next uses the newest token.
      */
     setToken(token: string): void;
     /**
      * Joins `room` (now, or on the next connection when offline) and calls `handler` with
      * each of its events. The returned function removes the handler, and leaves the room when
-     * it was the last one.
+     * it was the last one. `options.since` (a position from an earlier event) replays what
+     * followed it when this tab joins the room.
      */
-    subscribe(room: string, handler: (event: RealtimeEvent) => void): Unsubscribe;
+    subscribe(room: string, handler: (event: RealtimeEvent) => void, options: SubscribeOptions): Unsubscribe;
     /**
-     * Whether the connection is open.
+     * Whether the connection (this tab's, or the holder's in the shared mode) is open.
      */
     readonly connected: boolean;
+    /**
+     * Whether this tab holds the WebSocket (always true without the shared mode).
+     */
+    readonly holding: boolean;
 }
 
 /**
@@ -258,11 +286,12 @@ export interface InitOutput {
     readonly getDeviceType: () => [number, number];
     readonly realtimeclient_close: (a: number) => void;
     readonly realtimeclient_connected: (a: number) => number;
+    readonly realtimeclient_holding: (a: number) => number;
     readonly realtimeclient_new: (a: number, b: number, c: number, d: number, e: number) => [number, number, number];
     readonly realtimeclient_onEvent: (a: number, b: any) => any;
     readonly realtimeclient_onStatus: (a: number, b: any) => any;
     readonly realtimeclient_setToken: (a: number, b: number, c: number) => void;
-    readonly realtimeclient_subscribe: (a: number, b: number, c: number, d: any) => [number, number, number];
+    readonly realtimeclient_subscribe: (a: number, b: number, c: number, d: any, e: number) => [number, number, number];
     readonly sessionsync_broadcastAuthState: (a: number, b: any) => [number, number];
     readonly sessionsync_broadcastLogout: (a: number, b: number, c: number) => [number, number];
     readonly sessionsync_broadcastTokenRefresh: (a: number, b: any) => [number, number];
@@ -281,8 +310,8 @@ export interface InitOutput {
     readonly wasm_bindgen__convert__closures_____invoke__h91ab7f2d6bb2cca8: (a: number, b: number, c: any) => any;
     readonly wasm_bindgen__convert__closures_____invoke__h04c2595aa0261d73: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2: (a: number, b: number, c: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_32: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_33: (a: number, b: number, c: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_34: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__h125ca1d5e17c432e: (a: number, b: number) => void;
     readonly __wbindgen_malloc: (a: number, b: number) => number;
     readonly __wbindgen_realloc: (a: number, b: number, c: number, d: number) => number;

@@ -77,7 +77,7 @@ if (Symbol.dispose) DeviceSessionSync.prototype[Symbol.dispose] = DeviceSessionS
  * A WebSocket client of a Tidewell server.
  *
  * ```js
- * const rt = new RealtimeClient("wss://example.com/ws", accessToken);
+ * const rt = new RealtimeClient("wss://example.com/ws", accessToken, { shared: true });
  * rt.onStatus((s) => console.log(s.status));
  * const off = rt.subscribe("payment:42", ({ event }) => render(event.payload));
  * ```
@@ -86,6 +86,10 @@ if (Symbol.dispose) DeviceSessionSync.prototype[Symbol.dispose] = DeviceSessionS
  * connection; every room is subscribed again after a reconnect with the last position seen, so
  * the server replays what was missed (or reports a `gap`). The client stops for good, without
  * reconnecting, when the server closes with 4001 (session revoked) or 4002 (protocol version).
+ *
+ * With `shared: true` the tabs of the browser (same origin, `channel` and URL) share one
+ * WebSocket: one tab holds it, the others subscribe and receive through it, and another takes it
+ * over when the holder closes; each tab's API works as with its own connection.
  */
 export class RealtimeClient {
     static __wrap(ptr) {
@@ -105,17 +109,26 @@ export class RealtimeClient {
         wasm.__wbg_realtimeclient_free(ptr, 0);
     }
     /**
-     * Closes the connection for good.
+     * Closes this tab's client for good; in the shared mode the other tabs carry on (one of
+     * them takes the connection over if this tab held it).
      */
     close() {
         wasm.realtimeclient_close(this.__wbg_ptr);
     }
     /**
-     * Whether the connection is open.
+     * Whether the connection (this tab's, or the holder's in the shared mode) is open.
      * @returns {boolean}
      */
     get connected() {
         const ret = wasm.realtimeclient_connected(this.__wbg_ptr);
+        return ret !== 0;
+    }
+    /**
+     * Whether this tab holds the WebSocket (always true without the shared mode).
+     * @returns {boolean}
+     */
+    get holding() {
+        const ret = wasm.realtimeclient_holding(this.__wbg_ptr);
         return ret !== 0;
     }
     /**
@@ -165,7 +178,8 @@ export class RealtimeClient {
         return ret;
     }
     /**
-     * The token for the next connection (the current one keeps its own).
+     * The token for the next connection (the current one keeps its own). In the shared mode
+     * every tab learns it, so the tab holding the connection next uses the newest token.
      * @param {string} token
      */
     setToken(token) {
@@ -176,15 +190,17 @@ export class RealtimeClient {
     /**
      * Joins `room` (now, or on the next connection when offline) and calls `handler` with
      * each of its events. The returned function removes the handler, and leaves the room when
-     * it was the last one.
+     * it was the last one. `options.since` (a position from an earlier event) replays what
+     * followed it when this tab joins the room.
      * @param {string} room
      * @param {(event: RealtimeEvent) => void} handler
+     * @param {SubscribeOptions} options
      * @returns {Unsubscribe}
      */
-    subscribe(room, handler) {
+    subscribe(room, handler, options) {
         const ptr0 = passStringToWasm0(room, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
         const len0 = WASM_VECTOR_LEN;
-        const ret = wasm.realtimeclient_subscribe(this.__wbg_ptr, ptr0, len0, handler);
+        const ret = wasm.realtimeclient_subscribe(this.__wbg_ptr, ptr0, len0, handler, isLikeNone(options) ? 0 : addToExternrefTable0(options));
         if (ret[2]) {
             throw takeFromExternrefTable0(ret[1]);
         }
@@ -438,6 +454,10 @@ function __wbg_get_imports() {
             const ret = typeof(v) === 'boolean' ? v : undefined;
             return isLikeNone(ret) ? 0xFFFFFF : ret ? 1 : 0;
         },
+        __wbg___wbindgen_is_falsy_d864b623500ae65d: function(arg0) {
+            const ret = !arg0;
+            return ret;
+        },
         __wbg___wbindgen_is_function_741ff2bb612836f5: function(arg0) {
             const ret = typeof(arg0) === 'function';
             return ret;
@@ -494,6 +514,9 @@ function __wbg_get_imports() {
             const ret = arg0.call(arg1, arg2, arg3);
             return ret;
         }, arguments); },
+        __wbg_clearInterval_75e54e39df78e754: function(arg0, arg1) {
+            arg0.clearInterval(arg1);
+        },
         __wbg_clearTimeout_fd2c5dfcf4c67f84: function(arg0, arg1) {
             arg0.clearTimeout(arg1);
         },
@@ -533,6 +556,10 @@ function __wbg_get_imports() {
             const ret = Reflect.get(arg0, arg1);
             return ret;
         }, arguments); },
+        __wbg_get_d7176cfb76d71114: function(arg0, arg1) {
+            const ret = arg0[arg1 >>> 0];
+            return ret;
+        },
         __wbg_get_unchecked_e6325ad374eff861: function(arg0, arg1) {
             const ret = arg0[arg1 >>> 0];
             return ret;
@@ -609,6 +636,10 @@ function __wbg_get_imports() {
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
         },
+        __wbg_new_37eb45aaf5eeb820: function() {
+            const ret = new Array();
+            return ret;
+        },
         __wbg_new_787b9fb330d55d78: function(arg0, arg1) {
             const ret = new Error(getStringFromWasm0(arg0, arg1));
             return ret;
@@ -665,6 +696,10 @@ function __wbg_get_imports() {
             const ret = Date.now();
             return ret;
         },
+        __wbg_of_41bbc931cc6fa107: function(arg0, arg1, arg2, arg3) {
+            const ret = Array.of(arg0, arg1, arg2, arg3);
+            return ret;
+        },
         __wbg_of_e7ea0fcd535c1444: function(arg0, arg1) {
             const ret = Array.of(arg0, arg1);
             return ret;
@@ -676,6 +711,10 @@ function __wbg_get_imports() {
         __wbg_postMessage_d9b34e55bfab4bdd: function() { return handleError(function (arg0, arg1) {
             arg0.postMessage(arg1);
         }, arguments); },
+        __wbg_push_c9f4893fc209f768: function(arg0, arg1) {
+            const ret = arg0.push(arg1);
+            return ret;
+        },
         __wbg_queueMicrotask_1e8503a8a690f0a3: function(arg0) {
             const ret = arg0.queueMicrotask;
             return ret;
@@ -718,6 +757,10 @@ function __wbg_get_imports() {
         },
         __wbg_send_cd51063ca1be4d0f: function() { return handleError(function (arg0, arg1, arg2) {
             arg0.send(getStringFromWasm0(arg1, arg2));
+        }, arguments); },
+        __wbg_setInterval_1da2f113c48389af: function() { return handleError(function (arg0, arg1, arg2) {
+            const ret = arg0.setInterval(arg1, arg2);
+            return ret;
         }, arguments); },
         __wbg_setItem_cfa3cb31f271776a: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
             arg0.setItem(getStringFromWasm0(arg1, arg2), getStringFromWasm0(arg3, arg4));
@@ -784,18 +827,18 @@ function __wbg_get_imports() {
             console.warn(arg0, arg1);
         },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 116, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h60702a48838d1764);
+            return ret;
+        },
+        __wbindgen_generic_0000000000000002: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 2, ret: NamedExternref("Promise<any>"), inner_ret: Some(NamedExternref("Promise<any>")) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h91ab7f2d6bb2cca8);
             return ret;
         },
-        __wbindgen_generic_0000000000000002: function(arg0, arg1) {
+        __wbindgen_generic_0000000000000003: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 3, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h04c2595aa0261d73);
-            return ret;
-        },
-        __wbindgen_generic_0000000000000003: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 97, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h60702a48838d1764);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
@@ -805,12 +848,12 @@ function __wbg_get_imports() {
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 4, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_32);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_33);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("StorageEvent")], shim_idx: 4, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_33);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_34);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0, arg1) {
@@ -855,12 +898,12 @@ function wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2(arg0, arg
     wasm.wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_32(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_32(arg0, arg1, arg2);
-}
-
 function wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_33(arg0, arg1, arg2) {
     wasm.wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_33(arg0, arg1, arg2);
+}
+
+function wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_34(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h6a1554a2058dd2e2_34(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__h91ab7f2d6bb2cca8(arg0, arg1, arg2) {

@@ -6,8 +6,6 @@
 //! closes says so; one that crashed is forgotten after it missed two censuses in a row.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use std::collections::{BTreeMap, BTreeSet};
-
 /// A position in a room: the `since` of a subscribe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Since {
@@ -34,23 +32,50 @@ impl Since {
     }
 }
 
+/// A position per room (a few rooms: a vector keeps the `.wasm` small).
+#[derive(Debug, Default)]
+pub(crate) struct Positions(Vec<(String, Since)>);
+
+impl Positions {
+    /// The position in `room`.
+    pub(crate) fn get(&self, room: &str) -> Option<&Since> {
+        self.0.iter().find(|(r, _)| r == room).map(|(_, p)| p)
+    }
+
+    /// Sets the position in `room`.
+    pub(crate) fn insert(&mut self, room: String, at: Since) {
+        match self.0.iter_mut().find(|(r, _)| *r == room) {
+            Some((_, p)) => *p = at,
+            None => self.0.push((room, at)),
+        }
+    }
+
+    /// Forgets `room`; answers its position.
+    pub(crate) fn remove(&mut self, room: &str) -> Option<Since> {
+        let i = self.0.iter().position(|(r, _)| r == room)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
 /// Which rooms the other tabs want.
 #[derive(Debug, Default)]
 pub(crate) struct Interests {
-    /// Per tab: the census it last answered, and its rooms.
-    tabs: BTreeMap<String, (u64, BTreeSet<String>)>,
+    /// Per tab: its id, the census it last answered, and its rooms (a few tabs, a few rooms:
+    /// vectors keep the `.wasm` small).
+    tabs: Vec<(String, u64, Vec<String>)>,
     census: u64,
 }
 
 impl Interests {
     /// Records `tab`'s whole room list (it answered the current census).
-    pub(crate) fn announce(&mut self, tab: &str, rooms: BTreeSet<String>) {
-        self.tabs.insert(tab.to_owned(), (self.census, rooms));
+    pub(crate) fn announce(&mut self, tab: &str, rooms: Vec<String>) {
+        self.forget(tab);
+        self.tabs.push((tab.to_owned(), self.census, rooms));
     }
 
     /// `tab` closed.
     pub(crate) fn forget(&mut self, tab: &str) {
-        self.tabs.remove(tab);
+        self.tabs.retain(|(t, _, _)| t != tab);
     }
 
     /// Starts a census: tabs that answered neither of the last two are forgotten; answers
@@ -59,16 +84,19 @@ impl Interests {
         self.census += 1;
         let floor = self.census.saturating_sub(2);
         let before = self.tabs.len();
-        self.tabs.retain(|_, (heard, _)| *heard >= floor);
+        self.tabs.retain(|(_, heard, _)| *heard >= floor);
         self.tabs.len() != before
     }
 
-    /// Every room some tab wants.
-    pub(crate) fn rooms(&self) -> BTreeSet<String> {
-        self.tabs
-            .values()
-            .flat_map(|(_, rooms)| rooms.iter().cloned())
-            .collect()
+    /// Adds every room some tab wants to `rooms` (once each).
+    pub(crate) fn add_rooms(&self, rooms: &mut Vec<String>) {
+        for (_, _, theirs) in &self.tabs {
+            for room in theirs {
+                if !rooms.contains(room) {
+                    rooms.push(room.clone());
+                }
+            }
+        }
     }
 
     /// Forgets every tab (this tab stopped holding the connection).
@@ -81,8 +109,15 @@ impl Interests {
 mod tests {
     use super::*;
 
-    fn set(rooms: &[&str]) -> BTreeSet<String> {
+    fn set(rooms: &[&str]) -> Vec<String> {
         rooms.iter().map(|r| (*r).to_owned()).collect()
+    }
+
+    fn rooms(i: &Interests) -> Vec<String> {
+        let mut all = Vec::new();
+        i.add_rooms(&mut all);
+        all.sort();
+        all
     }
 
     #[test]
@@ -90,12 +125,12 @@ mod tests {
         let mut i = Interests::default();
         i.announce("a", set(&["r1", "r2"]));
         i.announce("b", set(&["r2"]));
-        assert_eq!(i.rooms(), set(&["r1", "r2"]));
+        assert_eq!(rooms(&i), set(&["r1", "r2"]));
         i.announce("a", set(&["r1"]));
-        assert!(i.rooms().contains("r2"), "b still wants r2");
+        assert!(rooms(&i).contains(&"r2".to_owned()), "b still wants r2");
         i.forget("b");
-        assert!(!i.rooms().contains("r2"));
-        assert!(i.rooms().contains("r1"));
+        assert!(!rooms(&i).contains(&"r2".to_owned()));
+        assert!(rooms(&i).contains(&"r1".to_owned()));
     }
 
     #[test]
@@ -108,8 +143,25 @@ mod tests {
         assert!(!i.census(), "one missed census is forgiven");
         i.announce("alive", set(&["r1"]));
         assert!(i.census());
-        assert!(!i.rooms().contains("r2"));
-        assert!(i.rooms().contains("r1"));
+        assert!(!rooms(&i).contains(&"r2".to_owned()));
+        assert!(rooms(&i).contains(&"r1".to_owned()));
+    }
+
+    #[test]
+    fn positions_are_kept_per_room() {
+        let mut p = Positions::default();
+        let at = |o| Since {
+            epoch: "e".into(),
+            offset: o,
+        };
+        p.insert("a".into(), at(1));
+        p.insert("b".into(), at(2));
+        p.insert("a".into(), at(3));
+        assert_eq!(p.get("a"), Some(&at(3)));
+        assert_eq!(p.remove("a"), Some(at(3)));
+        assert_eq!(p.get("a"), None);
+        assert_eq!(p.get("b"), Some(&at(2)));
+        assert_eq!(p.remove("zz"), None);
     }
 
     #[test]

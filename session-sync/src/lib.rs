@@ -22,6 +22,7 @@
 
 pub mod device;
 mod error;
+mod interest;
 pub mod lease;
 pub mod message;
 

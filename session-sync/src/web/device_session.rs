@@ -43,10 +43,10 @@ impl DeviceSessionSync {
             )));
         }
         let options = options.map(JsValue::from);
-        let client =
-            RealtimeClient::open(url, token, options.as_ref()).map_err(|e| js_error(&e))?;
-        let rt = client.rt();
         let inner = sync.inner();
+        let client = RealtimeClient::open(url, token, options.as_ref(), Some(inner.channel()))
+            .map_err(|e| js_error(&e))?;
+        let rt = client.rt();
         let sid = session_id.clone();
         let on_event = Closure::<dyn FnMut(JsValue)>::new(move |message: JsValue| {
             let field = |v: &JsValue, k: &str| {
@@ -73,7 +73,7 @@ impl DeviceSessionSync {
             if stopped && code == Some(f64::from(close::SESSION_REVOKED)) {
                 inner.revoked(&session_id);
                 if let Some(rt) = weak_rt.upgrade() {
-                    rt.stop(close::SESSION_REVOKED, "session revoked");
+                    rt.stop(close::SESSION_REVOKED, "session revoked", true);
                 }
             }
         });

@@ -3,10 +3,12 @@
 
 mod device;
 mod device_session;
+mod election;
 mod listeners;
 mod locks;
 mod realtime;
 mod refresh;
+mod shared;
 mod sync;
 mod tab;
 mod transport;
@@ -89,10 +91,25 @@ export interface RealtimeOptions {
   maxBackoffMs?: number;
   /** Rooms kept while offline (subscribed again on reconnect); past it `subscribe` throws. Default 256. */
   maxRooms?: number;
+  /** One WebSocket for every tab of this browser with the same origin, `channel` and URL: one
+   *  tab holds it, the others use it through the cross-tab channel, another takes it over when
+   *  the holder closes. Default false (true for `DeviceSessionSync`). */
+  shared?: boolean;
+  /** The tabs that share a connection (default `"default"`; `DeviceSessionSync`: its
+   *  `SessionSync`'s channel). */
+  channel?: string;
+}
+/** Options of `RealtimeClient.subscribe`. */
+export interface SubscribeOptions {
+  /** A position from an earlier event (`{ epoch, offset }` of a `RealtimeEvent`): when this tab
+   *  joins the room, the server replays what followed it (or reports a `gap`). */
+  since?: { epoch: string; offset: number };
 }
 /** One event from the server. */
 export interface RealtimeEvent {
   room: string;
+  /** The room's history epoch (with `offset`, a position to pass as `since`). */
+  epoch: string;
   offset: number;
   /** The Tidewell event envelope: `{ id, type, version, source, time, payload, ... }`. */
   event: { id: string; type: string; payload: unknown; [field: string]: unknown };
@@ -103,6 +120,8 @@ export type RealtimeStatus =
   | { status: "open"; connectionId: string }
   | { status: "closed"; code: number; reason: string; retryInMs: number }
   | { status: "gap"; room: string }
+  /** Shared mode: `tabId` holds the connection now (`self`: this tab). */
+  | { status: "holder"; tabId: string; self: boolean }
   | { status: "error"; code: string; message: string }
   | { status: "stopped"; code: number; reason: string };
 "#;

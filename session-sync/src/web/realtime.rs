@@ -1,6 +1,9 @@
 //! `RealtimeClient`: the Tidewell WebSocket protocol (docs/protocol.md) in the browser, with
 //! reconnects (exponential backoff, full jitter), re-subscription with `since` so that missed
-//! events are replayed, and de-duplication by event id.
+//! events are replayed, and de-duplication by room offset and event id.
+//!
+//! In the shared mode (`shared.rs`) one tab holds the socket for every tab of the browser; this
+//! module is the socket and the per-tab view (rooms, handlers, positions), the same in every mode.
 //!
 //! Frames are read with the browser's `JSON.parse` and written with `JSON.stringify`, not with
 //! `tidewell-protocol`'s serde types: serde_json doubled the size of the `.wasm`. The frame
@@ -8,7 +11,7 @@
 //! room rule.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::{Rc, Weak};
 
 use js_sys::Function;
@@ -16,16 +19,11 @@ use tidewell_protocol::{PROTOCOL_VERSION, close, is_valid_room};
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
+use super::shared::{Replay, Shared};
 use super::{JsObject, Listeners, describe_js, js_error, number_option, object, once_fn};
-use crate::message::{Field, Object as _};
-
-/// A position in a room: the `since` of a subscribe.
-#[derive(Clone, Debug)]
-struct Since {
-    epoch: String,
-    offset: u64,
-}
 use crate::Error;
+use crate::interest::{Positions, Since};
+use crate::message::{Field, Object as _};
 
 /// Event ids remembered for de-duplication.
 const SEEN_IDS: usize = 1_024;
@@ -33,7 +31,7 @@ const SEEN_IDS: usize = 1_024;
 /// A WebSocket client of a Tidewell server.
 ///
 /// ```js
-/// const rt = new RealtimeClient("wss://example.com/ws", accessToken);
+/// const rt = new RealtimeClient("wss://example.com/ws", accessToken, { shared: true });
 /// rt.onStatus((s) => console.log(s.status));
 /// const off = rt.subscribe("payment:42", ({ event }) => render(event.payload));
 /// ```
@@ -42,6 +40,10 @@ const SEEN_IDS: usize = 1_024;
 /// connection; every room is subscribed again after a reconnect with the last position seen, so
 /// the server replays what was missed (or reports a `gap`). The client stops for good, without
 /// reconnecting, when the server closes with 4001 (session revoked) or 4002 (protocol version).
+///
+/// With `shared: true` the tabs of the browser (same origin, `channel` and URL) share one
+/// WebSocket: one tab holds it, the others subscribe and receive through it, and another takes it
+/// over when the holder closes; each tab's API works as with its own connection.
 #[wasm_bindgen]
 pub struct RealtimeClient {
     inner: Rc<Rt>,
@@ -57,23 +59,32 @@ struct Socket {
 /// The client's state, shared with the socket's callbacks (which hold it weakly).
 pub(crate) struct Rt {
     url: String,
-    token: RefCell<String>,
+    pub(crate) token: RefCell<String>,
+    /// When this tab got its token (milliseconds): the newest token of any tab wins.
+    pub(crate) token_at: Cell<f64>,
     min_backoff: f64,
     max_backoff: f64,
     max_rooms: usize,
     socket: RefCell<Option<Socket>>,
-    /// Rooms asked for, with the last position seen in each.
-    rooms: RefCell<BTreeMap<String, Option<Since>>>,
-    room_handlers: RefCell<HashMap<String, Rc<Listeners>>>,
+    /// The rooms this tab asked for, with their handlers.
+    pub(crate) room_handlers: RefCell<HashMap<String, Rc<Listeners>>>,
+    /// The last position seen in each room.
+    pub(crate) positions: RefCell<Positions>,
+    /// The rooms the socket is subscribed to.
+    pub(crate) joined: RefCell<Vec<String>>,
+    /// Older positions other tabs asked to resume from, sent with the next subscribe.
+    pub(crate) pending: RefCell<Positions>,
     pub(crate) events: Listeners,
     pub(crate) status: Listeners,
-    attempt: Cell<u32>,
-    stopped: Cell<bool>,
-    open: Cell<bool>,
+    pub(crate) attempt: Cell<u32>,
+    pub(crate) stopped: Cell<bool>,
+    pub(crate) open: Cell<bool>,
     next_id: Cell<u64>,
     seen: RefCell<(VecDeque<String>, HashSet<String>)>,
     timer: Cell<Option<i32>>,
-    this: RefCell<Weak<Rt>>,
+    /// The shared mode's part; `None` with a connection of its own.
+    pub(crate) shared: Option<Shared>,
+    this: Weak<Rt>,
 }
 
 #[wasm_bindgen]
@@ -86,23 +97,28 @@ impl RealtimeClient {
         token: String,
         options: Option<super::RealtimeOptionsArg>,
     ) -> Result<RealtimeClient, JsValue> {
-        let inner =
-            Rt::new(url, token, options.map(JsValue::from).as_ref()).map_err(|e| js_error(&e))?;
-        inner.connect();
-        Ok(RealtimeClient { inner })
+        Self::open(url, token, options.map(JsValue::from).as_ref(), None).map_err(|e| js_error(&e))
     }
 
     /// Joins `room` (now, or on the next connection when offline) and calls `handler` with
     /// each of its events. The returned function removes the handler, and leaves the room when
-    /// it was the last one.
+    /// it was the last one. `options.since` (a position from an earlier event) replays what
+    /// followed it when this tab joins the room.
     #[wasm_bindgen(unchecked_return_type = "Unsubscribe")]
     pub fn subscribe(
         &self,
         room: String,
         #[wasm_bindgen(unchecked_param_type = "(event: RealtimeEvent) => void")] handler: Function,
+        #[wasm_bindgen(unchecked_param_type = "SubscribeOptions")] options: Option<JsValue>,
     ) -> Result<Function, JsValue> {
+        let since = options
+            .as_ref()
+            .map(since_option)
+            .transpose()
+            .map_err(|e| js_error(&e))?
+            .flatten();
         self.inner
-            .subscribe(room, handler)
+            .subscribe(room, handler, since)
             .map_err(|e| js_error(&e))
     }
 
@@ -126,21 +142,44 @@ impl RealtimeClient {
         self.inner.add(|r| &r.status, handler)
     }
 
-    /// The token for the next connection (the current one keeps its own).
+    /// The token for the next connection (the current one keeps its own). In the shared mode
+    /// every tab learns it, so the tab holding the connection next uses the newest token.
     #[wasm_bindgen(js_name = setToken)]
     pub fn set_token(&self, token: String) {
-        *self.inner.token.borrow_mut() = token;
+        self.inner.set_token(token, super::now_ms(), true);
     }
 
-    /// Whether the connection is open.
+    /// Whether the connection (this tab's, or the holder's in the shared mode) is open.
     #[wasm_bindgen(getter)]
     pub fn connected(&self) -> bool {
-        self.inner.open.get()
+        self.inner.connected()
     }
 
-    /// Closes the connection for good.
+    /// Whether this tab holds the WebSocket (always true without the shared mode).
+    #[wasm_bindgen(getter)]
+    pub fn holding(&self) -> bool {
+        self.inner.holding()
+    }
+
+    /// Closes this tab's client for good; in the shared mode the other tabs carry on (one of
+    /// them takes the connection over if this tab held it).
     pub fn close(&self) {
-        self.inner.stop(1000, "closed by the client");
+        self.inner.stop(1000, "closed by the client", false);
+    }
+}
+
+/// Reads `options.since`: `{ epoch: string, offset: number }`.
+fn since_option(options: &JsValue) -> Result<Option<Since>, Error> {
+    let since = js_sys::Reflect::get(options, &JsValue::from_str("since")).unwrap_or_default();
+    if since.is_undefined() || since.is_null() {
+        return Ok(None);
+    }
+    let o = JsObject(since);
+    match (o.field("epoch"), o.field("offset")) {
+        (Field::Str(epoch), Field::Uint(offset)) => Ok(Some(Since { epoch, offset })),
+        _ => Err(Error::InvalidArgument(
+            "`since` must be { epoch: string, offset: number }, as in a RealtimeEvent".into(),
+        )),
     }
 }
 
@@ -150,43 +189,78 @@ impl RealtimeClient {
         Rc::clone(&self.inner)
     }
 
-    /// A client, for `DeviceSessionSync`.
+    /// A client started on `url`: its own connection, or the shared one (options `shared` and
+    /// `channel`, `default_channel` when `shared` is not given: `DeviceSessionSync`'s default).
     pub(crate) fn open(
         url: String,
         token: String,
         options: Option<&JsValue>,
+        default_channel: Option<&str>,
     ) -> Result<Self, Error> {
-        let inner = Rt::new(url, token, options)?;
-        inner.connect();
+        let options = options.cloned().unwrap_or(JsValue::UNDEFINED);
+        let get = |k: &str| {
+            if options.is_object() {
+                js_sys::Reflect::get(&options, &JsValue::from_str(k)).unwrap_or_default()
+            } else {
+                JsValue::UNDEFINED
+            }
+        };
+        let shared = match get("shared") {
+            v if v.is_undefined() => default_channel.is_some(),
+            v => v.as_bool().ok_or_else(|| {
+                Error::InvalidArgument("option `shared` must be a boolean".into())
+            })?,
+        };
+        let channel = match get("channel") {
+            v if v.is_undefined() => default_channel.unwrap_or("default").to_owned(),
+            v => v
+                .as_string()
+                .filter(|c| !c.is_empty() && c.len() <= 128)
+                .ok_or_else(|| {
+                    Error::InvalidArgument("option `channel` must be 1 to 128 characters".into())
+                })?,
+        };
+        let inner = Rt::new(url, token, &options, shared.then_some(channel))?;
+        inner.start()?;
         Ok(Self { inner })
     }
 }
 
 impl Rt {
-    fn new(url: String, token: String, options: Option<&JsValue>) -> Result<Rc<Self>, Error> {
+    fn new(
+        url: String,
+        token: String,
+        options: &JsValue,
+        channel: Option<String>,
+    ) -> Result<Rc<Self>, Error> {
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             return Err(Error::InvalidArgument(format!(
-                "the WebSocket URL must start with ws:// or wss://, got {url:?}"
+                "the WebSocket URL must start with ws:// or wss://, got \"{url}\""
             )));
         }
-        let options = options.cloned().unwrap_or(JsValue::UNDEFINED);
-        let min_backoff = number_option(&options, "minBackoffMs")?
+        let min_backoff = number_option(options, "minBackoffMs")?
             .unwrap_or(250.0)
             .max(1.0);
-        let max_backoff = number_option(&options, "maxBackoffMs")?
+        let max_backoff = number_option(options, "maxBackoffMs")?
             .unwrap_or(15_000.0)
             .max(min_backoff);
         // Truncation intended: a count.
-        let max_rooms = number_option(&options, "maxRooms")?.unwrap_or(256.0) as usize;
-        let rt = Rc::new(Self {
-            url,
+        let max_rooms = number_option(options, "maxRooms")?.unwrap_or(256.0) as usize;
+        let transport = match channel {
+            Some(channel) => Some((channel, super::transport::Kind::choose("auto")?)),
+            None => None,
+        };
+        let rt = Rc::new_cyclic(|this: &Weak<Rt>| Self {
             token: RefCell::new(token),
+            token_at: Cell::new(super::now_ms()),
             min_backoff,
             max_backoff,
             max_rooms,
             socket: RefCell::new(None),
-            rooms: RefCell::new(BTreeMap::new()),
             room_handlers: RefCell::new(HashMap::new()),
+            positions: RefCell::default(),
+            joined: RefCell::new(Vec::new()),
+            pending: RefCell::default(),
             events: Listeners::default(),
             status: Listeners::default(),
             attempt: Cell::new(0),
@@ -195,14 +269,37 @@ impl Rt {
             next_id: Cell::new(0),
             seen: RefCell::new((VecDeque::new(), HashSet::new())),
             timer: Cell::new(None),
-            this: RefCell::new(Weak::new()),
+            shared: transport.map(|(channel, kind)| Shared::new(&channel, &url, kind, this.clone())),
+            url,
+            this: this.clone(),
         });
-        *rt.this.borrow_mut() = Rc::downgrade(&rt);
         Ok(rt)
     }
 
-    fn weak(&self) -> Weak<Rt> {
-        self.this.borrow().clone()
+    fn start(&self) -> Result<(), Error> {
+        match &self.shared {
+            None => {
+                self.connect();
+                Ok(())
+            }
+            Some(shared) => shared.start(self),
+        }
+    }
+
+    pub(crate) fn weak(&self) -> Weak<Rt> {
+        self.this.clone()
+    }
+
+    /// Whether this tab holds the socket.
+    pub(crate) fn holding(&self) -> bool {
+        self.shared.as_ref().is_none_or(Shared::is_holder)
+    }
+
+    fn connected(&self) -> bool {
+        match &self.shared {
+            Some(s) if !s.is_holder() => s.holder_open(),
+            _ => self.open.get(),
+        }
     }
 
     pub(crate) fn add(&self, list: fn(&Rt) -> &Listeners, handler: Function) -> Function {
@@ -215,24 +312,35 @@ impl Rt {
         })
     }
 
-    fn subscribe(&self, room: String, handler: Function) -> Result<Function, Error> {
+    /// Takes `token` if it is newer than this tab's; with `tell`, every other tab learns it.
+    pub(crate) fn set_token(&self, token: String, at: f64, tell: bool) {
+        if at < self.token_at.get() {
+            return;
+        }
+        self.token_at.set(at);
+        if tell && let Some(shared) = &self.shared {
+            shared.send_token(&token, at);
+        }
+        *self.token.borrow_mut() = token;
+    }
+
+    fn subscribe(
+        &self,
+        room: String,
+        handler: Function,
+        since: Option<Since>,
+    ) -> Result<Function, Error> {
         if !is_valid_room(&room) {
             return Err(Error::InvalidArgument(format!(
-                "{room:?} is not a room name: 1 to 128 visible ASCII characters, e.g. \"payment:42\""
+                "\"{room}\" is not a room name: 1 to 128 visible ASCII characters, e.g. \"payment:42\""
             )));
         }
-        let new_room = !self.rooms.borrow().contains_key(&room);
-        if new_room {
-            if self.rooms.borrow().len() >= self.max_rooms {
-                return Err(Error::InvalidArgument(format!(
-                    "already in {} rooms (maxRooms); unsubscribe from one first",
-                    self.max_rooms
-                )));
-            }
-            self.rooms.borrow_mut().insert(room.clone(), None);
-            if self.open.get() {
-                self.send_subscribe(&room, None);
-            }
+        let new_room = !self.room_handlers.borrow().contains_key(&room);
+        if new_room && self.room_handlers.borrow().len() >= self.max_rooms {
+            return Err(Error::InvalidArgument(format!(
+                "already in {} rooms (maxRooms); unsubscribe from one first",
+                self.max_rooms
+            )));
         }
         let listeners = Rc::clone(
             self.room_handlers
@@ -241,24 +349,89 @@ impl Rt {
                 .or_insert_with(|| Rc::new(Listeners::default())),
         );
         let id = listeners.add(handler);
+        if new_room {
+            let replay = since.inspect(|since| {
+                // Replay from `since` unless this tab has seen further.
+                let mut positions = self.positions.borrow_mut();
+                if positions.get(&room).is_none_or(|p| !p.covers(&since.epoch, since.offset)) {
+                    positions.insert(room.clone(), since.clone());
+                }
+            });
+            self.rooms_changed(replay.map(|s| (room.clone(), s)));
+        }
         let weak = self.weak();
         Ok(once_fn(move || {
             listeners.remove(id);
             let Some(rt) = weak.upgrade() else { return };
             if listeners.is_empty() {
                 rt.room_handlers.borrow_mut().remove(&room);
-                rt.rooms.borrow_mut().remove(&room);
-                if rt.open.get() {
-                    let id = rt.request_id();
-                    rt.send(&[
-                        ("type", "unsubscribe".into()),
-                        // Request ids stay far below 2^53.
-                        ("id", JsValue::from_f64(id as f64)),
-                        ("room", room.as_str().into()),
-                    ]);
+                if !rt.holding() {
+                    rt.positions.borrow_mut().remove(&room);
                 }
+                rt.rooms_changed(None);
             }
         }))
+    }
+
+    /// This tab's rooms changed (`replay`: a room joined with a position to replay from).
+    fn rooms_changed(&self, replay: Option<(String, Since)>) {
+        if self.holding() {
+            if let Some((room, since)) = replay {
+                self.pending.borrow_mut().insert(room, since);
+            }
+            self.reconcile();
+        } else if let Some(shared) = &self.shared {
+            let replay = match &replay {
+                Some((room, _)) => Replay::One(room),
+                None => Replay::None,
+            };
+            shared.announce(self, false, replay);
+        }
+    }
+
+    /// Holding the socket: subscribes the rooms some tab wants and the socket lacks (or that
+    /// a tab asked to replay), and leaves those no tab wants.
+    pub(crate) fn reconcile(&self) {
+        if !self.open.get() {
+            return;
+        }
+        let mut wanted: Vec<String> = self.room_handlers.borrow().keys().cloned().collect();
+        if let Some(shared) = &self.shared {
+            shared.interests.borrow().add_rooms(&mut wanted);
+        }
+        for room in &wanted {
+            let replay = self.pending.borrow_mut().remove(room);
+            if self.joined.borrow().contains(room) && replay.is_none() {
+                continue;
+            }
+            let own = self.positions.borrow().get(room).cloned();
+            let since = match (own, replay) {
+                (Some(own), Some(asked)) => Some(own.earliest(asked)),
+                (own, asked) => own.or(asked),
+            };
+            if !self.joined.borrow().contains(room) {
+                self.joined.borrow_mut().push(room.clone());
+            }
+            self.send_subscribe(room, since);
+        }
+        let gone: Vec<String> = self
+            .joined
+            .borrow()
+            .iter()
+            .filter(|r| !wanted.contains(r))
+            .cloned()
+            .collect();
+        for room in gone {
+            self.joined.borrow_mut().retain(|r| *r != room);
+            self.positions.borrow_mut().remove(&room);
+            let id = self.request_id();
+            self.send(&[
+                ("type", "unsubscribe".into()),
+                // Request ids stay far below 2^53.
+                ("id", JsValue::from_f64(id as f64)),
+                ("room", room.as_str().into()),
+            ]);
+        }
     }
 
     fn request_id(&self) -> u64 {
@@ -303,8 +476,12 @@ impl Rt {
         }
     }
 
-    fn emit_status(&self, fields: &[(&str, JsValue)]) {
+    /// Tells this tab's `onStatus` handlers; with `share`, the holder tells the other tabs too.
+    pub(crate) fn emit_status(&self, fields: &[(&str, JsValue)], share: bool) {
         let status = object(fields);
+        if share && let Some(shared) = self.shared.as_ref().filter(|s| s.is_holder()) {
+            shared.send_status(&status);
+        }
         self.status.call(&[status], |e| {
             web_sys::console::error_2(
                 &JsValue::from_str("tidewell realtime: onStatus handler threw:"),
@@ -313,13 +490,16 @@ impl Rt {
         });
     }
 
-    fn connect(&self) {
-        if self.stopped.get() {
+    pub(crate) fn connect(&self) {
+        if self.stopped.get() || !self.holding() {
             return;
         }
         self.timer.set(None);
         let attempt = self.attempt.get();
-        self.emit_status(&[("status", "connecting".into()), ("attempt", attempt.into())]);
+        self.emit_status(
+            &[("status", "connecting".into()), ("attempt", attempt.into())],
+            true,
+        );
         let protocols = js_sys::Array::of2(
             &JsValue::from_str("tidewell.v1"),
             &JsValue::from_str(&format!("bearer.{}", self.token.borrow())),
@@ -327,11 +507,14 @@ impl Rt {
         let ws = match WebSocket::new_with_str_sequence(&self.url, &protocols) {
             Ok(ws) => ws,
             Err(e) => {
-                self.emit_status(&[
-                    ("status", "error".into()),
-                    ("code", "connect".into()),
-                    ("message", describe_js(&e).into()),
-                ]);
+                self.emit_status(
+                    &[
+                        ("status", "error".into()),
+                        ("code", "connect".into()),
+                        ("message", describe_js(&e).into()),
+                    ],
+                    true,
+                );
                 self.schedule_reconnect(1006, "could not open the WebSocket");
                 return;
             }
@@ -345,7 +528,10 @@ impl Rt {
         let weak = self.weak();
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
             if let Some(rt) = weak.upgrade() {
-                rt.frame(&e.data());
+                match e.data().as_string() {
+                    Some(text) => rt.frame(&text, None),
+                    None => rt.bad("a binary frame (the protocol is text only)".into()),
+                }
             }
         });
         let weak = self.weak();
@@ -371,41 +557,29 @@ impl Rt {
             ("type", "hello".into()),
             ("protocol", PROTOCOL_VERSION.into()),
         ]);
-        let rooms: Vec<(String, Option<Since>)> = self
-            .rooms
-            .borrow()
-            .iter()
-            .map(|(r, s)| (r.clone(), s.clone()))
-            .collect();
-        for (room, since) in rooms {
-            self.send_subscribe(&room, since);
-        }
+        self.joined.borrow_mut().clear();
+        self.reconcile();
     }
 
-    // Long: one match over the server frame types the realtime client handles.
-    fn frame(&self, data: &JsValue) {
-        let Some(text) = data.as_string() else {
-            return self.emit_status(&[
-                ("status", "error".into()),
-                ("code", "bad_frame".into()),
-                (
-                    "message",
-                    "a binary frame (the protocol is text only)".into(),
-                ),
-            ]);
-        };
-        let bad = |message: String| {
-            self.emit_status(&[
+    fn bad(&self, message: String) {
+        self.emit_status(
+            &[
                 ("status", "error".into()),
                 ("code", "bad_frame".into()),
                 ("message", message.into()),
-            ]);
-        };
-        let frame = match js_sys::JSON::parse(&text) {
+            ],
+            true,
+        );
+    }
+
+    /// One frame: from the socket (`relayed` is `None`), or relayed by the holding tab
+    /// (`Some(true)` when it is an event of a room some tab asked for, `Some(false)` otherwise).
+    pub(crate) fn frame(&self, text: &str, relayed: Option<bool>) {
+        let frame = match js_sys::JSON::parse(text) {
             Ok(v) if v.is_object() && !js_sys::Array::is_array(&v) => JsObject(v),
-            Ok(_) => return bad("a frame that is not a JSON object".into()),
+            Ok(_) => return self.bad("a frame that is not a JSON object".into()),
             Err(e) => {
-                return bad(format!(
+                return self.bad(format!(
                     "unreadable frame from the server: {}",
                     describe_js(&e)
                 ));
@@ -419,60 +593,103 @@ impl Rt {
             Field::Uint(n) => Some(n),
             _ => None,
         };
-        match text_of("type").as_deref() {
+        let kind = text_of("type");
+        let room = text_of("room");
+        if relayed.is_none()
+            && let Some(shared) = self.shared.as_ref().filter(|s| s.is_holder())
+        {
+            let asked = kind.as_deref() == Some("event")
+                && room.as_ref().is_some_and(|r| self.joined.borrow().contains(r));
+            shared.relay(text, asked);
+        }
+        let mine = room
+            .as_ref()
+            .is_some_and(|r| self.room_handlers.borrow().contains_key(r));
+        match kind.as_deref() {
             Some("welcome") => {
                 // The connection is usable: the next drop starts the backoff from the bottom.
                 self.attempt.set(0);
-                self.emit_status(&[
-                    ("status", "open".into()),
-                    (
-                        "connectionId",
-                        text_of("connection_id").unwrap_or_default().into(),
-                    ),
-                ]);
+                let connection = text_of("connection_id").unwrap_or_default();
+                if let Some(shared) = &self.shared {
+                    shared.set_open(Some(connection.clone()));
+                }
+                self.emit_status(
+                    &[
+                        ("status", "open".into()),
+                        ("connectionId", connection.into()),
+                    ],
+                    false,
+                );
             }
             Some("subscribed") => {
-                let (Some(room), Some(epoch), Some(offset)) =
-                    (text_of("room"), text_of("epoch"), uint("offset"))
+                let (Some(room), Some(epoch), Some(offset)) = (room, text_of("epoch"), uint("offset"))
                 else {
-                    return bad("a subscribed frame without room, epoch or offset".into());
+                    return self.bad("a subscribed frame without room, epoch or offset".into());
                 };
-                let recovered = frame.raw("recovered").and_then(|v| v.as_bool());
-                let mut rooms = self.rooms.borrow_mut();
-                if let Some(since) = rooms.get_mut(&room)
-                    && (since.is_none() || recovered == Some(false))
-                {
-                    *since = Some(Since { epoch, offset });
+                if !(mine || relayed.is_none()) {
+                    return;
                 }
-                drop(rooms);
-                if recovered == Some(false) {
-                    self.emit_status(&[("status", "gap".into()), ("room", room.into())]);
+                let recovered = frame.raw("recovered").and_then(|v| v.as_bool());
+                let mut positions = self.positions.borrow_mut();
+                let gap = match positions.get(&room) {
+                    None => {
+                        positions.insert(room.clone(), Since { epoch, offset });
+                        false
+                    }
+                    // Not recovered and this tab had not seen up to the room's latest offset.
+                    Some(p) if recovered == Some(false) && !p.covers(&epoch, offset) => {
+                        positions.insert(room.clone(), Since { epoch, offset });
+                        true
+                    }
+                    Some(_) => false,
+                };
+                drop(positions);
+                if gap && mine {
+                    self.emit_status(&[("status", "gap".into()), ("room", room.into())], false);
                 }
             }
             Some("event") => {
                 let (Some(room), Some(epoch), Some(offset), Some(event)) = (
-                    text_of("room"),
+                    room,
                     text_of("epoch"),
                     uint("offset"),
                     frame.raw("event").filter(JsValue::is_object),
                 ) else {
-                    return bad("an event frame without room, epoch, offset or event".into());
+                    return self.bad("an event frame without room, epoch, offset or event".into());
                 };
-                self.event(room, offset, epoch, event);
+                // A room another tab asked for: not this tab's business.
+                if relayed == Some(true) && !mine {
+                    return;
+                }
+                self.event(room, offset, epoch, event, mine);
             }
-            Some("error") => self.emit_status(&[
-                ("status", "error".into()),
-                ("code", text_of("code").unwrap_or_default().into()),
-                ("message", text_of("message").unwrap_or_default().into()),
-            ]),
+            Some("error") => self.emit_status(
+                &[
+                    ("status", "error".into()),
+                    ("code", text_of("code").unwrap_or_default().into()),
+                    ("message", text_of("message").unwrap_or_default().into()),
+                ],
+                false,
+            ),
             // ack, presence, and frame types of later protocol versions.
             _ => {}
         }
     }
 
-    fn event(&self, room: String, offset: u64, epoch: String, parsed: JsValue) {
-        if let Some(since) = self.rooms.borrow_mut().get_mut(&room) {
-            *since = Some(Since { epoch, offset });
+    fn event(&self, room: String, offset: u64, epoch: String, parsed: JsValue, mine: bool) {
+        {
+            let mut positions = self.positions.borrow_mut();
+            if positions.get(&room).is_some_and(|p| p.covers(&epoch, offset)) {
+                // Replayed after a reconnect or a hand-over: already delivered.
+                return;
+            }
+            positions.insert(
+                room.clone(),
+                Since {
+                    epoch: epoch.clone(),
+                    offset,
+                },
+            );
         }
         let id = js_sys::Reflect::get(&parsed, &JsValue::from_str("id"))
             .ok()
@@ -490,8 +707,13 @@ impl Rt {
                 seen.1.remove(&old);
             }
         }
+        // The holder also receives the rooms only other tabs asked for: they are theirs.
+        if !mine && self.joined.borrow().contains(&room) {
+            return;
+        }
         let message = object(&[
             ("room", JsValue::from_str(&room)),
+            ("epoch", JsValue::from_str(&epoch)),
             // Offsets stay far below 2^53 in practice.
             ("offset", JsValue::from_f64(offset as f64)),
             ("event", parsed),
@@ -512,15 +734,16 @@ impl Rt {
     fn closed(&self, code: u16, reason: &str) {
         self.open.set(false);
         self.socket.borrow_mut().take();
+        self.joined.borrow_mut().clear();
         if code == close::SESSION_REVOKED || code == close::UNSUPPORTED_PROTOCOL {
-            self.stop(code, reason);
+            self.stop(code, reason, true);
         } else {
             self.schedule_reconnect(code, reason);
         }
     }
 
     fn schedule_reconnect(&self, code: u16, reason: &str) {
-        if self.stopped.get() {
+        if self.stopped.get() || !self.holding() {
             return;
         }
         let attempt = self.attempt.get();
@@ -528,12 +751,15 @@ impl Rt {
         let ceiling = (self.min_backoff * 2f64.powi(attempt.min(30) as i32)).min(self.max_backoff);
         // Full jitter: spreads the reconnects of many clients after a server restart.
         let delay = (js_sys::Math::random() * ceiling).max(1.0);
-        self.emit_status(&[
-            ("status", "closed".into()),
-            ("code", code.into()),
-            ("reason", reason.into()),
-            ("retryInMs", delay.round().into()),
-        ]);
+        self.emit_status(
+            &[
+                ("status", "closed".into()),
+                ("code", code.into()),
+                ("reason", reason.into()),
+                ("retryInMs", delay.round().into()),
+            ],
+            true,
+        );
         let weak = self.weak();
         let fire = Closure::once_into_js(move || {
             if let Some(rt) = weak.upgrade() {
@@ -551,11 +777,8 @@ impl Rt {
         }
     }
 
-    /// Stops for good: no reconnect.
-    pub(crate) fn stop(&self, code: u16, reason: &str) {
-        if self.stopped.replace(true) {
-            return;
-        }
+    /// Closes the socket without a status (the tab stops holding it, or stops).
+    pub(crate) fn drop_socket(&self) {
         if let (Some(handle), Some(w)) = (self.timer.take(), web_sys::window()) {
             w.clear_timeout_with_handle(handle);
         }
@@ -567,11 +790,25 @@ impl Rt {
                 s.ws.close_with_code_and_reason(1000, "closed by the client");
         }
         self.open.set(false);
-        self.emit_status(&[
+        self.joined.borrow_mut().clear();
+    }
+
+    /// Stops for good: no reconnect. With `share` (the server ended the session: 4001, 4002)
+    /// the other tabs stop too; otherwise another tab takes the shared connection over.
+    pub(crate) fn stop(&self, code: u16, reason: &str, share: bool) {
+        if self.stopped.replace(true) {
+            return;
+        }
+        self.drop_socket();
+        let status = [
             ("status", "stopped".into()),
             ("code", code.into()),
             ("reason", reason.into()),
-        ]);
+        ];
+        self.emit_status(&status, share);
+        if let Some(shared) = &self.shared {
+            shared.leave(share);
+        }
     }
 }
 

@@ -22,7 +22,6 @@
 //! | `t` | any tab | `{"token":..., "at":ms}`, a newer token |
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Array, Function, JSON};
@@ -456,7 +455,7 @@ impl Rt {
         let o = JsObject(JSON::parse(body).ok().filter(JsValue::is_object)?);
         let hello = o.raw("hello").and_then(|h| h.as_bool()).unwrap_or(false);
         let list: Array = o.raw("rooms")?.dyn_into().ok()?;
-        let mut rooms = BTreeSet::new();
+        let mut rooms = Vec::new();
         for entry in list.iter().take(MAX_LISTED_ROOMS) {
             let Ok(entry) = entry.dyn_into::<Array>() else {
                 continue;
@@ -479,7 +478,7 @@ impl Rt {
                 };
                 pending.insert(room.clone(), since);
             }
-            rooms.insert(room);
+            rooms.push(room);
         }
         shared.interests.borrow_mut().announce(from, rooms);
         Some(hello)

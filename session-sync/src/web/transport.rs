@@ -40,7 +40,7 @@ impl Kind {
             "broadcast-channel" => Err(Error::Unsupported("BroadcastChannel")),
             "local-storage" => Err(Error::Unsupported("localStorage")),
             other => Err(Error::InvalidArgument(format!(
-                "transport must be \"auto\", \"broadcast-channel\" or \"local-storage\", not {other:?}"
+                "transport must be \"auto\", \"broadcast-channel\" or \"local-storage\", not \"{other}\""
             ))),
         }
     }
