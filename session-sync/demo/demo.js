@@ -22,6 +22,7 @@ if (params.has("spy")) {
 }
 
 const now = () => performance.timeOrigin + performance.now();
+const wsUrl = () => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 const log = (line) => {
   document.getElementById("log").textContent += line + "\n";
 };
@@ -66,6 +67,9 @@ const demo = {
         return r.json();
       }), timeoutMs === undefined ? undefined : { timeoutMs });
   },
+  deviceId() {
+    return getDeviceId();
+  },
   async login(user) {
     const device = getDeviceId();
     const r = await fetch(`/api/login?user=${encodeURIComponent(user)}&device=${device}`
@@ -74,11 +78,50 @@ const demo = {
     return { device, ...(await r.json()) };
   },
   watchDevice(token, sessionId) {
-    const ws = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-    this.devices = new DeviceSessionSync(this.sync, ws, token, sessionId);
+    // Shared by default: one WebSocket for every tab of this browser.
+    this.devices = new DeviceSessionSync(this.sync, wsUrl(), token, sessionId);
+    this.client = this.devices.client;
+    this.watch(this.client);
     return new Promise((resolve) => {
-      this.devices.client.onStatus((s) => { if (s.status === "open") resolve(true); });
+      this.client.onStatus((s) => { if (s.status === "open") resolve(true); });
+      if (this.client.connected) resolve(true);
     });
+  },
+  /** A shared realtime client (no device watch); `?nolocks=1` makes it elect with the lease. */
+  shared(token) {
+    this.client = new RealtimeClient(wsUrl(), token, { shared: true, channel: params.get("channel") ?? "demo" });
+    this.watch(this.client);
+    return new Promise((resolve) => {
+      this.client.onStatus((s) => { if (s.status === "open") resolve(true); });
+      if (this.client.connected) resolve(true);
+    });
+  },
+  /** Records the client's statuses and which tab holds the connection (shown on the page). */
+  watch(client) {
+    this.statuses = [];
+    this.holder = null;
+    this.rooms = {};
+    client.onStatus((s) => {
+      this.statuses.push({ ...s, at: now() });
+      if (s.status === "holder") {
+        this.holder = s.tabId;
+        if (s.self) this.selfId = s.tabId;
+        document.getElementById("holder").textContent = s.self ? "this tab" : `tab ${s.tabId}`;
+      }
+    });
+  },
+  /** Joins `room` (with `since`, a position to replay from); events land in demo.rooms[room]. */
+  join(room, since) {
+    const got = (this.rooms[room] ??= []);
+    this.leaves ??= {};
+    this.leaves[room] = this.client.subscribe(room, (e) => {
+      got.push({ offset: e.offset, epoch: e.epoch, id: e.event.id, at: now(), holder: this.holder });
+    }, since ? { since } : undefined);
+    return true;
+  },
+  leave(room) {
+    this.leaves?.[room]?.();
+    return true;
   },
   realtime(token, room) {
     const ws = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;

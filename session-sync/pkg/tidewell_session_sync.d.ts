@@ -168,7 +168,7 @@ export class RealtimeClient {
      * it was the last one. `options.since` (a position from an earlier event) replays what
      * followed it when this tab joins the room.
      */
-    subscribe(room: string, handler: (event: RealtimeEvent) => void, options: SubscribeOptions): Unsubscribe;
+    subscribe(room: string, handler: (event: RealtimeEvent) => void, options?: SubscribeOptions | null): Unsubscribe;
     /**
      * Whether the connection (this tab's, or the holder's in the shared mode) is open.
      */

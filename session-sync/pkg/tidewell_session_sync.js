@@ -194,7 +194,7 @@ export class RealtimeClient {
      * followed it when this tab joins the room.
      * @param {string} room
      * @param {(event: RealtimeEvent) => void} handler
-     * @param {SubscribeOptions} options
+     * @param {SubscribeOptions | null} [options]
      * @returns {Unsubscribe}
      */
     subscribe(room, handler, options) {

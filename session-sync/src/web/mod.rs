@@ -36,6 +36,10 @@ extern "C" {
     /// A `RealtimeOptions` object (its type is in the `.d.ts`).
     #[wasm_bindgen(typescript_type = "RealtimeOptions")]
     pub type RealtimeOptionsArg;
+
+    /// A `SubscribeOptions` object (its type is in the `.d.ts`).
+    #[wasm_bindgen(typescript_type = "SubscribeOptions")]
+    pub type SubscribeOptionsArg;
 }
 
 /// Type declarations the generated `.d.ts` carries beside the classes.

@@ -109,9 +109,10 @@ impl RealtimeClient {
         &self,
         room: String,
         #[wasm_bindgen(unchecked_param_type = "(event: RealtimeEvent) => void")] handler: Function,
-        #[wasm_bindgen(unchecked_param_type = "SubscribeOptions")] options: Option<JsValue>,
+        options: Option<super::SubscribeOptionsArg>,
     ) -> Result<Function, JsValue> {
         let since = options
+            .map(JsValue::from)
             .as_ref()
             .map(since_option)
             .transpose()

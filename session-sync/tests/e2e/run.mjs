@@ -211,6 +211,238 @@ async function reconnect() {
   return { offsets, statuses };
 }
 
+// ---- Shared mode: one WebSocket per browser ----
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const post = (page, path) => page.evaluate((p) => fetch(p, { method: "POST" }).then((r) => r.json()), path);
+const connections = (page, user) =>
+  page.evaluate((u) => fetch(`/api/connections?user=${encodeURIComponent(u)}`).then((r) => r.json()), user);
+
+/** `count` tabs of one browser, signed in as one user, each on the shared client. */
+async function sharedTabs(context, count, query, user, opts = {}) {
+  const tabs = [];
+  for (let i = 0; i < count; i++) tabs.push(await tab(context, query));
+  const login = await tabs[0].page.evaluate((u) => demo.login(u), user);
+  for (const t of tabs) {
+    if (opts.device) {
+      await t.page.evaluate(([tok, s]) => demo.watchDevice(tok, s), [login.token, login.session_id]);
+    } else {
+      await t.page.evaluate((tok) => demo.shared(tok), login.token);
+    }
+  }
+  return { tabs, login };
+}
+
+/** The tab holding the connection, by the demo's record. */
+async function holderOf(tabs) {
+  for (const t of tabs) {
+    if (await t.page.evaluate(() => demo.client.holding)) return t;
+  }
+  return null;
+}
+
+/** Every tab's events of `room`: exactly offsets 1..n, each once, in order. */
+async function checkOnce(tabs, room, n) {
+  const want = JSON.stringify(Array.from({ length: n }, (_, i) => i + 1));
+  for (const t of tabs) {
+    await waitFor(t.page, `(demo.rooms[${JSON.stringify(room)}] ?? []).length >= ${n}`, 10000);
+  }
+  await sleep(300);
+  for (const [i, t] of tabs.entries()) {
+    const got = await t.page.evaluate((r) => demo.rooms[r], room);
+    const offsets = JSON.stringify(got.map((e) => e.offset));
+    check(offsets === want, `tab ${i} got offsets ${offsets}, want 1..${n}`);
+    check(new Set(got.map((e) => e.id)).size === n, `tab ${i} got an event twice`);
+  }
+}
+
+/** Three (or `count`) tabs: one connection on the server; each tab gets every event once. */
+async function sharedConnections(query, count = 3) {
+  const context = await browser.newContext();
+  const user = `shared-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  const room = `payment:${user}`;
+  const { tabs } = await sharedTabs(context, count, query, user);
+  for (const t of tabs) await t.page.evaluate((r) => demo.join(r), room);
+  await sleep(300);
+  const conns = await connections(tabs[0].page, user);
+  const holders = [];
+  for (const t of tabs) holders.push(await t.page.evaluate(() => demo.client.holding));
+  check(holders.filter(Boolean).length === 1, `holding tabs: ${holders}`);
+  await post(tabs[0].page, `/api/publish?room=${encodeURIComponent(room)}&n=20`);
+  await checkOnce(tabs, room, 20);
+  const shown = await tabs[0].page.evaluate(() => document.getElementById("holder").textContent);
+  check(shown !== "none yet", "the page does not show the holder");
+  await context.close();
+  return { tabs: count, connections: conns.count, locks: tabs[0].info.locks };
+}
+
+/** Baseline: `count` tabs each with a connection of its own. */
+async function ownConnections(count) {
+  const context = await browser.newContext();
+  const user = `own-${Date.now()}`;
+  const tabs = [];
+  for (let i = 0; i < count; i++) tabs.push(await tab(context));
+  const login = await tabs[0].page.evaluate((u) => demo.login(u), user);
+  for (const t of tabs) await t.page.evaluate((tok) => demo.realtime(tok, "payment:own"), login.token);
+  await sleep(300);
+  const conns = await connections(tabs[0].page, user);
+  await context.close();
+  return { tabs: count, connections: conns.count };
+}
+
+/** The holder goes away while 50 events/s flow (`how`: "close", or "crash" its renderer); another
+ *  tab holds within 1 s, and every remaining tab has every event once, in order. */
+async function handover(query, how = "close") {
+  const context = await browser.newContext();
+  const user = `handover-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  const room = `payment:${user}`;
+  const { tabs } = await sharedTabs(context, 3, query, user);
+  for (const t of tabs) await t.page.evaluate((r) => demo.join(r), room);
+  await sleep(300);
+  const n = 150;
+  await post(tabs[0].page, `/api/stream?room=${encodeURIComponent(room)}&n=${n}&rate=50`);
+  await sleep(1000);
+  const old = await holderOf(tabs);
+  check(old, "no tab holds the connection");
+  const oldId = await old.page.evaluate(() => demo.selfId);
+  const rest = tabs.filter((t) => t !== old);
+  const closedAt = await rest[0].page.evaluate(() => performance.timeOrigin + performance.now());
+  if (how === "close") {
+    await old.page.close();
+  } else {
+    const cdp = await context.newCDPSession(old.page);
+    cdp.send("Page.crash").catch(() => {});
+  }
+  // Another tab holds the connection, and events flow through it.
+  try {
+    await waitFor(rest[0].page, `demo.holder && demo.holder !== ${JSON.stringify(oldId)}`, 5000);
+  } catch (e) {
+    const seen = await rest[0].page.evaluate(() => JSON.stringify({ holder: demo.holder, statuses: demo.statuses }));
+    throw new Error(`no new holder after ${how} (old ${oldId}): ${seen}`);
+  }
+  const newId = await rest[0].page.evaluate(() => demo.holder);
+  const holderAt = await rest[0].page.evaluate((id) => demo.statuses.find((s) => s.status === "holder" && s.tabId === id).at, newId);
+  await waitFor(rest[0].page, `demo.rooms[${JSON.stringify(room)}].some((e) => e.holder === ${JSON.stringify(newId)})`, 5000);
+  const firstAt = await rest[0].page.evaluate(([r, id]) => demo.rooms[r].find((e) => e.holder === id).at, [room, newId]);
+  await checkOnce(rest, room, n);
+  const conns = await connections(rest[0].page, user);
+  await context.close();
+  return {
+    locks: tabs[0].info.locks,
+    how,
+    holder_ms: holderAt - closedAt,
+    gap_ms: firstAt - closedAt,
+    connections: conns.count,
+    events: n,
+  };
+}
+
+/** A tab joining late replays the room from a position; a tab leaving stops getting it. */
+async function lateJoin(query) {
+  const context = await browser.newContext();
+  const user = `late-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  const room = `payment:${user}`;
+  const { tabs, login } = await sharedTabs(context, 2, query, user);
+  const [a, b] = tabs;
+  await a.page.evaluate((r) => demo.join(r), room);
+  await b.page.evaluate((r) => demo.join(r), room);
+  await sleep(300);
+  await post(a.page, `/api/publish?room=${encodeURIComponent(room)}&n=5`);
+  await waitFor(a.page, `demo.rooms[${JSON.stringify(room)}].length >= 5`);
+  const epoch = await a.page.evaluate((r) => demo.rooms[r][0].epoch, room);
+  // C opens later and asks for the room's history from its start.
+  const c = await tab(context, query);
+  await c.page.evaluate((tok) => demo.shared(tok), login.token);
+  await c.page.evaluate(([r, e]) => demo.join(r, { epoch: e, offset: 0 }), [room, epoch]);
+  await waitFor(c.page, `(demo.rooms[${JSON.stringify(room)}] ?? []).length >= 5`, 5000);
+  // B leaves; A and C keep the room.
+  await b.page.evaluate((r) => demo.leave(r), room);
+  await sleep(300);
+  await post(a.page, `/api/publish?room=${encodeURIComponent(room)}&n=3`);
+  await checkOnce([a, c], room, 8);
+  await sleep(300);
+  const bGot = await b.page.evaluate((r) => demo.rooms[r].length, room);
+  check(bGot === 5, `the tab that left got ${bGot} events, want 5`);
+  // The replay did not reach A or B twice.
+  const aGot = await a.page.evaluate((r) => demo.rooms[r].length, room);
+  check(aGot === 8, `A got ${aGot} events, want 8`);
+  const conns = await connections(a.page, user);
+  check(conns.count === 1, `connections ${conns.count}`);
+  await context.close();
+  return { late_tab_history: 5, left_tab_events: bGot };
+}
+
+/** The token set in any tab is the one the next holder connects with. */
+async function sharedToken(query) {
+  const context = await browser.newContext();
+  const user = `token-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  const room = `payment:${user}`;
+  const { tabs } = await sharedTabs(context, 3, query, user);
+  for (const t of tabs) await t.page.evaluate((r) => demo.join(r), room);
+  await sleep(300);
+  const old = await holderOf(tabs);
+  const rest = tabs.filter((t) => t !== old);
+  // A refresh in a tab that does not hold the connection: a new session's token.
+  const fresh = await rest[1].page.evaluate((u) => demo.login(u), user);
+  await rest[1].page.evaluate((tok) => demo.client.setToken(tok), fresh.token);
+  await sleep(200);
+  const oldId = await old.page.evaluate(() => demo.selfId);
+  await old.page.close();
+  await waitFor(rest[0].page, `demo.holder && demo.holder !== ${JSON.stringify(oldId)} && demo.client.connected`, 5000);
+  await sleep(300);
+  const conns = await connections(rest[0].page, user);
+  check(conns.count === 1, `connections ${conns.count}`);
+  check(conns.sessions[0] === fresh.session_id, `the new holder connected with session ${conns.sessions[0]}, want the refreshed ${fresh.session_id}`);
+  await post(rest[0].page, `/api/publish?room=${encodeURIComponent(room)}&n=3`);
+  await checkOnce(rest, room, 3);
+  await context.close();
+  return { session: conns.sessions[0] };
+}
+
+/** Revoking the device signs out every tab, before and (second device) after a hand-over. */
+async function sharedRevoke(query) {
+  const revoker = await browser.newContext();
+  const a = await tab(revoker, query);
+  const user = `revoke-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  const la = await a.page.evaluate((u) => demo.login(u), user);
+  const result = {};
+  for (const afterHandover of [false, true]) {
+    const device = await browser.newContext();
+    const { tabs, login } = await sharedTabs(device, 3, query, user, { device: true });
+    await sleep(300);
+    let live = tabs;
+    if (afterHandover) {
+      const old = await holderOf(tabs);
+      const oldId = await old.page.evaluate(() => demo.selfId);
+      live = tabs.filter((t) => t !== old);
+      await old.page.close();
+      await waitFor(live[0].page, `demo.holder && demo.holder !== ${JSON.stringify(oldId)} && demo.client.connected`, 5000);
+      await sleep(300);
+    }
+    const conns = await connections(a.page, user);
+    const deviceId = await live[0].page.evaluate(() => demo.deviceId());
+    const revoked = await a.page.evaluate(([t, d]) => demo.revoke(t, d), [la.token, deviceId]);
+    check(revoked.status === 200, `revoke answered ${revoked.status}`);
+    for (const t of live) await waitFor(t.page, "demo.logouts.length >= 1", 3000);
+    const ats = [];
+    for (const t of live) {
+      const l = await t.page.evaluate(() => demo.logouts);
+      check(l[0].reason === "revoked", `reason ${l[0].reason}`);
+      ats.push(l[0].at);
+    }
+    await sleep(300);
+    for (const t of live) {
+      const n = await t.page.evaluate(() => demo.logouts.length);
+      check(n === 1, `a tab logged out ${n} times`);
+    }
+    result[afterHandover ? "after_handover_ms" : "before_handover_ms"] = Math.max(...ats) - revoked.at;
+    result[afterHandover ? "after_connections" : "before_connections"] = conns.count;
+    await device.close();
+  }
+  await revoker.close();
+  return result;
+}
+
 try {
   let result;
   switch (scenario) {
@@ -224,6 +456,18 @@ try {
     case "holder-dies-lease": result = await holderDies("?nobc=1&nolocks=1"); break;
     case "revoke": result = await revokeDevice(); break;
     case "reconnect": result = await reconnect(); break;
+    case "shared": result = await sharedConnections(""); break;
+    case "shared-lease": result = await sharedConnections("?nolocks=1"); break;
+    case "shared-5": result = await sharedConnections("", 5); break;
+    case "own-5": result = await ownConnections(5); break;
+    case "handover": result = await handover(""); break;
+    case "handover-lease": result = await handover("?nolocks=1"); break;
+    case "handover-crash": result = await handover("", "crash"); break;
+    case "late-join": result = await lateJoin(""); break;
+    case "late-join-lease": result = await lateJoin("?nolocks=1"); break;
+    case "shared-token": result = await sharedToken(""); break;
+    case "shared-revoke": result = await sharedRevoke(""); break;
+    case "shared-revoke-lease": result = await sharedRevoke("?nolocks=1"); break;
     default: throw new Error(`unknown scenario ${scenario}`);
   }
   console.log(`result: ${JSON.stringify(result)}`);

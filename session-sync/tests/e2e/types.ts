@@ -32,6 +32,21 @@ export async function typed(): Promise<void> {
     const type: string = e.event.type;
     void type;
   });
+  const shared = new RealtimeClient("wss://example.com/ws", "token", { shared: true, channel: "app" });
+  shared.subscribe("payment:2", (e: RealtimeEvent) => {
+    const at: { epoch: string; offset: number } = { epoch: e.epoch, offset: e.offset };
+    void at;
+  }, { since: { epoch: "e", offset: 0 } });
+  const holding: boolean = shared.holding;
+  shared.onStatus((s: RealtimeStatus) => {
+    if (s.status === "holder") {
+      const mine: boolean = s.self;
+      void mine;
+    }
+  });
+  void holding;
+  // @ts-expect-error: since is a position, not a number
+  shared.subscribe("payment:3", () => {}, { since: 5 });
   rt.onStatus((s: RealtimeStatus) => {
     if (s.status === "closed") {
       const retry: number = s.retryInMs;

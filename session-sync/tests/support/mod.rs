@@ -132,6 +132,8 @@ pub async fn start() -> Demo {
     let admit = revoked.clone();
     let ws = WsServer::builder(verifier.clone())
         .admit(move |claims| admit.permits(claims))
+        // The demo's payment rooms are open to every signed-in user.
+        .authorize(|_, room| room.starts_with("payment:"))
         .build()
         .unwrap();
     let bridge = Bridge::new(ws.clone()).revoke_sessions("auth.session.revoked", |e| {
@@ -268,6 +270,36 @@ impl State {
                     }
                 }
                 json(StatusCode::OK, serde_json::json!({ "published": n }))
+            }
+            (Method::GET, "/api/connections") => {
+                // The WebSocket connections the server holds for a user, with their sessions.
+                let conns = self.ws.connections_of_user(&param("user"));
+                let sessions: Vec<_> = conns.iter().map(|c| c.session.clone()).collect();
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({ "count": conns.len(), "sessions": sessions }),
+                )
+            }
+            (Method::POST, "/api/stream") => {
+                // `n` events into a room at `rate` per second, from a task (answers at once).
+                let room = param("room");
+                let n: u32 = param("n").parse().unwrap_or(1).min(100_000);
+                let rate: u64 = param("rate").parse().unwrap_or(50).clamp(1, 10_000);
+                let ws = self.ws.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+                    for i in 0..n {
+                        tick.tick().await;
+                        let id = tidewell_testkit::unique_name("evt");
+                        let event = serde_json::json!({
+                            "id": id, "type": "payments.payment.created", "version": 1,
+                            "source": "demo", "occurred_at": "2026-11-26T00:00:00Z",
+                            "correlation_id": id, "payload": { "i": i },
+                        });
+                        let _ = ws.publish_json(&room, &event.to_string());
+                    }
+                });
+                json(StatusCode::OK, serde_json::json!({ "streaming": n }))
             }
             (Method::POST, "/api/login") => {
                 let (user, device) = (param("user"), param("device"));
