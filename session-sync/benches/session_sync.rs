@@ -5,6 +5,13 @@
 //!   100 runs in Debian's Chromium, against the same trip over a raw `BroadcastChannel`
 //!   (`postMessage` to `onmessage`, nothing else): what our validation and dispatch add.
 //! - `cross_tab_latency_local_storage`: the same over the `localStorage` fallback.
+//! - `connections_per_browser`: the WebSocket connections the server holds for one browser with 5
+//!   tabs, the shared mode against one connection per tab (the same page, `RealtimeClient`
+//!   without `shared`).
+//! - `handover_gap_ms`: closing the tab that holds the shared connection while 50 events/s flow,
+//!   to the first event the other tabs get through the next holder, median of 20; against a tab
+//!   on its own connection losing it under the same flow, to its first event after reconnecting
+//!   (backoff 300–600 ms, the demo's), median of 20.
 //! - `wasm_size`: the package's `.wasm`, gzip -9, against the `broadcast-channel` npm package's
 //!   minified browser build (`dist/lib/browser.min.js`), gzip -9. Also `js_glue_size`, the
 //!   generated JavaScript, gzip -9, which ships beside the `.wasm`.
@@ -53,6 +60,15 @@ async fn main() {
     println!("raw BroadcastChannel: {raw}");
     println!("cross-tab logout over localStorage: {storage}");
 
+    let shared = support::run(&demo, "shared-5", 1).await;
+    let own = support::run(&demo, "own-5", 1).await;
+    let handover = support::run(&demo, "handover-median", 20).await;
+    let reconnect = support::run(&demo, "reconnect-median", 20).await;
+    println!("5 tabs, shared: {shared}");
+    println!("5 tabs, own connections: {own}");
+    println!("hand-over: {handover}");
+    println!("reconnect of an own connection: {reconnect}");
+
     let dir = support::crate_dir();
     let wasm = gzip_size(&dir.join("pkg/tidewell_session_sync_bg.wasm"));
     let glue = gzip_size(&dir.join("pkg/tidewell_session_sync.js"));
@@ -65,6 +81,19 @@ async fn main() {
         "cross_tab_latency_local_storage",
         ms(&storage),
         ms(&raw),
+        "ms_median",
+    );
+    let count = |v: &serde_json::Value| v["connections"].as_f64().unwrap();
+    line(
+        "connections_per_browser",
+        count(&shared),
+        count(&own),
+        "connections",
+    );
+    line(
+        "handover_gap_ms",
+        ms(&handover),
+        ms(&reconnect),
         "ms_median",
     );
     let kib = |b: u64| b as f64 / 1024.0;

@@ -224,7 +224,10 @@ async fn revoking_the_device_signs_out_every_tab_before_and_after_a_hand_over() 
     let demo = start().await;
     for scenario in ["shared-revoke", "shared-revoke-lease"] {
         let r = run(&demo, scenario, 1).await;
-        assert_eq!(r["before_connections"], 1, "one connection for the three tabs: {r}");
+        assert_eq!(
+            r["before_connections"], 1,
+            "one connection for the three tabs: {r}"
+        );
         assert_eq!(r["after_connections"], 1, "{r}");
         for key in ["before_handover_ms", "after_handover_ms"] {
             let ms = r[key].as_f64().unwrap();

@@ -270,7 +270,8 @@ impl Rt {
             next_id: Cell::new(0),
             seen: RefCell::new((VecDeque::new(), HashSet::new())),
             timer: Cell::new(None),
-            shared: transport.map(|(channel, kind)| Shared::new(&channel, &url, kind, this.clone())),
+            shared: transport
+                .map(|(channel, kind)| Shared::new(&channel, &url, kind, this.clone())),
             url,
             this: this.clone(),
         });
@@ -354,7 +355,10 @@ impl Rt {
             let replay = since.inspect(|since| {
                 // Replay from `since` unless this tab has seen further.
                 let mut positions = self.positions.borrow_mut();
-                if positions.get(&room).is_none_or(|p| !p.covers(&since.epoch, since.offset)) {
+                if positions
+                    .get(&room)
+                    .is_none_or(|p| !p.covers(&since.epoch, since.offset))
+                {
                     positions.insert(room.clone(), since.clone());
                 }
             });
@@ -600,7 +604,9 @@ impl Rt {
             && let Some(shared) = self.shared.as_ref().filter(|s| s.is_holder())
         {
             let asked = kind.as_deref() == Some("event")
-                && room.as_ref().is_some_and(|r| self.joined.borrow().contains(r));
+                && room
+                    .as_ref()
+                    .is_some_and(|r| self.joined.borrow().contains(r));
             shared.relay(text, asked);
         }
         let mine = room
@@ -623,7 +629,8 @@ impl Rt {
                 );
             }
             Some("subscribed") => {
-                let (Some(room), Some(epoch), Some(offset)) = (room, text_of("epoch"), uint("offset"))
+                let (Some(room), Some(epoch), Some(offset)) =
+                    (room, text_of("epoch"), uint("offset"))
                 else {
                     return self.bad("a subscribed frame without room, epoch or offset".into());
                 };
@@ -680,7 +687,10 @@ impl Rt {
     fn event(&self, room: String, offset: u64, epoch: String, parsed: JsValue, mine: bool) {
         {
             let mut positions = self.positions.borrow_mut();
-            if positions.get(&room).is_some_and(|p| p.covers(&epoch, offset)) {
+            if positions
+                .get(&room)
+                .is_some_and(|p| p.covers(&epoch, offset))
+            {
                 // Replayed after a reconnect or a hand-over: already delivered.
                 return;
             }

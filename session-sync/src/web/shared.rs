@@ -248,7 +248,10 @@ impl Shared {
             })
             .into_js_value()
             .unchecked_into();
-            if target.add_event_listener_with_callback(event, &listener).is_ok() {
+            if target
+                .add_event_listener_with_callback(event, &listener)
+                .is_ok()
+            {
                 page.push((target, event, listener));
             }
         }
@@ -464,7 +467,10 @@ impl Rt {
                 continue;
             };
             let epoch = entry.get(1).as_string().filter(|e| e.len() <= 128);
-            let offset = entry.get(2).as_f64().filter(|o| *o >= 0.0 && o.fract() == 0.0);
+            let offset = entry
+                .get(2)
+                .as_f64()
+                .filter(|o| *o >= 0.0 && o.fract() == 0.0);
             if let (true, Some(epoch), Some(offset)) = (entry.get(3).is_truthy(), epoch, offset) {
                 // Truncation impossible: a whole, non-negative number.
                 let asked = Since {

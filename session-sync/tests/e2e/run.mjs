@@ -443,6 +443,48 @@ async function sharedRevoke(query) {
   return result;
 }
 
+/** `runs` hand-overs: the median time from closing the holder to the first event through the next. */
+async function handoverMedian() {
+  const gaps = [];
+  for (let i = 0; i < runs; i++) gaps.push((await handover("")).gap_ms);
+  return { runs, median_ms: median(gaps), max_ms: Math.max(...gaps) };
+}
+
+/** Baseline: a tab on its own connection loses it while 50 events/s flow; the time from the drop to
+ *  the first event through its new connection (the demo's client: reconnect backoff 300–600 ms). */
+async function reconnectMedian() {
+  const context = await browser.newContext();
+  const t = await tab(context, "?spy=1");
+  const user = `rc-${Date.now()}`;
+  const login = await t.page.evaluate((u) => demo.login(u), user);
+  const room = `payment:${user}`;
+  await t.page.evaluate(([tok, r]) => demo.realtime(tok, r), [login.token, room]);
+  await sleep(200);
+  const gaps = [];
+  for (let i = 0; i < runs; i++) {
+    await post(t.page, `/api/stream?room=${encodeURIComponent(room)}&n=100&rate=50`);
+    await sleep(500);
+    // From the drop to the first event that arrives after the client reports "open" again
+    // (events already buffered from the old socket do not count).
+    const gap = await t.page.evaluate(() => new Promise((resolve) => {
+      const cut = performance.timeOrigin + performance.now();
+      const opens = demo.statuses.filter((s) => s.status === "open").length;
+      window.__sockets.at(-1).close();
+      let seen = -1;
+      const poll = () => {
+        if (seen < 0 && demo.statuses.filter((s) => s.status === "open").length > opens) seen = demo.received.length;
+        if (seen >= 0 && demo.received.length > seen) resolve(performance.timeOrigin + performance.now() - cut);
+        else setTimeout(poll, 1);
+      };
+      poll();
+    }));
+    gaps.push(gap);
+    await sleep(2000);
+  }
+  await context.close();
+  return { runs, median_ms: median(gaps), max_ms: Math.max(...gaps) };
+}
+
 try {
   let result;
   switch (scenario) {
@@ -463,6 +505,8 @@ try {
     case "handover": result = await handover(""); break;
     case "handover-lease": result = await handover("?nolocks=1"); break;
     case "handover-crash": result = await handover("", "crash"); break;
+    case "handover-median": result = await handoverMedian(); break;
+    case "reconnect-median": result = await reconnectMedian(); break;
     case "late-join": result = await lateJoin(""); break;
     case "late-join-lease": result = await lateJoin("?nolocks=1"); break;
     case "shared-token": result = await sharedToken(""); break;
