@@ -34,3 +34,8 @@ pub mod web;
 pub mod server;
 
 pub use error::Error;
+
+/// The README's server example, compiled as a doc test.
+#[cfg(all(doctest, feature = "server"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -164,7 +164,6 @@ async fn without_web_locks_the_storage_lease_elects_one_holder() {
 /// The hand-over bound is the feature's contract (another tab holds within a second), checked
 /// here as the run's result, not as a timing of the machine: it is what the user is promised.
 fn check_handover(r: &serde_json::Value) {
-    eprintln!("hand-over: {r}");
     assert_eq!(r["connections"], 1, "{r}");
     let holder = r["holder_ms"].as_f64().unwrap();
     assert!(
