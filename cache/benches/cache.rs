@@ -3,8 +3,8 @@
 //! - `get_hit_throughput_{seq,c32}` / `set_throughput_{seq,c32}`: raw redis-rs GET / SET PX of the
 //!   same encoded bytes on a multiplexed connection (baseline) vs the cache's Redis tier (local tier
 //!   off): typed get (one MGET of the entry and its 2 tags' versions, the check, decode) and typed
-//!   set (Lua write recording the 2 tags' versions).
-//!   Sequential, then 32 concurrent tasks. Goal: ratio >= 0.90.
+//!   set (`SET` of the entry recording the 2 tags' versions, then their `MGET`, one round trip).
+//!   Sequential, then 32 concurrent tasks.
 //! - `get_design_floor_*` / `set_design_floor_*` are not the cache: the raw redis-rs commands the
 //!   design needs (the MGET of the entry and its 2 tags' versions; the SET, the tags' MGET and the
 //!   PUBLISH, pipelined) against the same raw GET / SET. No cache built this way can pass them.

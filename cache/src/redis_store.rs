@@ -1,10 +1,10 @@
 //! The Redis store: one string per entry (a header naming the entry's tags and the version each
 //! had when it was written, then the value), one string per tag version. A read is one `MGET` of
-//! the entry and its tags' current versions; a write is a Lua script, so recording the versions
-//! and storing the entry are one atomic step.
+//! the entry and its tags' current versions; a write is a `SET` of the entry with the versions it
+//! records and an `MGET` of those tags in the same round trip (see below).
 //!
 //! Every key of one cache carries the hash tag `{<prefix>}`, so in Redis Cluster all of them live in
-//! one slot and one `MGET` or script may touch the tag keys an entry names. Give unrelated domains
+//! one slot and one `MGET` may touch the tag keys an entry names. Give unrelated domains
 //! their own prefix to spread them over slots.
 //!
 //! The entry format is `redis_entry`'s; the connection (single server or cluster) is

@@ -27,7 +27,7 @@ use crate::state::ProxyState;
 /// Every failure becomes a response: 400 (bad `Host`), 404 (no route), 413 (body over the route's
 /// limit, even mid-stream), 429 (rate limit, with `Retry-After`), 502 (no upstream reachable or a
 /// broken upstream response), 504 (no response head within the route's timeout); each with a JSON
-/// body `{"error", "message", "request_id"}`.
+/// body `{"error": {"code", "message", "request_id"}}` (`tidewell_core::http::error_body`).
 #[derive(Clone)]
 pub struct Proxy {
     state: Arc<ProxyState>,

@@ -246,6 +246,37 @@ fn bad_arguments_throw_clear_errors() {
     assert!(describe(&e).contains("transport"));
     let e = RealtimeClient::new("http://x".into(), "t".into(), None).unwrap_err();
     assert!(describe(&e).contains("ws://"));
+    let parse = |json: &str| js_sys::JSON::parse(json).unwrap();
+    let url = || String::from("ws://127.0.0.1:9/ws");
+    let e = RealtimeClient::new(
+        url(),
+        "t".into(),
+        Some(parse(r#"{"shared":"yes"}"#).unchecked_into()),
+    )
+    .unwrap_err();
+    assert!(describe(&e).contains("shared"), "{}", describe(&e));
+    let e = RealtimeClient::new(
+        url(),
+        "t".into(),
+        Some(parse(r#"{"shared":true,"channel":""}"#).unchecked_into()),
+    )
+    .unwrap_err();
+    assert!(describe(&e).contains("channel"), "{}", describe(&e));
+    let rt = RealtimeClient::new(url(), "t".into(), None).unwrap();
+    let handler: Function = Closure::<dyn FnMut()>::new(|| {})
+        .into_js_value()
+        .unchecked_into();
+    let e = rt
+        .subscribe(
+            "payment:1".into(),
+            handler.clone(),
+            Some(parse(r#"{"since":5}"#).unchecked_into()),
+        )
+        .unwrap_err();
+    assert!(describe(&e).contains("since"), "{}", describe(&e));
+    let e = rt.subscribe("bad room".into(), handler, None).unwrap_err();
+    assert!(describe(&e).contains("room"), "{}", describe(&e));
+    rt.close();
 }
 
 #[wasm_bindgen_test]

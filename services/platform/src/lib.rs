@@ -63,7 +63,8 @@ pub struct PlatformConfig {
     /// is Redis (a single server or a cluster); `None` on embedded defaults.
     pub redis_url: Option<String>,
     /// The Redis joining the WebSocket rooms of every node (`TIDEWELL_WS_BACKPLANE_URL`, else the
-    /// cache's URL when it is a single Redis); `None` on embedded defaults.
+    /// cache's URL when the cache is on Redis: `redis://`, `rediss://` or `redis-cluster://`);
+    /// `None` on embedded defaults.
     pub backplane_url: Option<String>,
 }
 

@@ -1,6 +1,8 @@
 //! The browser half (wasm32 only): the JavaScript API of the npm package, also usable from Rust
 //! front ends (Yew, Leptos, ...).
 
+mod client;
+mod cross_tab;
 mod device;
 mod device_session;
 mod election;

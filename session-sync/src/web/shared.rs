@@ -25,46 +25,55 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Array, Function, JSON};
-use tidewell_protocol::is_valid_room;
 use wasm_bindgen::prelude::*;
 
 use super::election::Election;
-use super::realtime::Rt;
 use super::transport::{self, Transport};
-use super::{JsObject, object, random_id};
+use super::{object, random_id};
 use crate::Error;
 use crate::interest::{Interests, Since};
-use crate::message::{Field, Object as _};
 
 /// How often the holder asks the other tabs for their rooms; a tab silent for two censuses is
 /// forgotten (it crashed without saying goodbye).
-const CENSUS_MS: i32 = 5_000;
+pub(crate) const CENSUS_MS: i32 = 5_000;
 /// How long a holder stopped by the server (session revoked) keeps the election, so that the
 /// other tabs hear why before one of them could take over.
 const STOP_GRACE_MS: f64 = 250.0;
 /// At most this many rooms are read from one tab's list.
-const MAX_LISTED_ROOMS: usize = 1_024;
+pub(crate) const MAX_LISTED_ROOMS: usize = 1_024;
+
+/// What `Shared` calls back in the tab's client (`cross_tab` implements it for the client).
+pub(crate) trait Tab {
+    /// A message from another tab, as sent.
+    fn message(&self, text: &str);
+    /// This tab was elected (`true`) or lost the lease (`false`).
+    fn elected(&self, holder: bool);
+    /// The page was hidden or frozen (`false`), or shown or resumed.
+    fn page_visible(&self, visible: bool);
+}
 
 /// The shared mode's state of one tab.
 pub(crate) struct Shared {
-    tab: String,
+    /// This tab's id on the channel.
+    pub(crate) tab: String,
     channel: String,
     kind: transport::Kind,
     transport: RefCell<Option<Transport>>,
-    election: Rc<Election>,
+    pub(crate) election: Rc<Election>,
     /// The holder's record of the other tabs' rooms.
     pub(crate) interests: RefCell<Interests>,
     /// The holding tab, as last heard.
-    holder: RefCell<Option<String>>,
+    pub(crate) holder: RefCell<Option<String>>,
     /// The holder's connection id while its connection is open.
     open_as: RefCell<Option<String>>,
-    census: RefCell<Option<Census>>,
+    /// The holder's census timer.
+    pub(crate) census: RefCell<Option<Census>>,
     page: RefCell<Vec<PageListener>>,
-    rt: Weak<Rt>,
+    owner: Weak<dyn Tab>,
 }
 
 /// The census timer: its handle and its callback.
-type Census = (i32, Closure<dyn FnMut()>);
+pub(crate) type Census = (i32, Closure<dyn FnMut()>);
 
 /// A page lifecycle listener: target, event, listener.
 type PageListener = (web_sys::EventTarget, &'static str, Function);
@@ -78,13 +87,18 @@ pub(crate) enum Replay<'a> {
 
 impl Shared {
     /// The shared mode on `channel` for `url`.
-    pub(crate) fn new(channel: &str, url: &str, kind: transport::Kind, rt: Weak<Rt>) -> Self {
+    pub(crate) fn new(
+        channel: &str,
+        url: &str,
+        kind: transport::Kind,
+        owner: Weak<dyn Tab>,
+    ) -> Self {
         let tab = random_id();
-        let weak = rt.clone();
+        let weak = owner.clone();
         let election = Election::new(format!("tidewell-realtime:{channel}:{url}"), tab.clone(), {
             move |holder| {
-                if let Some(rt) = weak.upgrade() {
-                    if holder { rt.promoted() } else { rt.demoted() }
+                if let Some(owner) = weak.upgrade() {
+                    owner.elected(holder);
                 }
             }
         });
@@ -99,21 +113,22 @@ impl Shared {
             open_as: RefCell::new(None),
             census: RefCell::new(None),
             page: RefCell::new(Vec::new()),
-            rt,
+            owner,
         }
     }
 
     /// Opens the channel to the other tabs, says hello and stands for election.
-    pub(crate) fn start(&self, rt: &Rt) -> Result<(), Error> {
-        let weak = self.rt.clone();
+    pub(crate) fn start(&self) -> Result<(), Error> {
+        let weak = self.owner.clone();
         let transport = Transport::open(self.kind, &self.channel, move |data| {
-            if let (Some(rt), Some(text)) = (weak.upgrade(), data.as_string()) {
-                rt.cross_tab(&text);
+            if let (Some(owner), Some(text)) = (weak.upgrade(), data.as_string()) {
+                owner.message(&text);
             }
         })?;
         *self.transport.borrow_mut() = Some(transport);
         self.listen_to_page();
-        self.announce(rt, true, Replay::None);
+        // A new tab has no room yet.
+        self.announce(&[], true, Replay::None);
         self.election.join();
         Ok(())
     }
@@ -133,7 +148,8 @@ impl Shared {
         *self.open_as.borrow_mut() = connection;
     }
 
-    fn send(&self, kind: &str, body: &str) {
+    /// Sends one message of `kind` to the other tabs.
+    pub(crate) fn send(&self, kind: &str, body: &str) {
         if let Some(t) = self.transport.borrow().as_ref() {
             // ok to ignore: the other tabs recover through the census and the next hand-over
             let _ = t.send(&format!("v1|{kind}|{}|{body}", self.tab));
@@ -161,17 +177,21 @@ impl Shared {
     }
 
     /// Holder: the census (and the answer to a new tab's hello).
-    fn send_census(&self) {
+    pub(crate) fn send_census(&self) {
         let open = self.open_as.borrow().clone().unwrap_or_default();
         self.send("h", &open);
     }
 
     /// Tells the holder this tab's rooms, with the positions to replay from for `replay`.
-    pub(crate) fn announce(&self, rt: &Rt, hello: bool, replay: Replay<'_>) {
+    pub(crate) fn announce(
+        &self,
+        mine: &[(String, Option<Since>)],
+        hello: bool,
+        replay: Replay<'_>,
+    ) {
         let rooms = Array::new();
-        let positions = rt.positions.borrow();
-        for room in rt.room_handlers.borrow().keys() {
-            let at = positions.get(room);
+        for (room, at) in mine {
+            let at = at.as_ref();
             let replay = match replay {
                 Replay::None => false,
                 Replay::One(r) => r == room,
@@ -213,7 +233,8 @@ impl Shared {
         }
     }
 
-    fn stop_census(&self) {
+    /// Stops the holder's census timer.
+    pub(crate) fn stop_census(&self) {
         if let (Some((handle, _)), Some(w)) = (self.census.borrow_mut().take(), web_sys::window()) {
             w.clear_interval_with_handle(handle);
         }
@@ -240,10 +261,10 @@ impl Shared {
         ];
         let mut page = self.page.borrow_mut();
         for (target, event, back) in targets {
-            let weak = self.rt.clone();
+            let weak = self.owner.clone();
             let listener: Function = Closure::<dyn FnMut()>::new(move || {
-                if let Some(rt) = weak.upgrade() {
-                    rt.page_visible(back);
+                if let Some(owner) = weak.upgrade() {
+                    owner.page_visible(back);
                 }
             })
             .into_js_value()
@@ -255,238 +276,5 @@ impl Shared {
                 page.push((target, event, listener));
             }
         }
-    }
-}
-
-impl Rt {
-    fn shared(&self) -> Option<&Shared> {
-        self.shared.as_ref()
-    }
-
-    /// This tab was elected: it opens the connection for every tab.
-    pub(crate) fn promoted(&self) {
-        let Some(shared) = self.shared() else { return };
-        if self.stopped.get() {
-            return;
-        }
-        *shared.holder.borrow_mut() = Some(shared.tab.clone());
-        shared.set_open(None);
-        shared.interests.borrow_mut().clear();
-        self.emit_status(
-            &[
-                ("status", "holder".into()),
-                ("tabId", shared.tab.as_str().into()),
-                ("self", true.into()),
-            ],
-            false,
-        );
-        // The others answer with their rooms and positions.
-        shared.send_census();
-        let weak = self.weak();
-        let tick = Closure::<dyn FnMut()>::new(move || {
-            if let Some(rt) = weak.upgrade()
-                && let Some(shared) = rt.shared()
-            {
-                if shared.interests.borrow_mut().census() {
-                    rt.reconcile();
-                }
-                shared.send_census();
-            }
-        });
-        if let Some(w) = web_sys::window()
-            && let Ok(handle) = w.set_interval_with_callback_and_timeout_and_arguments_0(
-                tick.as_ref().unchecked_ref(),
-                CENSUS_MS,
-            )
-        {
-            *shared.census.borrow_mut() = Some((handle, tick));
-        }
-        self.attempt.set(0);
-        self.connect();
-    }
-
-    /// This tab lost the lease (another tab holds the connection now).
-    pub(crate) fn demoted(&self) {
-        let Some(shared) = self.shared() else { return };
-        self.drop_socket();
-        shared.stop_census();
-        shared.interests.borrow_mut().clear();
-        *shared.holder.borrow_mut() = None;
-        shared.set_open(None);
-        shared.announce(self, true, Replay::None);
-    }
-
-    /// The page was hidden or frozen (`visible` false), or shown or resumed again.
-    fn page_visible(&self, visible: bool) {
-        let Some(shared) = self.shared() else { return };
-        if self.stopped.get() {
-            return;
-        }
-        if visible {
-            shared.announce(self, true, Replay::None);
-            shared.election.join();
-            return;
-        }
-        if shared.is_holder() {
-            self.drop_socket();
-            shared.stop_census();
-            shared.send("x", "");
-        } else {
-            shared.send("b", "");
-        }
-        shared.election.leave();
-        shared.interests.borrow_mut().clear();
-        *shared.holder.borrow_mut() = None;
-        shared.set_open(None);
-    }
-
-    /// `from` holds the connection; a new holder hears this tab's rooms and positions.
-    fn heard_holder(&self, shared: &Shared, from: &str) -> bool {
-        if shared.holder.borrow().as_deref() == Some(from) {
-            return false;
-        }
-        *shared.holder.borrow_mut() = Some(from.to_owned());
-        self.emit_status(
-            &[
-                ("status", "holder".into()),
-                ("tabId", from.into()),
-                ("self", false.into()),
-            ],
-            false,
-        );
-        shared.announce(self, false, Replay::All);
-        true
-    }
-
-    /// A message from another tab (anything else on the channel is ignored).
-    pub(crate) fn cross_tab(&self, text: &str) {
-        let Some(shared) = self.shared() else { return };
-        let mut parts = text.splitn(4, '|');
-        let (Some("v1"), Some(kind), Some(from), Some(body)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return;
-        };
-        if from == shared.tab || self.stopped.get() {
-            return;
-        }
-        let holder = shared.is_holder();
-        match kind {
-            "f" | "a" if !holder => {
-                self.heard_holder(shared, from);
-                self.frame(body, Some(kind == "f"));
-            }
-            "s" if !holder => {
-                self.heard_holder(shared, from);
-                self.relayed_status(shared, body);
-            }
-            "h" if !holder => {
-                let new = self.heard_holder(shared, from);
-                if !body.is_empty() && !shared.holder_open() {
-                    shared.set_open(Some(body.to_owned()));
-                    self.emit_status(
-                        &[("status", "open".into()), ("connectionId", body.into())],
-                        false,
-                    );
-                }
-                if !new {
-                    shared.announce(self, false, Replay::None);
-                }
-            }
-            "x" if !holder => {
-                *shared.holder.borrow_mut() = None;
-                shared.set_open(None);
-            }
-            "r" if holder => {
-                if let Some(hello) = self.room_list(shared, from, body) {
-                    self.reconcile();
-                    if hello {
-                        shared.send_census();
-                    }
-                }
-            }
-            "b" if holder => {
-                shared.interests.borrow_mut().forget(from);
-                self.reconcile();
-            }
-            "t" => {
-                let Ok(v) = JSON::parse(body) else { return };
-                let o = JsObject(v);
-                if let (Field::Str(token), Some(at)) =
-                    (o.field("token"), o.raw("at").and_then(|a| a.as_f64()))
-                {
-                    self.set_token(token, at, false);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// A status the holder relayed: this tab's `onStatus` sees it; `stopped` stops this tab.
-    fn relayed_status(&self, shared: &Shared, body: &str) {
-        let Some(status) = JSON::parse(body).ok().filter(JsValue::is_object) else {
-            return;
-        };
-        let o = JsObject(status.clone());
-        let Field::Str(name) = o.field("status") else {
-            return;
-        };
-        if name != "error" {
-            shared.set_open(None);
-        }
-        if name == "stopped" {
-            let code = match o.field("code") {
-                Field::Uint(c) => u16::try_from(c).unwrap_or(1000),
-                _ => 1000,
-            };
-            let reason = match o.field("reason") {
-                Field::Str(r) => r,
-                _ => String::new(),
-            };
-            return self.stop(code, &reason, false);
-        }
-        self.status.call(&[status], |e| {
-            web_sys::console::error_2(
-                &JsValue::from_str("tidewell realtime: onStatus handler threw:"),
-                &e,
-            );
-        });
-    }
-
-    /// Holder: records a tab's room list; answers whether it was a hello (`None` if unreadable).
-    fn room_list(&self, shared: &Shared, from: &str, body: &str) -> Option<bool> {
-        let o = JsObject(JSON::parse(body).ok().filter(JsValue::is_object)?);
-        let hello = o.raw("hello").and_then(|h| h.as_bool()).unwrap_or(false);
-        let list: Array = o.raw("rooms")?.dyn_into().ok()?;
-        let mut rooms = Vec::new();
-        for entry in list.iter().take(MAX_LISTED_ROOMS) {
-            let Ok(entry) = entry.dyn_into::<Array>() else {
-                continue;
-            };
-            let Some(room) = entry.get(0).as_string().filter(|r| is_valid_room(r)) else {
-                continue;
-            };
-            let epoch = entry.get(1).as_string().filter(|e| e.len() <= 128);
-            let offset = entry
-                .get(2)
-                .as_f64()
-                .filter(|o| *o >= 0.0 && o.fract() == 0.0);
-            if let (true, Some(epoch), Some(offset)) = (entry.get(3).is_truthy(), epoch, offset) {
-                // Truncation impossible: a whole, non-negative number.
-                let asked = Since {
-                    epoch,
-                    offset: offset as u64,
-                };
-                let mut pending = self.pending.borrow_mut();
-                let since = match pending.remove(&room) {
-                    Some(p) => p.earliest(asked),
-                    None => asked,
-                };
-                pending.insert(room.clone(), since);
-            }
-            rooms.push(room);
-        }
-        shared.interests.borrow_mut().announce(from, rooms);
-        Some(hello)
     }
 }
