@@ -69,7 +69,12 @@ impl Lease {
 
     /// Whether this record is `tab`'s attempt `nonce` and still holds at `now`.
     pub fn is_held_by(&self, tab: &str, nonce: &str, now: f64) -> bool {
-        self.owner == tab && self.nonce == nonce && self.expires_at > now
+        self.is_attempt(tab, nonce) && self.expires_at > now
+    }
+
+    /// Whether this record is `tab`'s attempt `nonce`, expired or not (no other tab wrote since).
+    pub fn is_attempt(&self, tab: &str, nonce: &str) -> bool {
+        self.owner == tab && self.nonce == nonce
     }
 }
 
@@ -108,5 +113,10 @@ mod tests {
         assert!(!l.is_held_by("a", "2", 99.0));
         assert!(!l.is_held_by("a", "1", 100.0));
         assert!(!l.is_held_by("b", "1", 99.0));
+        assert!(
+            l.is_attempt("a", "1"),
+            "expired, but still this attempt's record"
+        );
+        assert!(!l.is_attempt("a", "2"));
     }
 }

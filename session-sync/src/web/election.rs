@@ -8,7 +8,7 @@ use std::rc::{Rc, Weak};
 use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 
-use super::{local_storage, locks, now_ms, random_id, sleep};
+use super::{local_storage, locks, now_ms, random_id, sleep, stored_lease};
 use crate::lease::Lease;
 
 /// How long a lease holds without renewal: the longest a crashed holder blocks the others where
@@ -85,13 +85,7 @@ impl Election {
         }
         if locks::manager().is_none()
             && let Some(storage) = local_storage()
-            && storage
-                .get_item(&self.lease_key())
-                .ok()
-                .flatten()
-                .as_deref()
-                .and_then(Lease::decode)
-                .is_some_and(|l| l.owner == self.tab)
+            && stored_lease(&storage, &self.lease_key()).is_some_and(|l| l.owner == self.tab)
         {
             // ok to ignore: a lease left behind expires by itself
             let _ = storage.remove_item(&self.lease_key());
@@ -137,10 +131,12 @@ async fn lease_loop(weak: Weak<Election>, round: u32) {
         };
         let key = me.lease_key();
         let stored = storage.get_item(&key).ok().flatten();
+        // Still our record, even if a late renewal (a throttled hidden tab) let it expire: no
+        // other tab wrote since, so this tab keeps holding rather than dropping the connection.
         let mine = stored
             .as_deref()
             .and_then(Lease::decode)
-            .is_some_and(|l| l.is_held_by(&me.tab, &nonce, now_ms()));
+            .is_some_and(|l| l.is_attempt(&me.tab, &nonce));
         if me.holder.get() && !mine {
             // Another tab took the lease (ours lapsed): stand down, then wait again.
             me.holder.set(false);
@@ -160,12 +156,7 @@ async fn lease_loop(weak: Weak<Election>, round: u32) {
                 let Some(me) = weak.upgrade().filter(|me| me.round.get() == round) else {
                     return;
                 };
-                let won = storage
-                    .get_item(&key)
-                    .ok()
-                    .flatten()
-                    .as_deref()
-                    .and_then(Lease::decode)
+                let won = stored_lease(&storage, &key)
                     .is_some_and(|l| l.is_held_by(&me.tab, &nonce, now_ms()));
                 if won {
                     me.holder.set(true);

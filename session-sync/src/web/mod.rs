@@ -176,6 +176,11 @@ pub(crate) fn local_storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
 
+/// The lease record stored under `key`, if it is one.
+pub(crate) fn stored_lease(storage: &web_sys::Storage, key: &str) -> Option<crate::lease::Lease> {
+    crate::lease::Lease::decode(&storage.get_item(key).ok().flatten()?)
+}
+
 /// Whether the global object has a property `name` that is not undefined.
 pub(crate) fn has_global(name: &str) -> bool {
     js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str(name))

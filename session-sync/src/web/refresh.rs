@@ -12,7 +12,10 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
 use super::tab::TabState;
-use super::{describe_js, js_error, local_storage, locks, now_ms, number_option, random_id, sleep};
+use super::{
+    describe_js, js_error, local_storage, locks, now_ms, number_option, random_id, sleep,
+    stored_lease,
+};
 use crate::Error;
 use crate::lease::Lease;
 use crate::message::Kind;
@@ -128,10 +131,7 @@ async fn with_lease(
                 return critical(inner, refresh, mark, timeout).await;
             }
             sleep(SETTLE_MS).await;
-            let back = storage.get_item(&key).ok().flatten();
-            let held = back
-                .as_deref()
-                .and_then(Lease::decode)
+            let held = stored_lease(&storage, &key)
                 .is_some_and(|l| l.is_held_by(inner.tab_id(), &lease.nonce, now_ms()));
             if held {
                 let result = match inner.tokens_since(mark) {
@@ -143,13 +143,8 @@ async fn with_lease(
                 let grace = if result.is_ok() { GRACE_MS } else { 0.0 };
                 wasm_bindgen_futures::spawn_local(async move {
                     sleep(grace).await;
-                    let still_ours = storage
-                        .get_item(&key)
-                        .ok()
-                        .flatten()
-                        .as_deref()
-                        .and_then(Lease::decode)
-                        .is_some_and(|l| l.owner == tab && l.nonce == lease.nonce);
+                    let still_ours = stored_lease(&storage, &key)
+                        .is_some_and(|l| l.is_attempt(&tab, &lease.nonce));
                     if still_ours {
                         // ok to ignore: a lease left behind expires by itself
                         let _ = storage.remove_item(&key);
